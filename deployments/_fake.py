@@ -1,0 +1,82 @@
+"""A scripted backend for unit tests and demos, implementing the same interface as the real ones."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from deployments import _openai_shapes as shapes
+from deployments._base import Backend, BackendError, Endpoint
+from deployments._config import FakeBackendConfig
+
+
+def _prompt_text(endpoint: Endpoint, body: dict[str, Any]) -> str:
+    if endpoint == "completions":
+        prompt = body.get("prompt", "")
+        return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+    return ""
+
+
+class FakeBackend(Backend):
+    """Answers with `reply` (or echoes the prompt), word by word, with configurable delays.
+
+    Token counts are whitespace words, so tests can predict usage exactly.
+    """
+
+    def __init__(self, config: FakeBackendConfig) -> None:
+        self.config = config
+        self.calls: list[tuple[Endpoint, dict[str, Any]]] = []
+
+    def _answer(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[str], int, str]:
+        self.calls.append((endpoint, body))
+        if self.config.fail_status is not None:
+            status = self.config.fail_status
+            raise BackendError(
+                f"fake backend configured to fail with {status}",
+                status=status,
+                retryable=status == 429 or status >= 500,
+            )
+        prompt = _prompt_text(endpoint, body)
+        words = (self.config.reply or prompt).split()
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        finish = "stop"
+        if isinstance(limit, int) and len(words) > limit:
+            words, finish = words[:limit], "length"
+        return words, len(prompt.split()), finish
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        words, prompt_tokens, finish = self._answer(endpoint, body)
+        await asyncio.sleep((self.config.latency_ms + self.config.token_interval_ms * len(words)) / 1000)
+        return shapes.completion_object(
+            endpoint,
+            self.config.model,
+            " ".join(words),
+            finish,
+            shapes.usage(prompt_tokens, len(words)),
+        )
+
+    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        words, prompt_tokens, finish = self._answer(endpoint, body)
+        chunk_id = shapes.new_id(endpoint)
+        model = self.config.model
+        await asyncio.sleep(self.config.latency_ms / 1000)
+        if endpoint == "chat/completions":
+            yield shapes.sse(shapes.chunk_object(endpoint, chunk_id, model, "", role=True))
+        for index, word in enumerate(words):
+            if index:
+                await asyncio.sleep(self.config.token_interval_ms / 1000)
+            text = word if index == 0 else " " + word
+            yield shapes.sse(shapes.chunk_object(endpoint, chunk_id, model, text))
+        yield shapes.sse(shapes.chunk_object(endpoint, chunk_id, model, None, finish))
+        options = body.get("stream_options") or {}
+        if options.get("include_usage"):
+            token_usage = shapes.usage(prompt_tokens, len(words))
+            yield shapes.sse(shapes.usage_chunk(endpoint, chunk_id, model, token_usage))
+        yield shapes.DONE

@@ -1,0 +1,159 @@
+"""Open-weights models on vLLM, hosted by Ray Serve LLM's `LLMServer` deployment.
+
+The gateway talks to `LLMServer` directly through its handle: one hop, no extra wrapper
+deployment. vLLM's request types are built here on the caller's side, so invalid sampling
+arguments fail before they cross the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deployments._base import Backend, BackendError, Endpoint, Health
+from deployments._config import VLLMBackendConfig
+from deployments._remote import as_backend_error
+
+if TYPE_CHECKING:
+    from ray.serve.deployment import Application
+    from ray.serve.handle import DeploymentHandle
+
+HEALTH_TIMEOUT_S = 5.0
+
+
+def llm_config_for(name: str, config: VLLMBackendConfig, project_root: Path) -> Any:
+    """The Ray Serve LLM `LLMConfig` for one backend."""
+    from ray.serve.llm import LLMConfig
+
+    deployment = config.deployment.serve_options()
+    if "num_replicas" not in deployment and "autoscaling_config" not in deployment:
+        deployment["num_replicas"] = 1
+    engine_kwargs = dict(config.engine_kwargs)
+    if config.context_window and "max_model_len" not in engine_kwargs:
+        engine_kwargs["max_model_len"] = config.context_window
+    return LLMConfig(
+        model_loading_config={
+            "model_id": config.model,
+            "model_source": config.resolved_source(project_root),
+        },
+        accelerator_config={"kind": config.accelerator},
+        accelerator_type=config.accelerator_type,
+        engine_kwargs=engine_kwargs,
+        deployment_config=deployment,
+        experimental_configs={"stream_batching_interval_ms": config.stream_batching_interval_ms},
+        runtime_env=config.runtime_env or None,
+    )
+
+
+def build_vllm_application(name: str, config: VLLMBackendConfig, project_root: Path) -> Application:
+    from ray.serve.llm import build_llm_deployment
+
+    return build_llm_deployment(
+        llm_config_for(name, config, project_root),
+        override_serve_options={"name": f"backend-{name}"},
+    )
+
+
+def _error_from_vllm(name: str, error: Any) -> BackendError:
+    """vLLM's ErrorResponse -> BackendError, keeping its status and OpenAI fields."""
+    info = getattr(error, "error", error)
+    status = int(getattr(info, "code", 500) or 500)
+    message = str(getattr(info, "message", "") or f"backend {name!r} failed")
+    if status >= 500:
+        return BackendError(f"backend {name!r} failed: {message}", status=502)
+    code = "context_length_exceeded" if "maximum context length" in message else None
+    return BackendError(
+        message,
+        status=status,
+        type=str(getattr(info, "type", None) or "invalid_request_error"),
+        param=getattr(info, "param", None),
+        code=code,
+        retryable=False,
+    )
+
+
+class VLLMBackend(Backend):
+    """Client side of an `LLMServer` deployment."""
+
+    def __init__(self, name: str, config: VLLMBackendConfig, handle: DeploymentHandle) -> None:
+        from ray.serve.llm.openai_api_models import (
+            ChatCompletionRequest,
+            CompletionRequest,
+            ErrorResponse,
+        )
+
+        self.name = name
+        self.config = config
+        self._handle = handle
+        self._stream_handle = handle.options(stream=True)
+        self._error_type = ErrorResponse
+        self._request_types = {
+            "chat/completions": (ChatCompletionRequest, "chat"),
+            "completions": (CompletionRequest, "completions"),
+        }
+
+    def _engine_request(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[Any, str]:
+        from pydantic import ValidationError
+
+        request_type, method = self._request_types[endpoint]
+        try:
+            return request_type.model_validate({**body, "model": self.config.model}), method
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(part) for part in first["loc"]) or None
+            raise BackendError(
+                f"{param}: {first['msg']}" if param else first["msg"],
+                status=400,
+                type="invalid_request_error",
+                param=param,
+                code="invalid_value",
+                retryable=False,
+            ) from None
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        request, method = self._engine_request(endpoint, {**body, "stream": False})
+        responses = getattr(self._stream_handle, method).remote(request)
+        try:
+            async for item in responses:
+                if isinstance(item, self._error_type):
+                    raise _error_from_vllm(self.name, item)
+                result: dict[str, Any] = item.model_dump(mode="json")
+                return result
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise as_backend_error(self.name, exc) from None
+        finally:
+            responses.cancel()
+        raise BackendError(f"backend {self.name!r} returned nothing")
+
+    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        request, method = self._engine_request(endpoint, {**body, "stream": True})
+        responses = getattr(self._stream_handle, method).remote(request)
+        finished = False
+        try:
+            async for batch in responses:
+                items = batch if isinstance(batch, list) else [batch]
+                for item in items:
+                    if isinstance(item, str):
+                        yield item.encode()
+                    elif isinstance(item, self._error_type):
+                        raise _error_from_vllm(self.name, item)
+            finished = True
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise as_backend_error(self.name, exc) from None
+        finally:
+            if not finished:
+                # Propagates to LLMServer, which aborts the request in the engine.
+                responses.cancel()
+
+    async def health(self) -> Health:
+        try:
+            await asyncio.wait_for(self._handle.check_health.remote(), HEALTH_TIMEOUT_S)
+        except Exception as exc:
+            return Health(available=False, reason=f"engine health check failed: {type(exc).__name__}")
+        return Health(available=True)

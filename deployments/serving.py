@@ -1,0 +1,155 @@
+"""Ray Serve glue (imports Ray; kept out of the package root): one deployment per backend, and the handle-side `Backend` that calls it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ray import serve
+
+from deployments._base import Backend, BackendUnavailable, Endpoint, Health
+from deployments._config import (
+    BackendConfig,
+    FakeBackendConfig,
+    OpenAIBackendConfig,
+    VLLMBackendConfig,
+)
+from deployments._fake import FakeBackend
+from deployments._openai import OpenAICompatibleBackend
+from deployments._remote import as_backend_error
+from deployments._vllm import VLLMBackend, build_vllm_application
+
+if TYPE_CHECKING:
+    from ray.serve.deployment import Application
+    from ray.serve.handle import DeploymentHandle
+
+HEALTH_TIMEOUT_S = 5.0
+
+
+def make_local_backend(name: str, config: BackendConfig) -> Backend:
+    """The in-process implementation for a proxy-style backend config."""
+    if isinstance(config, OpenAIBackendConfig):
+        return OpenAICompatibleBackend(name, config)
+    if isinstance(config, FakeBackendConfig):
+        return FakeBackend(config)
+    raise TypeError(f"{type(config).__name__} has no in-process implementation")
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
+class BackendDeployment:
+    """Hosts one in-process backend (OpenAI-compatible proxy, fake) as its own deployment,
+    so that it scales, fails and restarts independently of the gateway."""
+
+    def __init__(self, name: str, config: dict[str, Any]) -> None:
+        from pydantic import TypeAdapter
+
+        parsed: BackendConfig = TypeAdapter(BackendConfig).validate_python(config)
+        self._backend = make_local_backend(name, parsed)
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._backend.complete(endpoint, body)
+
+    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        async for chunk in self._backend.stream(endpoint, body):
+            yield chunk
+
+    async def health(self) -> Health:
+        return await self._backend.health()
+
+    async def __del__(self) -> None:
+        await self._backend.close()
+
+
+class RemoteBackend(Backend):
+    """Calls a `BackendDeployment` through its handle."""
+
+    def __init__(self, name: str, handle: DeploymentHandle) -> None:
+        self.name = name
+        self._handle = handle
+        self._stream = handle.options(stream=True).stream
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await self._handle.complete.remote(endpoint, body)
+        except Exception as exc:
+            raise as_backend_error(self.name, exc) from None
+        return result
+
+    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        chunks = self._stream.remote(endpoint, body)
+        finished = False
+        try:
+            async for chunk in chunks:
+                yield chunk
+            finished = True
+        except Exception as exc:
+            raise as_backend_error(self.name, exc) from None
+        finally:
+            if not finished:
+                chunks.cancel()  # the replica closes the upstream connection
+
+    async def health(self) -> Health:
+        try:
+            health: Health = await asyncio.wait_for(self._handle.health.remote(), HEALTH_TIMEOUT_S)
+        except Exception as exc:
+            return Health(available=False, reason=f"health check failed: {type(exc).__name__}")
+        return health
+
+
+class UnavailableBackend(Backend):
+    """Stands in for a backend that could not be deployed, saying why on every call."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def _error(self) -> BackendUnavailable:
+        return BackendUnavailable(f"backend {self.name!r} is unavailable: {self.reason}")
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        raise self._error()
+
+    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        raise self._error()
+        yield b""  # pragma: no cover - makes this an async generator
+
+    async def health(self) -> Health:
+        return Health(available=False, reason=self.reason)
+
+
+@dataclass(frozen=True)
+class BackendPlan:
+    """What to deploy for one backend, or why nothing is deployed."""
+
+    name: str
+    config: BackendConfig
+    application: Application | None
+    unavailable_reason: str = ""
+
+
+def plan_backend(name: str, config: BackendConfig, project_root: Path) -> BackendPlan:
+    """Decide how one configured backend is deployed (without deploying it)."""
+    if not config.enabled:
+        return BackendPlan(name, config, None, "disabled in config (enabled: false)")
+    if isinstance(config, VLLMBackendConfig):
+        return BackendPlan(name, config, build_vllm_application(name, config, project_root))
+    if isinstance(config, OpenAIBackendConfig):
+        key, reason = config.api_key()
+        if key is None and reason:
+            return BackendPlan(name, config, None, reason)
+    options = {"name": f"backend-{name}", **config.deployment.serve_options()}
+    app = BackendDeployment.options(**options).bind(name, config.model_dump(mode="json"))
+    return BackendPlan(name, config, app)
+
+
+def connect_backend(name: str, config: BackendConfig, handle: DeploymentHandle | None,
+                    unavailable_reason: str = "") -> Backend:
+    """The gateway-side `Backend` for a planned backend, given the handle Serve bound."""
+    if handle is None:
+        return UnavailableBackend(name, unavailable_reason or "not deployed")
+    if isinstance(config, VLLMBackendConfig):
+        return VLLMBackend(name, config, handle)
+    return RemoteBackend(name, handle)

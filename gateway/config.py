@@ -1,0 +1,135 @@
+"""The gateway config: composes the router's routes and the deployments' backends.
+
+`GatewayConfig.load` takes a dict (Serve's `args:`) or a YAML path, so `serve run` and the tests
+go through the same validation. Every mistake is reported with its field path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deployments import BackendConfig, DeploymentOptions
+from router import RoutingConfig
+
+
+class ConfigError(ValueError):
+    """An invalid gateway config; the message names every offending field path."""
+
+
+class IngressOptions(BaseModel):
+    """Settings of the HTTP ingress deployment itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_body_bytes: int = Field(
+        default=10 * 2**20, ge=1024, description="Larger request bodies get 413."
+    )
+    health_check_interval_s: float = Field(
+        default=10.0, gt=0, description="How often backend health is refreshed in the background."
+    )
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_replicas=1),
+        description="Serve options of the ingress replicas (they are I/O bound: scale by load).",
+    )
+
+
+class GatewayConfig(RoutingConfig):
+    """Everything under `args:` of the gateway application in a Serve config file."""
+
+    backends: dict[str, BackendConfig] = Field(
+        min_length=1, description="Backend name -> backend. A request may name one directly."
+    )
+    ingress: IngressOptions = Field(
+        default_factory=IngressOptions, description="HTTP ingress settings."
+    )
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> GatewayConfig:
+        problems = [
+            f"{path}: unknown backend {name!r} (known: {', '.join(sorted(self.backends))})"
+            for path, name in self.unknown_backend_references(set(self.backends))
+        ]
+        problems += [
+            f"routes.{name}: name is also a backend; route and backend names must differ"
+            for name in self.routes
+            if name in self.backends
+        ]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @classmethod
+    def load(cls, source: GatewayConfig | dict[str, Any] | str | Path) -> GatewayConfig:
+        """Validate a config from a dict, a YAML file path, or pass a config through."""
+        if isinstance(source, GatewayConfig):
+            return source
+        if isinstance(source, str | Path):
+            data = load_yaml(Path(source))
+            if isinstance(data, dict) and "applications" in data:
+                data = _gateway_args(data, Path(source))
+            source = data
+        if not isinstance(source, dict):
+            raise ConfigError(f"gateway config must be a mapping, got {type(source).__name__}")
+        if set(source) == {"config_path"}:
+            return cls.load(source["config_path"])
+        try:
+            return cls.model_validate(source)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        # Drop the discriminator tag pydantic inserts (backends.x.vllm.field -> backends.x.field).
+        loc = [str(part) for part in error["loc"] if part not in ("vllm", "openai", "fake")]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        if loc:
+            lines.append(f"  {'.'.join(loc)}: {message}")
+        else:  # cross-field problems name their own paths, one per line
+            lines.extend(f"  {line}" for line in message.splitlines())
+    return f"invalid gateway config ({len(lines)} problem(s)):\n" + "\n".join(lines)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that rejects duplicate keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise ConfigError(
+                f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                f"(first at line {seen[key] + 1}) in {node.start_mark.name}"
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        with path.open() as handle:
+            return yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML in {path}: {exc}") from None
+
+
+def _gateway_args(serve_config: dict[str, Any], path: Path) -> Any:
+    """The `args:` of the gateway application in a whole Serve config file."""
+    for app in serve_config.get("applications") or []:
+        if str(app.get("import_path", "")).startswith("gateway.app:"):
+            return app.get("args") or {}
+    raise ConfigError(f"{path}: no application with import_path gateway.app:build_app")

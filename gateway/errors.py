@@ -1,0 +1,122 @@
+"""OpenAI-shaped errors: one exception type for the gateway, one map from exceptions to replies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from deployments import BackendError
+from router import ModelNotFound, NoBackendAvailable
+
+
+class OpenAIError(Exception):
+    """An error the client should see as `{"error": {message, type, param, code}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self, headers: dict[str, str] | None = None) -> Response:
+        return Response(
+            orjson.dumps(self.body()),
+            status_code=self.status,
+            media_type="application/json",
+            headers={**self.headers, **(headers or {})},
+        )
+
+
+_TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "str": "a string",
+    "list": "an array",
+    "dict": "an object",
+    "model": "an object",
+}
+
+
+def _param_path(loc: tuple[Any, ...], data: Any, missing: bool) -> str:
+    """`messages[0].role` for a loc, following the client's own data so that the union member
+    names pydantic puts in `loc` (e.g. "str", "list[str]") are left out."""
+    path, node = "", data
+    for index, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            path, node = f"{path}[{part}]", node[part]
+        elif isinstance(part, str) and isinstance(node, dict) and part in node:
+            path, node = (f"{path}.{part}" if path else part), node[part]
+        elif isinstance(part, str) and missing and index == len(loc) - 1:
+            path = f"{path}.{part}" if path else part
+    return path
+
+
+def from_validation_error(exc: ValidationError, data: Any = None) -> OpenAIError:
+    """The first problem of a request body, phrased the way OpenAI phrases it."""
+    errors = exc.errors()
+    # Prefer a missing field over the union noise pydantic reports beside it.
+    first = next((e for e in errors if e["type"] == "missing"), errors[0])
+    kind = first["type"]
+    param = _param_path(first["loc"], data, kind == "missing")
+    if kind == "missing":
+        return OpenAIError(400, f"Missing required parameter: '{param}'.", param=param,
+                           code="missing_required_parameter")
+    expected = next((name for key, name in _TYPE_NAMES.items() if kind.startswith(key)), None)
+    if expected and kind.endswith("_type"):
+        got = type(first.get("input")).__name__
+        return OpenAIError(400, f"Invalid type for '{param}': expected {expected}, "
+                           f"but got {_TYPE_NAMES.get(got, got)} instead.",
+                           param=param, code="invalid_type")
+    return OpenAIError(400, f"Invalid value for '{param}': {first['msg']}.", param=param,
+                       code="invalid_value")
+
+
+def from_exception(exc: Exception) -> OpenAIError:
+    """The single exception -> OpenAI error map of the gateway."""
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, ModelNotFound):
+        if exc.model is None:
+            return OpenAIError(400, "Missing required parameter: 'model'.", param="model",
+                               code="missing_required_parameter")
+        return OpenAIError(
+            404,
+            f"The model `{exc.model}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    if isinstance(exc, NoBackendAvailable):
+        return OpenAIError(503, str(exc), type="service_unavailable",
+                           code="no_backend_available", headers={"retry-after": "5"})
+    if isinstance(exc, BackendError):
+        headers = {"retry-after": "1"} if exc.status in (429, 503) else {}
+        return OpenAIError(exc.status, exc.message, type=exc.type, param=exc.param,
+                           code=exc.code, headers=headers)
+    return OpenAIError(500, "The gateway failed to handle the request.", type="internal_error",
+                       code="internal_error")
