@@ -38,8 +38,10 @@ class BackendError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only fields must survive pickling across Ray Serve handles.
-        return (_rebuild_error, (type(self), self.message, self.to_dict()["error"], self.status,
-                                 self.retryable))
+        return (
+            _rebuild_error,
+            (type(self), self.message, self.to_dict()["error"], self.status, self.retryable),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,23 @@ def _rebuild_error(
         param=error["param"],
         code=error["code"],
         retryable=retryable,
+    )
+
+
+def client_error(
+    message: str, *, status: int = 400, param: str | None = None, code: str | None = None
+) -> BackendError:
+    """A request the upstream rejected as invalid: not retryable, shaped as OpenAI does it
+    (engines name their types differently, e.g. vLLM's `BadRequestError`)."""
+    if "maximum context length" in message:
+        code = "context_length_exceeded"
+    return BackendError(
+        message,
+        status=status,
+        type="invalid_request_error",
+        param=param,
+        code=code if isinstance(code, str) else None,
+        retryable=False,
     )
 
 
@@ -104,7 +123,7 @@ class Backend(ABC):
     async def health(self) -> Health:
         return Health(available=True)
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections; called when the hosting replica stops."""
 
     # Conveniences matching the OpenAI resource names.

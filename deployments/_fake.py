@@ -20,7 +20,9 @@ def _prompt_text(endpoint: Endpoint, body: dict[str, Any]) -> str:
             content = message.get("content")
             if isinstance(content, str):
                 return content
-            return " ".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+            return " ".join(
+                part.get("text", "") for part in content or [] if isinstance(part, dict)
+            )
     return ""
 
 
@@ -53,7 +55,9 @@ class FakeBackend(Backend):
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         words, prompt_tokens, finish = self._answer(endpoint, body)
-        await asyncio.sleep((self.config.latency_ms + self.config.token_interval_ms * len(words)) / 1000)
+        await asyncio.sleep(
+            (self.config.latency_ms + self.config.token_interval_ms * len(words)) / 1000
+        )
         return shapes.completion_object(
             endpoint,
             self.config.model,

@@ -8,7 +8,14 @@ from typing import Any
 import httpx
 import orjson
 
-from deployments._base import Backend, BackendError, BackendUnavailable, Endpoint, Health
+from deployments._base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    Endpoint,
+    Health,
+    client_error,
+)
 from deployments._config import OpenAIBackendConfig
 
 # Upstream statuses that describe the client's request: passed through to the client as is.
@@ -18,22 +25,16 @@ _CLIENT_ERRORS = frozenset({400, 413, 422})
 def _upstream_error(name: str, response: httpx.Response, content: bytes) -> BackendError:
     status = response.status_code
     if status in _CLIENT_ERRORS:
+        status = 400 if status == 422 else status
         try:
             error = orjson.loads(content)["error"]
-            return BackendError(
-                str(error.get("message") or "invalid request"),
-                status=400 if status == 422 else status,
-                type=str(error.get("type") or "invalid_request_error"),
-                param=error.get("param"),
-                code=error.get("code"),
-                retryable=False,
+            message = str(error.get("message") or "invalid request")
+            return client_error(
+                message, status=status, param=error.get("param"), code=error.get("code")
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            return BackendError(
-                f"backend {name!r} rejected the request (HTTP {status})",
-                status=400,
-                type="invalid_request_error",
-                retryable=False,
+            return client_error(
+                f"backend {name!r} rejected the request (HTTP {status})", status=status
             )
     if status in (401, 403):
         # Never echo the provider's text: it may quote the key or account details.
@@ -80,8 +81,9 @@ class OpenAICompatibleBackend(Backend):
 
     def _request(self, endpoint: Endpoint, body: dict[str, Any]) -> httpx.Request:
         if self._unavailable_reason:
-            raise BackendUnavailable(f"backend {self.name!r} is unavailable: "
-                                     f"{self._unavailable_reason}")
+            raise BackendUnavailable(
+                f"backend {self.name!r} is unavailable: {self._unavailable_reason}"
+            )
         payload = orjson.dumps({**body, "model": self.config.model})
         return self._client.build_request("POST", endpoint, content=payload)
 

@@ -67,7 +67,10 @@ def chunk_object(
         if text is not None:
             delta["content"] = text
         choice: dict[str, Any] = {
-            "index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason
+            "index": 0,
+            "delta": delta,
+            "logprobs": None,
+            "finish_reason": finish_reason,
         }
         kind = "chat.completion.chunk"
     else:
@@ -82,7 +85,9 @@ def chunk_object(
     }
 
 
-def usage_chunk(endpoint: Endpoint, chunk_id: str, model: str, token_usage: dict[str, int]) -> dict[str, Any]:
+def usage_chunk(
+    endpoint: Endpoint, chunk_id: str, model: str, token_usage: dict[str, int]
+) -> dict[str, Any]:
     kind = "chat.completion.chunk" if endpoint == "chat/completions" else "text_completion"
     return {
         "id": chunk_id,

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deployments._base import Backend, BackendError, Endpoint, Health
+from deployments._base import Backend, BackendError, Endpoint, Health, client_error
 from deployments._config import VLLMBackendConfig
 from deployments._remote import as_backend_error
 
@@ -38,7 +38,7 @@ def llm_config_for(name: str, config: VLLMBackendConfig, project_root: Path) -> 
             "model_id": config.model,
             "model_source": config.resolved_source(project_root),
         },
-        accelerator_config={"kind": config.accelerator},
+        accelerator_config={"kind": config.accelerator},  # type: ignore[arg-type]
         accelerator_type=config.accelerator_type,
         engine_kwargs=engine_kwargs,
         deployment_config=deployment,
@@ -56,6 +56,11 @@ def build_vllm_application(name: str, config: VLLMBackendConfig, project_root: P
     )
 
 
+def _is_error(item: Any) -> bool:
+    # LLMServer yields vLLM's own ErrorResponse, which is not the class Ray re-exports.
+    return getattr(item, "error", None) is not None and not hasattr(item, "choices")
+
+
 def _error_from_vllm(name: str, error: Any) -> BackendError:
     """vLLM's ErrorResponse -> BackendError, keeping its status and OpenAI fields."""
     info = getattr(error, "error", error)
@@ -63,32 +68,22 @@ def _error_from_vllm(name: str, error: Any) -> BackendError:
     message = str(getattr(info, "message", "") or f"backend {name!r} failed")
     if status >= 500:
         return BackendError(f"backend {name!r} failed: {message}", status=502)
-    code = "context_length_exceeded" if "maximum context length" in message else None
-    return BackendError(
-        message,
-        status=status,
-        type=str(getattr(info, "type", None) or "invalid_request_error"),
-        param=getattr(info, "param", None),
-        code=code,
-        retryable=False,
-    )
+    return client_error(message, status=status, param=getattr(info, "param", None))
 
 
 class VLLMBackend(Backend):
     """Client side of an `LLMServer` deployment."""
 
-    def __init__(self, name: str, config: VLLMBackendConfig, handle: DeploymentHandle) -> None:
+    def __init__(self, name: str, config: VLLMBackendConfig, handle: DeploymentHandle[Any]) -> None:
         from ray.serve.llm.openai_api_models import (
             ChatCompletionRequest,
             CompletionRequest,
-            ErrorResponse,
         )
 
         self.name = name
         self.config = config
         self._handle = handle
         self._stream_handle = handle.options(stream=True)
-        self._error_type = ErrorResponse
         self._request_types = {
             "chat/completions": (ChatCompletionRequest, "chat"),
             "completions": (CompletionRequest, "completions"),
@@ -99,25 +94,20 @@ class VLLMBackend(Backend):
 
         request_type, method = self._request_types[endpoint]
         try:
-            return request_type.model_validate({**body, "model": self.config.model}), method
+            body = {**body, "model": self.config.model}
+            return request_type.model_validate(body), method  # type: ignore[attr-defined]
         except ValidationError as exc:
             first = exc.errors()[0]
             param = ".".join(str(part) for part in first["loc"]) or None
-            raise BackendError(
-                f"{param}: {first['msg']}" if param else first["msg"],
-                status=400,
-                type="invalid_request_error",
-                param=param,
-                code="invalid_value",
-                retryable=False,
-            ) from None
+            message = f"{param}: {first['msg']}" if param else first["msg"]
+            raise client_error(message, param=param, code="invalid_value") from None
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         request, method = self._engine_request(endpoint, {**body, "stream": False})
         responses = getattr(self._stream_handle, method).remote(request)
         try:
             async for item in responses:
-                if isinstance(item, self._error_type):
+                if _is_error(item):
                     raise _error_from_vllm(self.name, item)
                 result: dict[str, Any] = item.model_dump(mode="json")
                 return result
@@ -139,7 +129,7 @@ class VLLMBackend(Backend):
                 for item in items:
                     if isinstance(item, str):
                         yield item.encode()
-                    elif isinstance(item, self._error_type):
+                    elif _is_error(item):
                         raise _error_from_vllm(self.name, item)
             finished = True
         except BackendError:
@@ -155,5 +145,7 @@ class VLLMBackend(Backend):
         try:
             await asyncio.wait_for(self._handle.check_health.remote(), HEALTH_TIMEOUT_S)
         except Exception as exc:
-            return Health(available=False, reason=f"engine health check failed: {type(exc).__name__}")
+            return Health(
+                available=False, reason=f"engine health check failed: {type(exc).__name__}"
+            )
         return Health(available=True)

@@ -1,4 +1,7 @@
-"""Ray Serve glue (imports Ray; kept out of the package root): one deployment per backend, and the handle-side `Backend` that calls it."""
+"""Ray Serve glue: one deployment per backend, and the handle-side `Backend` that calls it.
+
+Imports Ray, so it is kept out of the package root.
+"""
 
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ class BackendDeployment:
 class RemoteBackend(Backend):
     """Calls a `BackendDeployment` through its handle."""
 
-    def __init__(self, name: str, handle: DeploymentHandle) -> None:
+    def __init__(self, name: str, handle: DeploymentHandle[Any]) -> None:
         self.name = name
         self._handle = handle
         self._stream = handle.options(stream=True).stream
@@ -79,7 +82,7 @@ class RemoteBackend(Backend):
         return result
 
     async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        chunks = self._stream.remote(endpoint, body)
+        chunks: Any = self._stream.remote(endpoint, body)
         finished = False
         try:
             async for chunk in chunks:
@@ -141,12 +144,17 @@ def plan_backend(name: str, config: BackendConfig, project_root: Path) -> Backen
         if key is None and reason:
             return BackendPlan(name, config, None, reason)
     options = {"name": f"backend-{name}", **config.deployment.serve_options()}
-    app = BackendDeployment.options(**options).bind(name, config.model_dump(mode="json"))
+    deployment = BackendDeployment.options(**options)  # type: ignore[attr-defined]
+    app = deployment.bind(name, config.model_dump(mode="json"))
     return BackendPlan(name, config, app)
 
 
-def connect_backend(name: str, config: BackendConfig, handle: DeploymentHandle | None,
-                    unavailable_reason: str = "") -> Backend:
+def connect_backend(
+    name: str,
+    config: BackendConfig,
+    handle: DeploymentHandle[Any] | None,
+    unavailable_reason: str = "",
+) -> Backend:
     """The gateway-side `Backend` for a planned backend, given the handle Serve bound."""
     if handle is None:
         return UnavailableBackend(name, unavailable_reason or "not deployed")

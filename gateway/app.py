@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +63,13 @@ def _parse_body(raw: bytes, endpoint: Endpoint) -> dict[str, Any]:
     return data
 
 
+def _serve_request_id() -> str:
+    try:
+        return str(serve.context._get_serve_request_context().request_id)
+    except Exception:  # outside a Serve request (unit tests) there is none
+        return ""
+
+
 async def _relay(first: bytes, rest: AsyncIterator[bytes], name: str) -> AsyncIterator[bytes]:
     """Pass chunks through as they come; a failure mid-stream ends it with an SSE error event."""
     try:
@@ -81,8 +87,12 @@ async def _relay(first: bytes, rest: AsyncIterator[bytes], name: str) -> AsyncIt
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1024)
 @serve.ingress(app)
 class GatewayIngress:
-    def __init__(self, config: dict[str, Any], handles: dict[str, DeploymentHandle],
-                 unavailable: dict[str, str]) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        handles: dict[str, DeploymentHandle[Any]],
+        unavailable: dict[str, str],
+    ) -> None:
         self.config = GatewayConfig.load(config)
         self.backends: dict[str, Backend] = {
             name: connect_backend(name, backend, handles.get(name), unavailable.get(name, ""))
@@ -139,28 +149,47 @@ class GatewayIngress:
         if time.monotonic() - self._health_checked_at > 1.0:
             await self._refresh_health()
         backends = {
-            name: {"available": state.available, "reason": state.reason or None,
-                   "kind": self.config.backends[name].kind}
+            name: {
+                "available": state.available,
+                "reason": state.reason or None,
+                "kind": self.config.backends[name].kind,
+            }
             for name, state in self.availability.items()
         }
         up = sum(state.available for state in self.availability.values())
         status = "ok" if up == len(backends) else "degraded" if up else "unavailable"
-        return Response(orjson.dumps({"status": status, "backends": backends}),
-                        status_code=200 if up else 503, media_type=JSON)
+        return Response(
+            orjson.dumps({"status": status, "backends": backends}),
+            status_code=200 if up else 503,
+            media_type=JSON,
+        )
 
     # ---- models ---------------------------------------------------------------------------
 
     def _model_cards(self) -> list[dict[str, Any]]:
         created = 0
         cards = [
-            {"id": name, "object": "model", "created": created, "owned_by": "gateway",
-             "route": {"policy": route.policy, "candidates": list(route.candidates),
-                       "fallbacks": list(route.fallbacks)}}
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "gateway",
+                "route": {
+                    "policy": route.policy,
+                    "candidates": list(route.candidates),
+                    "fallbacks": list(route.fallbacks),
+                },
+            }
             for name, route in self.config.routes.items()
         ]
         cards += [
-            {"id": name, "object": "model", "created": created, "owned_by": backend.kind,
-             "upstream_model": backend.model}
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": backend.kind,
+                "upstream_model": backend.model,
+            }
             for name, backend in self.config.backends.items()
             if self.availability[name].available
         ]
@@ -168,16 +197,21 @@ class GatewayIngress:
 
     @app.get("/v1/models")
     async def list_models(self) -> Response:
-        return Response(orjson.dumps({"object": "list", "data": self._model_cards()}),
-                        media_type=JSON)
+        return Response(
+            orjson.dumps({"object": "list", "data": self._model_cards()}), media_type=JSON
+        )
 
     @app.get("/v1/models/{model_id:path}")
     async def retrieve_model(self, model_id: str) -> Response:
         for card in self._model_cards():
             if card["id"] == model_id:
                 return Response(orjson.dumps(card), media_type=JSON)
-        return OpenAIError(404, f"The model `{model_id}` does not exist or you do not have "
-                           "access to it.", param="model", code="model_not_found").response()
+        return OpenAIError(
+            404,
+            f"The model `{model_id}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        ).response()
 
     # ---- completions ----------------------------------------------------------------------
 
@@ -198,14 +232,16 @@ class GatewayIngress:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise OpenAIError(413, f"Request body exceeds {limit} bytes.",
-                                  code="body_too_large")
+                raise OpenAIError(
+                    413, f"Request body exceeds {limit} bytes.", code="body_too_large"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
     async def _handle(self, request: Request, endpoint: Endpoint) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        headers = {"x-request-id": request_id}
+        # Serve's proxy sets the `x-request-id` response header (the client's, or a new one).
+        request_id = _serve_request_id() or request.headers.get("x-request-id") or ""
+        headers: dict[str, str] = {}
         try:
             body = _parse_body(await self._read_body(request), endpoint)
             decision = self.router.decide(body.get("model"), self.availability)
@@ -216,13 +252,15 @@ class GatewayIngress:
             return await self._complete(endpoint, body, decision, headers)
         except Exception as exc:
             error = from_exception(exc)
-            if error.status >= 500 and not isinstance(exc, BackendError | OpenAIError
-                                                      | RoutingError):
+            if error.status >= 500 and not isinstance(
+                exc, BackendError | OpenAIError | RoutingError
+            ):
                 logger.exception("request %s failed", request_id)
             return error.response(headers)
 
-    async def _complete(self, endpoint: Endpoint, body: dict[str, Any], decision: Decision,
-                        headers: dict[str, str]) -> Response:
+    async def _complete(
+        self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
+    ) -> Response:
         last_error: BackendError | None = None
         for name in decision.attempts:
             try:
@@ -240,8 +278,9 @@ class GatewayIngress:
         headers["x-gateway-backend"] = name
         raise last_error
 
-    async def _stream(self, endpoint: Endpoint, body: dict[str, Any], decision: Decision,
-                      headers: dict[str, str]) -> Response:
+    async def _stream(
+        self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
+    ) -> Response:
         last_error: BackendError | None = None
         for name in decision.attempts:
             chunks = self.backends[name].stream(endpoint, body)
@@ -281,6 +320,7 @@ def build_app(args: dict[str, Any]) -> Application:
         else:
             applications[name] = plan.application
     options = config.ingress.deployment.serve_options()
-    return GatewayIngress.options(**options).bind(
+    application: Application = GatewayIngress.options(**options).bind(  # type: ignore[attr-defined]
         config.model_dump(mode="json"), applications, unavailable
     )
+    return application

@@ -80,21 +80,34 @@ def _param_path(loc: tuple[Any, ...], data: Any, missing: bool) -> str:
 def from_validation_error(exc: ValidationError, data: Any = None) -> OpenAIError:
     """The first problem of a request body, phrased the way OpenAI phrases it."""
     errors = exc.errors()
-    # Prefer a missing field over the union noise pydantic reports beside it.
-    first = next((e for e in errors if e["type"] == "missing"), errors[0])
+    # Pydantic reports one error per union member; the informative one is a missing field,
+    # else a value error from the member whose type matched, else the first type error.
+    first = next(
+        (e for e in errors if e["type"] == "missing"),
+        next((e for e in errors if not e["type"].endswith("_type")), errors[0]),
+    )
     kind = first["type"]
     param = _param_path(first["loc"], data, kind == "missing")
     if kind == "missing":
-        return OpenAIError(400, f"Missing required parameter: '{param}'.", param=param,
-                           code="missing_required_parameter")
+        return OpenAIError(
+            400,
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
     expected = next((name for key, name in _TYPE_NAMES.items() if kind.startswith(key)), None)
     if expected and kind.endswith("_type"):
         got = type(first.get("input")).__name__
-        return OpenAIError(400, f"Invalid type for '{param}': expected {expected}, "
-                           f"but got {_TYPE_NAMES.get(got, got)} instead.",
-                           param=param, code="invalid_type")
-    return OpenAIError(400, f"Invalid value for '{param}': {first['msg']}.", param=param,
-                       code="invalid_value")
+        return OpenAIError(
+            400,
+            f"Invalid type for '{param}': expected {expected}, "
+            f"but got {_TYPE_NAMES.get(got, got)} instead.",
+            param=param,
+            code="invalid_type",
+        )
+    return OpenAIError(
+        400, f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_value"
+    )
 
 
 def from_exception(exc: Exception) -> OpenAIError:
@@ -103,8 +116,12 @@ def from_exception(exc: Exception) -> OpenAIError:
         return exc
     if isinstance(exc, ModelNotFound):
         if exc.model is None:
-            return OpenAIError(400, "Missing required parameter: 'model'.", param="model",
-                               code="missing_required_parameter")
+            return OpenAIError(
+                400,
+                "Missing required parameter: 'model'.",
+                param="model",
+                code="missing_required_parameter",
+            )
         return OpenAIError(
             404,
             f"The model `{exc.model}` does not exist or you do not have access to it.",
@@ -112,11 +129,21 @@ def from_exception(exc: Exception) -> OpenAIError:
             code="model_not_found",
         )
     if isinstance(exc, NoBackendAvailable):
-        return OpenAIError(503, str(exc), type="service_unavailable",
-                           code="no_backend_available", headers={"retry-after": "5"})
+        return OpenAIError(
+            503,
+            str(exc),
+            type="service_unavailable",
+            code="no_backend_available",
+            headers={"retry-after": "5"},
+        )
     if isinstance(exc, BackendError):
         headers = {"retry-after": "1"} if exc.status in (429, 503) else {}
-        return OpenAIError(exc.status, exc.message, type=exc.type, param=exc.param,
-                           code=exc.code, headers=headers)
-    return OpenAIError(500, "The gateway failed to handle the request.", type="internal_error",
-                       code="internal_error")
+        return OpenAIError(
+            exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=headers
+        )
+    return OpenAIError(
+        500,
+        "The gateway failed to handle the request.",
+        type="internal_error",
+        code="internal_error",
+    )

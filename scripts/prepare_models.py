@@ -89,7 +89,9 @@ def _training_text() -> list[str]:
 
     lines: list[str] = []
     for module in ("json", "os", "re", "pathlib", "argparse", "asyncio", "collections"):
-        lines.extend(textwrap.dedent(pydoc.render_doc(module, renderer=pydoc.plaintext)).split("\n"))
+        lines.extend(
+            textwrap.dedent(pydoc.render_doc(module, renderer=pydoc.plaintext)).split("\n")
+        )
     return [line for line in lines if line.strip()]
 
 

@@ -1,0 +1,284 @@
+"""The gateway over real Ray Serve, a real vLLM replica and a real OpenAI-compatible upstream,
+driven with the official `openai` client."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.integration.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+HELLO = [{"role": "user", "content": "Say hello"}]
+# Backends that serve text, and the model id each reports.
+SERVING = [("tiny", "tiny"), ("upstream", "tiny-upstream")]
+
+
+def post(stack: Stack, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{stack.base_url}{path}", timeout=60, **kwargs)
+
+
+def assert_openai_error(
+    response: httpx.Response, status: int, code: str | None = None
+) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+# ---- models and health ------------------------------------------------------------------
+
+
+def test_models_list_routes_and_available_backends(stack: Stack) -> None:
+    ids = {model.id for model in stack.client().models.list()}
+    assert {"auto", "failover", "tiny", "upstream", "echo"} <= ids
+    assert "nokey" not in ids  # unavailable backends are not offered
+
+
+def test_health_reports_unavailable_backend_with_reason(stack: Stack) -> None:
+    health = httpx.get(f"{stack.root_url}/health").json()
+    assert health["backends"]["tiny"]["available"] is True
+    assert health["backends"]["upstream"]["available"] is True
+    nokey = health["backends"]["nokey"]
+    assert nokey["available"] is False
+    assert "GATEWAY_TEST_MISSING_KEY" in nokey["reason"]
+    assert health["status"] == "degraded"
+
+
+# ---- chat and completions, both backend kinds ---------------------------------------------
+
+
+@pytest.mark.parametrize(("backend", "model_id"), SERVING)
+def test_chat_completion(stack: Stack, backend: str, model_id: str) -> None:
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model=backend, messages=HELLO, max_tokens=8, temperature=0
+    )
+    assert raw.headers["x-gateway-backend"] == backend
+    assert raw.headers["x-request-id"]
+    completion = raw.parse()
+    assert completion.object == "chat.completion"
+    assert completion.model == model_id
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage is not None
+    assert 1 <= completion.usage.completion_tokens <= 8
+    assert completion.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize(("backend", "model_id"), SERVING)
+def test_chat_stream_with_usage(stack: Stack, backend: str, model_id: str) -> None:
+    stream = stack.client().chat.completions.create(
+        model=backend,
+        messages=HELLO,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
+    assert all(chunk.model == model_id for chunk in chunks)
+    content_chunks = [c for c in chunks if c.choices]
+    assert content_chunks[-1].choices[0].finish_reason in ("stop", "length")
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None
+    assert 1 <= usage.completion_tokens <= 8
+
+
+@pytest.mark.parametrize(("backend", "model_id"), SERVING)
+def test_completions(stack: Stack, backend: str, model_id: str) -> None:
+    completion = stack.client().completions.create(
+        model=backend, prompt="Once upon a time", max_tokens=6, temperature=0
+    )
+    assert completion.object == "text_completion"
+    assert completion.model == model_id
+    assert completion.usage is not None and 1 <= completion.usage.completion_tokens <= 6
+    streamed = list(
+        stack.client().completions.create(
+            model=backend,
+            prompt="Once upon a time",
+            max_tokens=6,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert streamed[-1].usage is not None and streamed[-1].usage.completion_tokens >= 1
+    text = "".join(c.choices[0].text for c in streamed if c.choices)
+    assert text == completion.choices[0].text  # greedy: streamed equals non-streamed
+
+
+def test_both_paths_reach_the_same_engine_weights(stack: Stack) -> None:
+    # Same tiny model behind both backends: greedy outputs must agree token for token.
+    client = stack.client()
+    answers = {
+        backend: client.completions.create(
+            model=backend, prompt="The quick brown fox", max_tokens=8, temperature=0
+        )
+        .choices[0]
+        .text
+        for backend, _ in SERVING
+    }
+    assert answers["tiny"] == answers["upstream"]
+
+
+def test_route_and_default_route(stack: Stack) -> None:
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model="auto", messages=HELLO, max_tokens=4
+    )
+    assert raw.headers["x-gateway-route"] == "auto"
+    assert raw.headers["x-gateway-backend"] == "tiny"
+    without_model = post(stack, "/chat/completions", json={"messages": HELLO, "max_tokens": 4})
+    assert without_model.status_code == 200
+    assert without_model.headers["x-gateway-route"] == "auto"
+
+
+def test_client_request_id_is_kept(stack: Stack) -> None:
+    response = post(
+        stack,
+        "/chat/completions",
+        headers={"x-request-id": "req-abc-123"},
+        json={"model": "echo", "messages": HELLO},
+    )
+    assert response.headers["x-request-id"] == "req-abc-123"
+
+
+# ---- fallbacks and unavailability -----------------------------------------------------------
+
+
+def test_failing_backend_falls_back(stack: Stack) -> None:
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model="failover", messages=HELLO, max_tokens=4
+    )
+    assert raw.headers["x-gateway-backend"] == "upstream"
+    assert raw.parse().choices[0].message.content is not None
+
+
+def test_failing_stream_falls_back_before_first_token(stack: Stack) -> None:
+    with stack.client().chat.completions.with_streaming_response.create(
+        model="failover", messages=HELLO, max_tokens=4, stream=True
+    ) as response:
+        assert response.headers["x-gateway-backend"] == "upstream"
+        assert len(list(response.parse())) >= 2
+
+
+def test_client_error_is_not_retried_elsewhere(stack: Stack) -> None:
+    response = post(stack, "/chat/completions", json={"model": "strict", "messages": HELLO})
+    assert_openai_error(response, 400)
+    assert response.headers["x-gateway-backend"] == "refuses"
+
+
+def test_backend_without_key_is_503_with_reason(stack: Stack) -> None:
+    for model in ("nokey", "keyless"):
+        response = post(stack, "/chat/completions", json={"model": model, "messages": HELLO})
+        error = assert_openai_error(response, 503, "no_backend_available")
+        assert "GATEWAY_TEST_MISSING_KEY is not set" in error["message"]
+        assert response.headers["retry-after"]
+
+
+# ---- streaming is passed through, not buffered -------------------------------------------
+
+
+def test_stream_chunks_arrive_as_produced(stack: Stack) -> None:
+    # `slow` emits 6 words 300 ms apart: a buffering gateway delivers them all at ~1.5 s.
+    arrivals: list[float] = []
+    started = time.monotonic()
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/chat/completions",
+        timeout=30,
+        json={
+            "model": "slow",
+            "messages": HELLO,
+            "stream": True,
+        },
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: ") and '"content"' in line:
+                arrivals.append(time.monotonic() - started)
+    assert len(arrivals) >= 6
+    assert arrivals[-1] - arrivals[1] >= 1.0  # spread out, as produced
+    assert arrivals[1] < arrivals[-1] - 0.9
+
+
+# ---- bad input: always OpenAI-shaped 4xx ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"[1, 2]", 400, "invalid_json"),
+        (b'{"model": "auto"}', 400, "missing_required_parameter"),
+        (b'{"model": "auto", "messages": "hi"}', 400, "invalid_type"),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}',
+            400,
+            "invalid_type",
+        ),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "temperature": 9}',
+            400,
+            "invalid_value",
+        ),
+        (
+            b'{"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]}',
+            404,
+            "model_not_found",
+        ),
+    ],
+)
+def test_bad_chat_input(stack: Stack, body: bytes, status: int, code: str) -> None:
+    response = post(
+        stack, "/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
+    assert_openai_error(response, status, code)
+
+
+def test_bad_completion_input(stack: Stack) -> None:
+    response = post(stack, "/completions", json={"model": "tiny", "prompt": {"a": 1}})
+    assert assert_openai_error(response, 400, "invalid_type")["param"] == "prompt"
+
+
+def test_unknown_model_through_sdk(stack: Stack) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        stack.client().chat.completions.create(model="gpt-17", messages=HELLO)
+    assert caught.value.code == "model_not_found"
+
+
+def test_body_too_large(stack: Stack) -> None:
+    big = {"model": "echo", "messages": [{"role": "user", "content": "x" * 70000}]}
+    assert_openai_error(post(stack, "/chat/completions", json=big), 413, "body_too_large")
+
+
+def test_prompt_beyond_context_window(stack: Stack) -> None:
+    long_prompt = "word " * 2000  # the tiny model has max_model_len 512
+    for backend in ("tiny", "upstream"):
+        response = post(
+            stack, "/completions", json={"model": backend, "prompt": long_prompt, "max_tokens": 4}
+        )
+        error = assert_openai_error(response, 400, "context_length_exceeded")
+        assert error["type"] == "invalid_request_error"
+        assert "512" in error["message"]
+
+
+def test_unknown_path_and_method(stack: Stack) -> None:
+    assert_openai_error(httpx.get(f"{stack.base_url}/nothing-here"), 404)
+    assert_openai_error(httpx.get(f"{stack.base_url}/chat/completions"), 405)
+
+
+def test_still_serving_after_bad_input(stack: Stack) -> None:
+    completion = stack.client().chat.completions.create(model="echo", messages=HELLO)
+    assert completion.choices[0].message.content == "Say hello"

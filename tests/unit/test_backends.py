@@ -1,0 +1,109 @@
+"""In-process backends: the fake's shapes, error pickling, and upstream status mapping."""
+
+from __future__ import annotations
+
+import pickle
+
+import httpx
+import orjson
+import pytest
+
+from deployments import BackendError, BackendUnavailable, FakeBackend, FakeBackendConfig
+from deployments._openai import _upstream_error
+from deployments._remote import as_backend_error
+
+CHAT = {"model": "x", "messages": [{"role": "user", "content": "one two three four"}]}
+
+
+def fake(**kwargs: object) -> FakeBackend:
+    return FakeBackend(FakeBackendConfig(kind="fake", model="fake-1", **kwargs))  # type: ignore[arg-type]
+
+
+async def test_fake_chat_echoes_with_usage() -> None:
+    result = await fake().chat(CHAT)
+    assert result["object"] == "chat.completion"
+    assert result["model"] == "fake-1"
+    assert result["choices"][0]["message"]["content"] == "one two three four"
+    assert result["usage"] == {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}
+
+
+async def test_fake_respects_max_tokens() -> None:
+    result = await fake(reply="a b c d e").chat({**CHAT, "max_tokens": 2})
+    assert result["choices"][0]["message"]["content"] == "a b"
+    assert result["choices"][0]["finish_reason"] == "length"
+
+
+async def test_fake_stream_is_sse_with_usage_and_done() -> None:
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    events = [chunk async for chunk in fake().stream("chat/completions", body)]
+    assert all(e.startswith(b"data: ") and e.endswith(b"\n\n") for e in events)
+    assert events[-1] == b"data: [DONE]\n\n"
+    payloads = [orjson.loads(e[6:]) for e in events[:-1]]
+    text = "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads if p["choices"])
+    assert text == "one two three four"
+    assert payloads[-1]["usage"]["completion_tokens"] == 4
+    assert payloads[-1]["choices"] == []
+
+
+async def test_fake_completions_endpoint() -> None:
+    result = await fake().completions({"model": "x", "prompt": "hello world"})
+    assert result["object"] == "text_completion"
+    assert result["choices"][0]["text"] == "hello world"
+
+
+async def test_fake_failure_is_backend_error() -> None:
+    with pytest.raises(BackendError) as caught:
+        await fake(fail_status=503).chat(CHAT)
+    assert caught.value.status == 503 and caught.value.retryable
+    with pytest.raises(BackendError) as client_error:
+        await fake(fail_status=400).chat(CHAT)
+    assert not client_error.value.retryable
+
+
+def test_backend_errors_survive_pickling() -> None:
+    error = BackendUnavailable("gone", code="x", retryable=False)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is BackendUnavailable
+    assert (copy.message, copy.status, copy.code, copy.retryable) == ("gone", 503, "x", False)
+
+
+def test_remote_errors_unwrap_to_backend_error() -> None:
+    inner = BackendError("upstream said no", status=400, retryable=False)
+
+    class Wrapped(Exception):
+        cause = inner
+
+    assert as_backend_error("b", Wrapped()) is inner
+    mapped = as_backend_error("b", RuntimeError("BackPressureError: queue full"))
+    assert mapped.status == 429
+
+
+def response(status: int, body: object) -> tuple[httpx.Response, bytes]:
+    content = orjson.dumps(body)
+    return httpx.Response(status, content=content), content
+
+
+def test_upstream_400_passes_through() -> None:
+    error = {
+        "error": {
+            "message": "bad max_tokens",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": None,
+        }
+    }
+    mapped = _upstream_error("b", *response(400, error))
+    assert (mapped.status, mapped.param, mapped.retryable) == (400, "max_tokens", False)
+    assert mapped.message == "bad max_tokens"
+
+
+def test_upstream_auth_failure_hides_provider_text() -> None:
+    mapped = _upstream_error("b", *response(401, {"error": {"message": "Incorrect key sk-abc"}}))
+    assert mapped.status == 502 and "sk-abc" not in mapped.message
+    assert isinstance(mapped, BackendUnavailable)
+
+
+@pytest.mark.parametrize(("status", "expected"), [(429, 429), (500, 502), (503, 502)])
+def test_upstream_retryable_statuses(status: int, expected: int) -> None:
+    mapped = _upstream_error("b", *response(status, {}))
+    assert mapped.status == expected and mapped.retryable

@@ -1,0 +1,195 @@
+"""Config validation: every shipped config loads; each kind of mistake names its field path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import ConfigError, GatewayConfig
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def minimal(**overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "backends": {
+            "local": {"kind": "fake", "model": "local-1"},
+            "remote": {"kind": "openai", "model": "gpt-x", "api_key_env": "SOME_KEY"},
+        },
+        "routes": {"auto": {"candidates": ["local", "remote"], "fallbacks": ["remote"]}},
+        "default_route": "auto",
+    }
+    config.update(overrides)
+    return config
+
+
+def error_of(source: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        GatewayConfig.load(source)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_validate(path: Path) -> None:
+    config = GatewayConfig.load(path)
+    assert config.backends
+    assert config.default_route is None or config.default_route in config.routes
+
+
+def test_local_config_serves_smollm2_on_cpu_vllm() -> None:
+    config = GatewayConfig.load(Path(__file__).resolve().parents[2] / "configs" / "local.yaml")
+    smollm2 = config.backends["smollm2"]
+    assert smollm2.kind == "vllm"
+    assert smollm2.accelerator == "cpu"  # type: ignore[union-attr]
+    assert config.backends["gpt-4o-mini"].kind == "openai"
+
+
+def test_minimal_dict_loads_with_defaults() -> None:
+    config = GatewayConfig.load(minimal())
+    assert config.routes["auto"].policy == "first_available"
+    assert config.ingress.max_body_bytes == 10 * 2**20
+    assert config.backends["local"].pricing.input_per_mtok == 0.0
+
+
+def test_config_path_indirection(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("backends:\n  a: {kind: fake, model: m}\n")
+    assert list(GatewayConfig.load({"config_path": str(path)}).backends) == ["a"]
+
+
+def test_unknown_key_names_its_path() -> None:
+    config = minimal()
+    config["backends"]["local"]["temprature"] = 1
+    assert "backends.local.temprature: unknown field" in error_of(config)
+
+
+def test_unknown_top_level_key() -> None:
+    assert "rotues: unknown field" in error_of(minimal(rotues={}))
+
+
+def test_unknown_backend_in_route_names_index() -> None:
+    config = minimal(routes={"auto": {"candidates": ["local", "missing"]}})
+    message = error_of(config)
+    assert "routes.auto.candidates.1: unknown backend 'missing'" in message
+
+
+def test_unknown_backend_in_fallbacks() -> None:
+    config = minimal(routes={"auto": {"candidates": ["local"], "fallbacks": ["nope"]}})
+    assert "routes.auto.fallbacks.0: unknown backend 'nope'" in error_of(config)
+
+
+def test_duplicate_candidate_rejected() -> None:
+    config = minimal(routes={"auto": {"candidates": ["local", "local"]}})
+    assert "routes.auto: candidates lists backend 'local' twice" in error_of(config)
+
+
+def test_duplicate_yaml_key_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("backends:\n  a: {kind: fake, model: m}\n  a: {kind: fake, model: n}\n")
+    message = error_of(path)
+    assert "duplicate key 'a'" in message and "line 3" in message
+
+
+def test_route_and_backend_names_must_differ() -> None:
+    config = minimal(routes={"local": {"candidates": ["remote"]}}, default_route=None)
+    assert "routes.local: name is also a backend" in error_of(config)
+
+
+def test_default_route_must_exist() -> None:
+    assert "default_route 'nope' is not a route" in error_of(minimal(default_route="nope"))
+
+
+def test_unknown_kind() -> None:
+    config = minimal()
+    config["backends"]["local"]["kind"] = "llama.cpp"
+    assert "backends.local" in error_of(config)
+
+
+def test_vllm_backend_requires_source() -> None:
+    config = minimal(backends={"v": {"kind": "vllm", "model": "m"}}, routes={}, default_route=None)
+    assert "backends.v.source: Field required" in error_of(config)
+
+
+def test_replicas_and_autoscaling_are_exclusive() -> None:
+    config = minimal()
+    config["backends"]["local"]["deployment"] = {
+        "num_replicas": 2,
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 3},
+    }
+    assert "backends.local.deployment: " in error_of(config)
+
+
+def test_autoscaling_bounds() -> None:
+    config = minimal()
+    config["backends"]["local"]["deployment"] = {
+        "autoscaling_config": {"min_replicas": 4, "max_replicas": 2}
+    }
+    assert "min_replicas must not exceed max_replicas" in error_of(config)
+
+
+def test_unknown_policy() -> None:
+    config = minimal(routes={"auto": {"policy": "smartest", "candidates": ["local"]}})
+    assert "routes.auto.policy: unknown policy 'smartest'" in error_of(config)
+
+
+def test_policy_by_import_path() -> None:
+    config = minimal(routes={"auto": {"policy": "router:FirstAvailable", "candidates": ["local"]}})
+    assert GatewayConfig.load(config).routes["auto"].policy == "router:FirstAvailable"
+
+
+def test_negative_price_rejected() -> None:
+    config = minimal()
+    config["backends"]["local"]["pricing"] = {"input_per_mtok": -1}
+    assert "backends.local.pricing.input_per_mtok" in error_of(config)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    config = minimal()
+    config["backends"]["local"]["bogus"] = 1
+    config["backends"]["remote"]["max_connections"] = 0
+    message = error_of(config)
+    assert "2 problem(s)" in message
+    assert "backends.remote.max_connections" in message
+
+
+def test_openai_key_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = GatewayConfig.load(minimal()).backends["remote"]
+    monkeypatch.delenv("SOME_KEY", raising=False)
+    assert config.api_key() == (None, "environment variable SOME_KEY is not set")  # type: ignore[union-attr]
+    monkeypatch.setenv("SOME_KEY", "sk-123")
+    assert config.api_key() == ("sk-123", "")  # type: ignore[union-attr]
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-file\n")
+    from deployments import OpenAIBackendConfig
+
+    from_file = OpenAIBackendConfig(kind="openai", model="m", api_key_file=str(key_file))
+    assert from_file.api_key() == ("sk-file", "")
+    missing = OpenAIBackendConfig(kind="openai", model="m", api_key_file=str(tmp_path / "no"))
+    assert missing.api_key()[0] is None and "cannot read" in missing.api_key()[1]
+
+
+def test_both_key_sources_rejected() -> None:
+    config = minimal()
+    config["backends"]["remote"]["api_key_file"] = "/tmp/k"
+    assert "either api_key_env or api_key_file" in error_of(config)
+
+
+def test_not_a_mapping() -> None:
+    assert "must be a mapping" in error_of([1, 2])  # type: ignore[arg-type]
+
+
+def test_deployment_options_reach_serve() -> None:
+    config = minimal()
+    config["backends"]["local"]["deployment"] = {
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 8},
+        "max_ongoing_requests": 32,
+        "ray_actor_options": {"num_cpus": 0.5},
+    }
+    options = GatewayConfig.load(config).backends["local"].deployment.serve_options()
+    assert options["autoscaling_config"]["max_replicas"] == 3
+    assert options["autoscaling_config"]["target_ongoing_requests"] == 8
+    assert options["max_ongoing_requests"] == 32
+    assert options["ray_actor_options"] == {"num_cpus": 0.5}
+    assert "num_replicas" not in options
