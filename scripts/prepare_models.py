@@ -53,7 +53,7 @@ def _smollm2_gguf() -> Path:
 def prepare_smollm2(out: Path) -> None:
     target = out / SMOLLM2_DIR
     gguf = _smollm2_gguf()
-    version = f"{gguf.name}:{gguf.stat().st_size}:bf16"
+    version = f"{gguf.name}:{gguf.stat().st_size}:bf16-v2"
     if _is_prepared(target, version):
         _step(f"SmolLM2-135M-Instruct ready in {target}")
         return
@@ -68,6 +68,9 @@ def prepare_smollm2(out: Path) -> None:
     _step("[2/3] rebuilding as bf16")
     config = loaded.config
     config.dtype = torch.bfloat16
+    # The weights are dequantised now; a leftover gguf quantization_config makes vLLM refuse them.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config

@@ -1,0 +1,99 @@
+"""End to end, as a user runs it: `serve run configs/local.yaml` with the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.helpers import ENGINE_ENV, ROOT, SMOLLM2_MODEL, stop_process, wait_until
+
+pytestmark = pytest.mark.e2e
+
+BASE = "http://127.0.0.1:8000"  # what configs/local.yaml binds
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def smollm2_ready() -> bool:
+    response = httpx.get(f"{BASE}/health", timeout=5)
+    if response.status_code != 200:  # Serve answers in plain text while the app deploys
+        return False
+    if not response.json()["backends"]["smollm2"]["available"]:
+        return False
+    probe = {"model": "smollm2", "prompt": "Hi", "max_tokens": 1}
+    return httpx.post(f"{BASE}/v1/completions", json=probe, timeout=30).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    assert SMOLLM2_MODEL.joinpath("model.safetensors").exists(), "run `make models` first"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{BASE}/health", timeout=2)  # port 8000 must be free for this test
+    log = tmp_path_factory.mktemp("serve") / "serve-run.log"
+    env = {
+        **os.environ,
+        **ENGINE_ENV,
+        "RAY_ADDRESS": "local",
+        "RAY_OVERRIDE_RESOURCES": '{"CPU": 8}',
+    }
+    env.pop("OPENAI_API_KEY", None)
+    serve_cli = Path(sys.executable).with_name("serve")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(serve_cli), "run", "configs/local.yaml"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(smollm2_ready, 420, "serve run configs/local.yaml", proc, log)
+        yield log
+    finally:
+        stop_process(proc, grace_s=30)
+
+
+def test_smollm2_answers_paris(served: Path) -> None:
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="x", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=QUESTION, temperature=0, max_tokens=30
+    )
+    assert raw.headers["x-gateway-backend"] == "smollm2"
+    answer = raw.parse()
+    assert answer.model == "SmolLM2-135M-Instruct"
+    assert "Paris" in (answer.choices[0].message.content or "")
+
+
+def test_smollm2_streams_paris_with_usage(served: Path) -> None:
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="x", max_retries=0)
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2",
+            messages=QUESTION,
+            temperature=0,
+            max_tokens=30,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "Paris" in text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_missing_key_is_reported_not_fatal(served: Path) -> None:
+    health = httpx.get(f"{BASE}/health").json()
+    assert health["backends"]["gpt-4o-mini"] == {
+        "available": False,
+        "reason": "environment variable OPENAI_API_KEY is not set",
+        "kind": "openai",
+    }
+    models = {m.id for m in openai.OpenAI(base_url=f"{BASE}/v1", api_key="x").models.list()}
+    assert {"auto", "smollm2"} <= models and "gpt-4o-mini" not in models
