@@ -54,7 +54,18 @@ def gateway_config(upstream_url: str) -> dict[str, Any]:
                 "api_key_env": UPSTREAM_KEY_ENV,
                 "timeout_s": 60,
             },
-            "echo": {"kind": "fake", "model": "echo-1"},
+            "echo": {
+                "kind": "fake",
+                "model": "echo-1",
+                "deployment": {
+                    "autoscaling_config": {
+                        "min_replicas": 1,
+                        "max_replicas": 2,
+                        "target_ongoing_requests": 4,
+                    },
+                    "max_ongoing_requests": 16,
+                },
+            },
             "slow": {
                 "kind": "fake",
                 "model": "slow-1",

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from tests.helpers import TINY_MODEL
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -53,6 +54,40 @@ def test_health_reports_unavailable_backend_with_reason(stack: Stack) -> None:
     assert nokey["available"] is False
     assert "GATEWAY_TEST_MISSING_KEY" in nokey["reason"]
     assert health["status"] == "degraded"
+
+
+def test_each_backend_is_its_own_deployment_with_configured_scaling(stack: Stack) -> None:
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    deployments = details["applications"]["gateway"]["deployments"]
+    assert {"GatewayIngress", "backend-tiny", "backend-upstream", "backend-echo"} <= set(
+        deployments
+    )
+    assert "backend-nokey" not in deployments  # unavailable: not deployed at all
+    echo = deployments["backend-echo"]["deployment_config"]
+    assert echo["autoscaling_config"]["max_replicas"] == 2
+    assert echo["autoscaling_config"]["target_ongoing_requests"] == 4
+    assert echo["max_ongoing_requests"] == 16
+    assert deployments["backend-tiny"]["deployment_config"]["num_replicas"] == 1
+
+
+def test_gpu_example_asks_one_gpu_per_replica(stack: Stack) -> None:
+    # The hub model cannot be resolved offline: check the placement with the tiny model swapped in.
+    from ray.llm._internal.serve.core.server.llm_server import LLMServer
+
+    from deployments._vllm import llm_config_for
+    from gateway.app import PROJECT_ROOT
+    from gateway.config import GatewayConfig
+
+    config = GatewayConfig.load(PROJECT_ROOT / "configs" / "gpu.example.yaml")
+    backend = config.backends["qwen-7b"].model_copy(update={"source": str(TINY_MODEL)})
+    options = LLMServer.get_deployment_options(llm_config_for("qwen-7b", backend, PROJECT_ROOT))
+    bundles = options["placement_group_bundles"]
+    assert sum(bundle.get("GPU", 0) for bundle in bundles) == 1
+    assert bundles[0]["accelerator_type:L4"] > 0
+    assert options["autoscaling_config"]["max_replicas"] == 4
+    assert options["max_queued_requests"] == 256
 
 
 # ---- chat and completions, both backend kinds ---------------------------------------------
