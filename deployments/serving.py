@@ -129,7 +129,7 @@ class BackendPlan:
 
     name: str
     config: BackendConfig
-    application: Application | None
+    application: Application | None  # None: runs in the ingress, or unavailable (see reason)
     unavailable_reason: str = ""
 
 
@@ -143,6 +143,8 @@ def plan_backend(name: str, config: BackendConfig, project_root: Path) -> Backen
         key, reason = config.api_key()
         if key is None and reason:
             return BackendPlan(name, config, None, reason)
+    if config.in_ingress:
+        return BackendPlan(name, config, None)
     options = {"name": f"backend-{name}", **config.deployment.serve_options()}
     deployment = BackendDeployment.options(**options)  # type: ignore[attr-defined]
     app = deployment.bind(name, config.model_dump(mode="json"))
@@ -156,8 +158,12 @@ def connect_backend(
     unavailable_reason: str = "",
 ) -> Backend:
     """The gateway-side `Backend` for a planned backend, given the handle Serve bound."""
+    if unavailable_reason:
+        return UnavailableBackend(name, unavailable_reason)
+    if not isinstance(config, VLLMBackendConfig) and config.in_ingress:
+        return make_local_backend(name, config)
     if handle is None:
-        return UnavailableBackend(name, unavailable_reason or "not deployed")
+        return UnavailableBackend(name, "not deployed")
     if isinstance(config, VLLMBackendConfig):
         return VLLMBackend(name, config, handle)
     return RemoteBackend(name, handle)

@@ -314,10 +314,10 @@ def build_app(args: dict[str, Any]) -> Application:
     unavailable: dict[str, str] = {}
     for name, backend in config.backends.items():
         plan = plan_backend(name, backend, PROJECT_ROOT)
-        if plan.application is None:
+        if plan.unavailable_reason:
             unavailable[name] = plan.unavailable_reason
             logger.warning("backend %s is unavailable: %s", name, plan.unavailable_reason)
-        else:
+        elif plan.application is not None:
             applications[name] = plan.application
     options = config.ingress.deployment.serve_options()
     application: Application = GatewayIngress.options(**options).bind(  # type: ignore[attr-defined]

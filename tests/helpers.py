@@ -24,6 +24,8 @@ ENGINE_ENV = {
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",
     "RAY_USAGE_STATS_ENABLED": "0",
     "TOKENIZERS_PARALLELISM": "false",
+    # Serve's lower-latency request path (no user-code thread hop, gRPC between replicas).
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
 }
 
 

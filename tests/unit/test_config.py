@@ -193,3 +193,21 @@ def test_deployment_options_reach_serve() -> None:
     assert options["max_ongoing_requests"] == 32
     assert options["ray_actor_options"] == {"num_cpus": 0.5}
     assert "num_replicas" not in options
+
+
+def test_in_ingress_backend_is_not_a_deployment() -> None:
+    from deployments.serving import connect_backend, plan_backend
+    from gateway.app import PROJECT_ROOT
+
+    config = minimal()
+    config["backends"]["local"]["in_ingress"] = True
+    backend = GatewayConfig.load(config).backends["local"]
+    plan = plan_backend("local", backend, PROJECT_ROOT)
+    assert plan.application is None and plan.unavailable_reason == ""
+    assert type(connect_backend("local", backend, None)).__name__ == "FakeBackend"
+
+
+def test_vllm_backend_cannot_run_in_ingress() -> None:
+    config = minimal(routes={}, default_route=None)
+    config["backends"] = {"v": {"kind": "vllm", "model": "m", "source": "x", "in_ingress": True}}
+    assert "backends.v.in_ingress: unknown field" in error_of(config)
