@@ -211,3 +211,14 @@ def test_vllm_backend_cannot_run_in_ingress() -> None:
     config = minimal(routes={}, default_route=None)
     config["backends"] = {"v": {"kind": "vllm", "model": "m", "source": "x", "in_ingress": True}}
     assert "backends.v.in_ingress: unknown field" in error_of(config)
+
+
+def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.__main__ import main
+
+    assert main(["check", *map(str, CONFIGS)]) == 0
+    assert "ok (2 backends, 1 routes)" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backends:\n  a: {kind: fake, model: m, colour: red}\n")
+    assert main(["check", str(bad)]) == 1
+    assert "backends.a.colour: unknown field" in capsys.readouterr().err
