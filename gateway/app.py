@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("ray.serve")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 JSON = "application/json"
+T = TypeVar("T")
 
 app = FastAPI(title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -258,13 +259,16 @@ class GatewayIngress:
                 logger.exception("request %s failed", request_id)
             return error.response(headers)
 
-    async def _complete(
-        self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
-    ) -> Response:
+    async def _first_success(
+        self, decision: Decision, headers: dict[str, str], attempt: Callable[[str], Awaitable[T]]
+    ) -> T:
+        """Run `attempt` on the decision's backends in order until one succeeds; a retryable
+        failure moves on to the next, a client error (4xx) ends the search at once."""
         last_error: BackendError | None = None
         for name in decision.attempts:
+            headers["x-gateway-backend"] = name
             try:
-                result = await self.backends[name].complete(endpoint, body)
+                result = await attempt(name)
             except BackendError as exc:
                 last_error = exc
                 if not exc.retryable:
@@ -272,17 +276,23 @@ class GatewayIngress:
                 logger.warning("backend %s failed (%s); trying the next", name, exc.message)
                 continue
             self._mark_up(name)
-            headers["x-gateway-backend"] = name
-            return Response(orjson.dumps(result), media_type=JSON, headers=headers)
+            return result
         assert last_error is not None
-        headers["x-gateway-backend"] = name
         raise last_error
+
+    async def _complete(
+        self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
+    ) -> Response:
+        async def attempt(name: str) -> dict[str, Any]:
+            return await self.backends[name].complete(endpoint, body)
+
+        result = await self._first_success(decision, headers, attempt)
+        return Response(orjson.dumps(result), media_type=JSON, headers=headers)
 
     async def _stream(
         self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
     ) -> Response:
-        last_error: BackendError | None = None
-        for name in decision.attempts:
+        async def attempt(name: str) -> AsyncIterator[bytes]:
             chunks = self.backends[name].stream(endpoint, body)
             try:
                 # Wait for the first chunk before answering, so that a backend failing early
@@ -290,20 +300,10 @@ class GatewayIngress:
                 first = await anext(chunks)
             except StopAsyncIteration:
                 first = b""
-            except BackendError as exc:
-                last_error = exc
-                if not exc.retryable:
-                    break
-                logger.warning("backend %s failed (%s); trying the next", name, exc.message)
-                continue
-            self._mark_up(name)
-            headers["x-gateway-backend"] = name
-            return StreamingResponse(
-                _relay(first, chunks, name), media_type="text/event-stream", headers=headers
-            )
-        assert last_error is not None
-        headers["x-gateway-backend"] = name
-        raise last_error
+            return _relay(first, chunks, name)
+
+        relay = await self._first_success(decision, headers, attempt)
+        return StreamingResponse(relay, media_type="text/event-stream", headers=headers)
 
 
 def build_app(args: dict[str, Any]) -> Application:

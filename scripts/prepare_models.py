@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -38,6 +39,17 @@ def _is_prepared(folder: Path, version: str) -> bool:
 
 def _mark_prepared(folder: Path, version: str, **facts: object) -> None:
     (folder / DONE_MARKER).write_text(json.dumps({"version": version, **facts}, indent=2))
+
+
+def _save(model: Any, tokenizer: Any, target: Path, version: str, started: float) -> None:
+    """Write model + tokenizer beside the target, then swap it in: no half-written folder."""
+    tmp = target.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    _mark_prepared(target, version, seconds=round(time.perf_counter() - started, 1))
 
 
 def _smollm2_gguf() -> Path:
@@ -75,13 +87,7 @@ def prepare_smollm2(out: Path) -> None:
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
     _step(f"[3/3] writing safetensors to {target}")
-    tmp = target.with_suffix(".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    fresh.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    _mark_prepared(target, version, seconds=round(time.perf_counter() - started, 1))
+    _save(fresh, tokenizer, target, version, started)
     _step(f"SmolLM2-135M-Instruct converted in {time.perf_counter() - started:.1f}s")
 
 
@@ -155,13 +161,7 @@ def prepare_tiny(out: Path) -> None:
         dtype="bfloat16",
     )
     model = LlamaForCausalLM(config).to(torch.bfloat16)
-    tmp = target.with_suffix(".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    _mark_prepared(target, version, seconds=round(time.perf_counter() - started, 1))
+    _save(model, tokenizer, target, version, started)
     _step(f"tiny-llama built in {time.perf_counter() - started:.1f}s")
 
 
