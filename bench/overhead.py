@@ -83,6 +83,7 @@ def main() -> None:
     }
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": gateway_port})
@@ -110,17 +111,11 @@ def main() -> None:
                     "in_ingress_added_p50_ms": round(inline["p50_ms"] - direct["p50_ms"], 3),
                     "fake_backend_p50_ms": fake["p50_ms"],
                 }
-        throughput_optimized = os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"]
-        print(
-            json.dumps(
-                {
-                    "requests": args.requests,
-                    "RAY_SERVE_THROUGHPUT_OPTIMIZED": throughput_optimized,
-                    **results,
-                },
-                indent=2,
-            )
-        )
+        settings = {
+            name: os.environ[name]
+            for name in ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY")
+        }
+        print(json.dumps({"requests": args.requests, **settings, **results}, indent=2))
     finally:
         serve.shutdown()
         ray.shutdown()

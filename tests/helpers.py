@@ -24,8 +24,10 @@ ENGINE_ENV = {
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",
     "RAY_USAGE_STATS_ENABLED": "0",
     "TOKENIZERS_PARALLELISM": "false",
-    # Serve's lower-latency request path (no user-code thread hop, gRPC between replicas).
+    # Serve's lower-latency request path (no user-code thread hop, gRPC between replicas) and
+    # its HAProxy ingress, which hands HTTP straight to the ingress replicas.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import AsyncIterator
 
 import httpx
 import orjson
@@ -107,3 +108,33 @@ def test_upstream_auth_failure_hides_provider_text() -> None:
 def test_upstream_retryable_statuses(status: int, expected: int) -> None:
     mapped = _upstream_error("b", *response(status, {}))
     assert mapped.status == expected and mapped.retryable
+
+
+async def test_coalesce_joins_bursts_and_keeps_order() -> None:
+    import asyncio
+
+    from deployments.serving import coalesce
+
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in (b"a", b"b", b"c"):
+            yield chunk  # a burst: no await between them
+        await asyncio.sleep(0.05)
+        yield b"d"  # arrives later: must not wait for anything else
+
+    out = [chunk async for chunk in coalesce(source())]
+    assert b"".join(out) == b"abcd"
+    assert out[-1] == b"d" and len(out) == 2
+
+
+async def test_coalesce_raises_upstream_errors_after_data() -> None:
+    from deployments.serving import coalesce
+
+    async def source() -> AsyncIterator[bytes]:
+        yield b"a"
+        raise BackendError("broke", status=502)
+
+    seen = []
+    with pytest.raises(BackendError, match="broke"):
+        async for chunk in coalesce(source()):
+            seen.append(chunk)
+    assert seen == [b"a"]
