@@ -18,6 +18,12 @@ class Pricing(_Strict):
 
     input_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens.")
     output_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M output tokens.")
+    gpu_hour_usd: float = Field(
+        default=0.0,
+        ge=0,
+        description="Self-hosted: what one replica costs per hour; turned into a marginal "
+        "per-request cost from measured latency and how busy the replica is.",
+    )
 
 
 class AutoscalingOptions(_Strict):
@@ -84,6 +90,13 @@ class DeploymentOptions(_Strict):
         return options
 
 
+class LatencyPriorConfig(_Strict):
+    """Latency assumed until the gateway has measured enough requests to this backend."""
+
+    ttft_ms: float = Field(default=500.0, ge=0, description="Time to first token.")
+    tpot_ms: float = Field(default=20.0, ge=0, description="Time per output token after it.")
+
+
 class _BackendBase(_Strict):
     model: str = Field(description="Model id sent upstream and reported in responses.")
     enabled: bool = Field(default=True, description="False keeps it in config but undeployed.")
@@ -95,6 +108,33 @@ class _BackendBase(_Strict):
     deployment: DeploymentOptions = Field(
         default_factory=DeploymentOptions, description="Serve options for this backend."
     )
+    tasks: tuple[str, ...] | None = Field(
+        default=None, description="Tasks this backend serves; unset serves every task."
+    )
+    quality: dict[str, float] = Field(
+        default_factory=dict,
+        description="Task -> quality 0..1 for `balanced` and `min_quality` (key `default` for "
+        "the rest; 0.5 when unset).",
+    )
+    latency_prior: LatencyPriorConfig = Field(
+        default_factory=LatencyPriorConfig, description="Latency assumed before measurements."
+    )
+
+    @model_validator(mode="after")
+    def _quality_range(self) -> _BackendBase:
+        bad = [task for task, value in self.quality.items() if not 0 <= value <= 1]
+        if bad:
+            raise ValueError(f"quality must be within 0..1 (tasks: {', '.join(bad)})")
+        return self
+
+    @property
+    def capacity(self) -> int:
+        """Requests served at once before queueing: per-replica limit x (max) replicas."""
+        options = self.deployment
+        replicas = options.num_replicas or (
+            options.autoscaling_config.max_replicas if options.autoscaling_config else 1
+        )
+        return (options.max_ongoing_requests or 64) * replicas
 
 
 class VLLMBackendConfig(_BackendBase):

@@ -25,7 +25,8 @@ from deployments.serving import connect_backend, plan_backend
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError, from_exception, from_validation_error
 from gateway.protocol import REQUEST_MODELS
-from router import Availability, Decision, Router, RoutingError
+from gateway.routing import GatewayRouter
+from router import Availability, Decision, RoutingError
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -71,18 +72,47 @@ def _serve_request_id() -> str:
         return ""
 
 
-async def _relay(first: bytes, rest: AsyncIterator[bytes], name: str) -> AsyncIterator[bytes]:
-    """Pass chunks through as they come; a failure mid-stream ends it with an SSE error event."""
+def _completion_tokens(chunk: bytes) -> int | None:
+    """`usage.completion_tokens` from the SSE event in `chunk` that carries it, if any."""
+    for event in chunk.split(b"\n\n"):
+        if b'"usage"' in event and event.startswith(b"data: {"):
+            try:
+                usage = orjson.loads(event[6:]).get("usage") or {}
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(usage.get("completion_tokens"), int):
+                return int(usage["completion_tokens"])
+    return None
+
+
+async def _relay(
+    first: bytes, rest: AsyncIterator[bytes], name: str, routing: GatewayRouter, started: float
+) -> AsyncIterator[bytes]:
+    """Pass chunks through as they come; a failure mid-stream ends it with an SSE error event.
+    Measures time to first chunk and per token for the router's live stats."""
+    first_at = time.perf_counter()
+    events, usage_tokens, completed = first.count(b"data: {"), _completion_tokens(first), False
     try:
         if first:
             yield first
         async for chunk in rest:
+            events += chunk.count(b"data: {")
+            if b'"usage"' in chunk:
+                usage_tokens = _completion_tokens(chunk) or usage_tokens
             yield chunk
+        completed = True
     except BackendError as exc:
         logger.warning("backend %s failed mid-stream: %s", name, exc.message)
         yield b"data: " + orjson.dumps(exc.to_dict()) + b"\n\ndata: [DONE]\n\n"
     finally:
+        routing.finished(name)
         await rest.aclose()  # type: ignore[attr-defined]
+        if completed:
+            tokens = usage_tokens if usage_tokens is not None else max(1, events - 1)
+            ended = time.perf_counter()
+            routing.record_stream(
+                name, (first_at - started) * 1000, (ended - first_at) * 1000, tokens
+            )
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1024)
@@ -99,7 +129,7 @@ class GatewayIngress:
             name: connect_backend(name, backend, handles.get(name), unavailable.get(name, ""))
             for name, backend in self.config.backends.items()
         }
-        self.router = Router(self.config, {n: b.model for n, b in self.config.backends.items()})
+        self.routing = GatewayRouter(self.config, PROJECT_ROOT)
         self.availability: dict[str, Availability] = {
             name: Availability(False, unavailable[name], definite=True)
             if name in unavailable
@@ -224,6 +254,23 @@ class GatewayIngress:
     async def completions(self, request: Request) -> Response:
         return await self._handle(request, "completions")
 
+    @app.post("/v1/routing/explain")
+    async def explain(self, request: Request) -> Response:
+        """The routing decision for a chat completion body, without calling any backend."""
+        request_id = _serve_request_id() or request.headers.get("x-request-id") or ""
+        try:
+            body = _parse_body(await self._read_body(request), "chat/completions")
+            decision = await self.routing.decide(
+                "chat/completions", body, request.headers, self.availability, request_id
+            )
+        except Exception as exc:
+            return from_exception(exc).response()
+        return Response(
+            orjson.dumps(self.routing.explain(decision)),
+            media_type=JSON,
+            headers=self.routing.headers(decision),
+        )
+
     async def _read_body(self, request: Request) -> bytes:
         limit = self.config.ingress.max_body_bytes
         declared = request.headers.get("content-length")
@@ -245,9 +292,10 @@ class GatewayIngress:
         headers: dict[str, str] = {}
         try:
             body = _parse_body(await self._read_body(request), endpoint)
-            decision = self.router.decide(body.get("model"), self.availability)
-            if decision.route:
-                headers["x-gateway-route"] = decision.route
+            decision = await self.routing.decide(
+                endpoint, body, request.headers, self.availability, request_id
+            )
+            headers.update(self.routing.headers(decision))
             if body.get("stream"):
                 return await self._stream(endpoint, body, decision, headers)
             return await self._complete(endpoint, body, decision, headers)
@@ -284,7 +332,17 @@ class GatewayIngress:
         self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
     ) -> Response:
         async def attempt(name: str) -> dict[str, Any]:
-            return await self.backends[name].complete(endpoint, body)
+            started = time.perf_counter()
+            self.routing.started(name)
+            try:
+                result = await self.backends[name].complete(endpoint, body)
+            finally:
+                self.routing.finished(name)
+            usage = result.get("usage") or {}
+            tokens = usage.get("completion_tokens")
+            if isinstance(tokens, int):
+                self.routing.record_total(name, (time.perf_counter() - started) * 1000, tokens)
+            return result
 
         result = await self._first_success(decision, headers, attempt)
         return Response(orjson.dumps(result), media_type=JSON, headers=headers)
@@ -293,6 +351,8 @@ class GatewayIngress:
         self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
     ) -> Response:
         async def attempt(name: str) -> AsyncIterator[bytes]:
+            started = time.perf_counter()
+            self.routing.started(name)
             chunks = self.backends[name].stream(endpoint, body)
             try:
                 # Wait for the first chunk before answering, so that a backend failing early
@@ -300,7 +360,10 @@ class GatewayIngress:
                 first = await anext(chunks)
             except StopAsyncIteration:
                 first = b""
-            return _relay(first, chunks, name)
+            except BaseException:
+                self.routing.finished(name)
+                raise
+            return _relay(first, chunks, name, self.routing, started)
 
         relay = await self._first_success(decision, headers, attempt)
         return StreamingResponse(relay, media_type="text/event-stream", headers=headers)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from deployments import BackendError
-from router import ModelNotFound, NoBackendAvailable
+from router import BudgetInfeasible, ModelNotFound, NoBackendAvailable
 
 
 class OpenAIError(Exception):
@@ -135,6 +135,15 @@ def from_exception(exc: Exception) -> OpenAIError:
             type="service_unavailable",
             code="no_backend_available",
             headers={"retry-after": "5"},
+        )
+    if isinstance(exc, BudgetInfeasible):
+        return OpenAIError(
+            429,
+            str(exc),
+            type="rate_limit_error",
+            param="routing.latency_budget_ms",
+            code="latency_budget_infeasible",
+            headers={"retry-after": "1"},
         )
     if isinstance(exc, BackendError):
         headers = {"retry-after": "1"} if exc.status in (429, 503) else {}

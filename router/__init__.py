@@ -1,38 +1,73 @@
-"""Pure routing logic: which backend serves a request. No Ray, no HTTP."""
+"""Pure routing logic: which backend serves a request, and why. No Ray, no HTTP."""
 
-from router._config import RouteConfig, RoutingConfig
+from router._config import BalanceWeights, RouteConfig, RoutingConfig, TaskConfig
+from router._estimate import Estimate
+from router._hints import HintError, RoutingHints, parse_hints
 from router._policies import (
+    Balanced,
     Candidate,
+    Cheapest,
+    Fastest,
     FirstAvailable,
     Ordered,
     Policy,
+    PolicyOptions,
+    Weighted,
     available_policies,
     policy_class,
     register_policy,
 )
+from router._profile import BackendProfile, approximate_tokens
 from router._router import (
     Availability,
+    BudgetInfeasible,
     Decision,
+    Evaluation,
     ModelNotFound,
     NoBackendAvailable,
+    RequestSummary,
     Router,
     RoutingError,
 )
+from router._stats import BackendStats, LatencyPrior, LatencySnapshot
+from router._tasks import Embedder, TaskClassifier, TaskDecision
 
 __all__ = [
     "Availability",
+    "BackendProfile",
+    "BackendStats",
+    "BalanceWeights",
+    "Balanced",
+    "BudgetInfeasible",
     "Candidate",
+    "Cheapest",
     "Decision",
+    "Embedder",
+    "Estimate",
+    "Evaluation",
+    "Fastest",
     "FirstAvailable",
+    "HintError",
+    "LatencyPrior",
+    "LatencySnapshot",
     "ModelNotFound",
     "NoBackendAvailable",
     "Ordered",
     "Policy",
+    "PolicyOptions",
+    "RequestSummary",
     "RouteConfig",
     "Router",
     "RoutingConfig",
     "RoutingError",
+    "RoutingHints",
+    "TaskClassifier",
+    "TaskConfig",
+    "TaskDecision",
+    "Weighted",
+    "approximate_tokens",
     "available_policies",
+    "parse_hints",
     "policy_class",
     "register_policy",
 ]

@@ -1,27 +1,38 @@
-"""The `routes:` section of the gateway config, owned by the router."""
+"""The `routes:` and `tasks:` sections of the gateway config, owned by the router."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from router._policies import policy_exists
 
 
-class RouteConfig(BaseModel):
-    """One route: a named set of candidate backends and how to pick among them."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BalanceWeights(_Strict):
+    """Weights of the `balanced` policy's score (each term normalised to 0..1 first)."""
+
+    cost: float = Field(default=1.0, ge=0, description="Weight of estimated cost.")
+    latency: float = Field(default=1.0, ge=0, description="Weight of predicted latency.")
+    quality: float = Field(default=1.0, ge=0, description="Weight of (1 - quality for the task).")
+
+
+class RouteConfig(_Strict):
+    """One route: a named set of candidate backends and how to pick among them."""
 
     policy: str = Field(
         default="first_available",
         description=(
-            "Name of a registered policy (see `router.available_policies()`) or an import path "
-            "`package.module:ClassName` of a `Policy` subclass."
+            "Name of a registered policy (`first_available`, `ordered`, `cheapest`, `fastest`, "
+            "`balanced`, `weighted`) or an import path `package.module:ClassName`."
         ),
     )
     candidates: tuple[str, ...] = Field(
-        min_length=1,
-        description="Backend names the policy chooses from, in preference order.",
+        min_length=1, description="Backend names the policy chooses from, in preference order."
     )
     fallbacks: tuple[str, ...] = Field(
         default=(),
@@ -29,6 +40,24 @@ class RouteConfig(BaseModel):
             "Backend names tried in order after the chosen candidate fails before any output "
             "reached the client. Candidates not chosen are not retried unless listed here."
         ),
+    )
+    balance: BalanceWeights = Field(
+        default_factory=BalanceWeights, description="Score weights for `balanced`."
+    )
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Traffic share per candidate for `weighted` (missing candidates get 0).",
+    )
+    on_infeasible: Literal["fastest", "reject"] = Field(
+        default="fastest",
+        description="When no candidate meets the latency budget: serve the fastest otherwise "
+        "eligible one (and say so in `x-gateway-budget-infeasible`), or reject with 429.",
+    )
+    latency_quantile: Literal["mean", "p90"] = Field(
+        default="p90", description="Which latency statistic is compared with the budget."
+    )
+    default_output_tokens: int = Field(
+        default=256, ge=1, description="Expected output when neither max_tokens nor history say."
     )
     description: str = Field(default="", description="Free text shown in `GET /v1/models`.")
 
@@ -40,7 +69,7 @@ class RouteConfig(BaseModel):
         return name
 
     @model_validator(mode="after")
-    def _no_duplicates(self) -> RouteConfig:
+    def _consistent(self) -> RouteConfig:
         for field in ("candidates", "fallbacks"):
             names: tuple[str, ...] = getattr(self, field)
             seen: set[str] = set()
@@ -48,14 +77,34 @@ class RouteConfig(BaseModel):
                 if name in seen:
                     raise ValueError(f"{field} lists backend {name!r} twice")
                 seen.add(name)
+        stray = set(self.weights) - set(self.candidates)
+        if stray:
+            raise ValueError(f"weights name non-candidates: {', '.join(sorted(stray))}")
+        if any(weight < 0 for weight in self.weights.values()):
+            raise ValueError("weights must not be negative")
+        if self.policy == "weighted" and not any(self.weights.values()):
+            raise ValueError("policy 'weighted' needs positive `weights` for its candidates")
         return self
 
 
-class RoutingConfig(BaseModel):
-    """Routes and the default route; backend names are checked against the backends section
-    by the composing config (`check_backend_names`), since the router does not own backends."""
+class TaskConfig(_Strict):
+    """One task the router can recognise in a prompt."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    examples: tuple[str, ...] = Field(
+        default=(), description="Example prompts; embedded at startup for the classifier."
+    )
+    keywords: tuple[str, ...] = Field(
+        default=(),
+        description="Case-insensitive regular expressions; a match decides the task at once.",
+    )
+    min_quality: float = Field(
+        default=0.0, ge=0, le=1, description="Backends below this quality for the task are skipped."
+    )
+
+
+class RoutingConfig(_Strict):
+    """Routes, tasks and the default route; backend names are checked against the backends
+    section by the composing config, since the router does not own backends."""
 
     routes: dict[str, RouteConfig] = Field(
         default_factory=dict,
@@ -64,6 +113,17 @@ class RoutingConfig(BaseModel):
     default_route: str | None = Field(
         default=None,
         description="Route used when a request omits `model`. Unknown model names still get 404.",
+    )
+    tasks: dict[str, TaskConfig] = Field(
+        default_factory=dict, description="Task name -> how to recognise it."
+    )
+    default_task: str = Field(default="chat", description="Task when nothing else decides.")
+    task_threshold: float = Field(
+        default=0.1,
+        ge=-1,
+        le=1,
+        description="Least cosine similarity between a prompt and a task's centroid for the "
+        "classifier to name that task (MiniLM similarities of short prompts are small).",
     )
 
     @model_validator(mode="after")

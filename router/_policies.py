@@ -3,29 +3,52 @@
 from __future__ import annotations
 
 import importlib
+import random
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """What a policy knows about one backend when it chooses."""
+    """What a policy knows about one eligible backend when it chooses."""
 
     name: str
-    available: bool = True
-    unavailable_reason: str = ""
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    quality: float = 0.5
+
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    """The route settings policies may read (see RouteConfig for their meaning)."""
+
+    balance_cost: float = 1.0
+    balance_latency: float = 1.0
+    balance_quality: float = 1.0
+    weights: Mapping[str, float] = field(default_factory=dict)
 
 
 class Policy(ABC):
-    """Chooses one backend among eligible candidates (never empty, in config order)."""
+    """Scores eligible candidates (lower is better) and picks one.
+
+    `eligible` is never empty and keeps config order; ties go to the earlier candidate, so a
+    decision depends only on the candidates, the options and the random generator.
+    """
 
     name: ClassVar[str]
 
+    def __init__(self, options: PolicyOptions | None = None) -> None:
+        self.options = options or PolicyOptions()
+
     @abstractmethod
-    def choose(self, eligible: Sequence[Candidate]) -> Candidate:
-        """Return one element of `eligible`."""
+    def scores(self, eligible: Sequence[Candidate]) -> list[float]:
+        """One score per candidate, lower is better."""
+
+    def choose(self, eligible: Sequence[Candidate], rng: random.Random) -> Candidate:
+        scores = self.scores(eligible)
+        return eligible[min(range(len(eligible)), key=scores.__getitem__)]
 
 
 _P = TypeVar("_P", bound=type[Policy])
@@ -74,12 +97,73 @@ class FirstAvailable(Policy):
 
     name = "first_available"
 
-    def choose(self, eligible: Sequence[Candidate]) -> Candidate:
-        return eligible[0]
+    def scores(self, eligible: Sequence[Candidate]) -> list[float]:
+        return [float(index) for index in range(len(eligible))]
 
 
 @register_policy
 class Ordered(FirstAvailable):
-    """Alias of `first_available`, the name used by later policy sets."""
+    """Alias of `first_available`."""
 
     name = "ordered"
+
+
+@register_policy
+class Cheapest(Policy):
+    """Least estimated cost for this request."""
+
+    name = "cheapest"
+
+    def scores(self, eligible: Sequence[Candidate]) -> list[float]:
+        return [candidate.cost_usd for candidate in eligible]
+
+
+@register_policy
+class Fastest(Policy):
+    """Least predicted end-to-end latency for this request."""
+
+    name = "fastest"
+
+    def scores(self, eligible: Sequence[Candidate]) -> list[float]:
+        return [candidate.latency_ms for candidate in eligible]
+
+
+@register_policy
+class Balanced(Policy):
+    """Weighted sum of cost and latency (each divided by the largest among the eligible)
+    and of (1 - quality for the task)."""
+
+    name = "balanced"
+
+    def scores(self, eligible: Sequence[Candidate]) -> list[float]:
+        top_cost = max(c.cost_usd for c in eligible) or 1.0
+        top_latency = max(c.latency_ms for c in eligible) or 1.0
+        o = self.options
+        return [
+            o.balance_cost * c.cost_usd / top_cost
+            + o.balance_latency * c.latency_ms / top_latency
+            + o.balance_quality * (1.0 - c.quality)
+            for c in eligible
+        ]
+
+
+@register_policy
+class Weighted(Policy):
+    """Random split by configured weights: the basis of A/B tests."""
+
+    name = "weighted"
+
+    def scores(self, eligible: Sequence[Candidate]) -> list[float]:
+        return [-self.options.weights.get(c.name, 0.0) for c in eligible]
+
+    def choose(self, eligible: Sequence[Candidate], rng: random.Random) -> Candidate:
+        weights = [self.options.weights.get(c.name, 0.0) for c in eligible]
+        total = sum(weights)
+        if total <= 0:  # only zero-weight candidates are left: keep config order
+            return eligible[0]
+        point = rng.random() * total
+        for candidate, weight in zip(eligible, weights, strict=True):
+            point -= weight
+            if point < 0:
+                return candidate
+        return eligible[-1]

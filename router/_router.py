@@ -1,12 +1,17 @@
-"""Resolve a request's `model` to an ordered list of backends to try."""
+"""Resolve a request's `model` to an ordered list of backends to try, and say why."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from router._config import RouteConfig, RoutingConfig
-from router._policies import Candidate, Policy, policy_class
+from router._estimate import Estimate, estimate
+from router._hints import RoutingHints
+from router._policies import Candidate, Policy, PolicyOptions, policy_class
+from router._profile import BackendProfile
+from router._stats import BackendStats, LatencySnapshot
 
 
 class RoutingError(Exception):
@@ -32,6 +37,17 @@ class NoBackendAvailable(RoutingError):
         super().__init__(f"no backend available for {target!r} ({detail})")
 
 
+class BudgetInfeasible(RoutingError):
+    """No candidate meets the latency budget and the route says `on_infeasible: reject`."""
+
+    def __init__(self, route: str, budget_ms: float, fastest_ms: float) -> None:
+        self.route = route
+        super().__init__(
+            f"no backend of route {route!r} is predicted to answer within {budget_ms:.0f} ms "
+            f"(fastest: {fastest_ms:.0f} ms)"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Availability:
     """Live state of one backend, as the gateway sees it.
@@ -51,6 +67,31 @@ class Availability:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestSummary:
+    """What the router needs to know about a request."""
+
+    prompt_text: str = ""
+    max_tokens: int | None = None
+    hints: RoutingHints = field(default_factory=RoutingHints)
+    task: str = "chat"
+    task_source: str = "default"  # "hint", "keyword", "classifier" or "default"
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One candidate as the router saw it."""
+
+    backend: str
+    eligible: bool
+    reasons: tuple[str, ...]
+    estimate: Estimate
+    quality: float
+    tokenizer: str
+    score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The router's answer: what to try, in order, and why."""
 
@@ -59,22 +100,46 @@ class Decision:
     chosen: str
     attempts: tuple[str, ...]  # chosen first, then usable fallbacks
     skipped: Mapping[str, str] = field(default_factory=dict)  # backend -> why not eligible
+    evaluations: tuple[Evaluation, ...] = ()
+    task: str = "chat"
+    task_source: str = "default"
+    budget_infeasible: bool = False
+
+    @property
+    def chosen_evaluation(self) -> Evaluation | None:
+        return next((e for e in self.evaluations if e.backend == self.chosen), None)
+
+
+def _options(route: RouteConfig) -> PolicyOptions:
+    return PolicyOptions(
+        balance_cost=route.balance.cost,
+        balance_latency=route.balance.latency,
+        balance_quality=route.balance.quality,
+        weights=dict(route.weights),
+    )
 
 
 class Router:
-    """Stateless resolution of `model` names; build one per config."""
+    """Pure decisions over a config, backend profiles, availability and latency stats."""
 
-    def __init__(self, config: RoutingConfig, backend_models: Mapping[str, str]) -> None:
-        """`backend_models` maps backend name -> the model id it serves, which also resolves."""
+    def __init__(
+        self,
+        config: RoutingConfig,
+        profiles: Mapping[str, BackendProfile],
+        models: Mapping[str, str] | None = None,
+    ) -> None:
+        """`models` maps backend name -> the model id it serves, which also resolves."""
         self._config = config
-        self._backends = set(backend_models)
+        self._profiles = dict(profiles)
+        models = models or {}
         self._aliases = {
             model: name
-            for name, model in backend_models.items()
-            if model not in backend_models and model not in config.routes
+            for name, model in models.items()
+            if model not in self._profiles and model not in config.routes
         }
         self._policies: dict[str, Policy] = {
-            name: policy_class(route.policy)() for name, route in config.routes.items()
+            name: policy_class(route.policy)(_options(route))
+            for name, route in config.routes.items()
         }
 
     @property
@@ -92,51 +157,173 @@ class Router:
             return "route", self._config.default_route
         if model in self._config.routes:
             return "route", model
-        if model in self._backends:
+        if model in self._profiles:
             return "backend", model
         if model in self._aliases:
             return "backend", self._aliases[model]
         raise ModelNotFound(model, self._known())
 
-    def decide(self, model: str | None, availability: Mapping[str, Availability]) -> Decision:
+    def decide(
+        self,
+        model: str | None,
+        availability: Mapping[str, Availability],
+        request: RequestSummary = RequestSummary(),
+        stats: Mapping[str, LatencySnapshot] | None = None,
+    ) -> Decision:
         kind, name = self.resolve_target(model)
+        stats = stats or {}
+        tokens: dict[int, int] = {}  # per counter: backends often share a tokenizer
+
         if kind == "backend":
             state = availability.get(name, Availability())
             if not state.usable_as_last_resort:
                 raise NoBackendAvailable(name, {name: state.reason})
-            return Decision(route=None, policy=None, chosen=name, attempts=(name,))
+            evaluation = self._evaluate(name, None, state, request, stats, tokens)
+            return Decision(
+                route=None,
+                policy=None,
+                chosen=name,
+                attempts=(name,),
+                evaluations=(evaluation,),
+                task=request.task,
+                task_source=request.task_source,
+            )
 
         route = self._config.routes[name]
-        skipped: dict[str, str] = {}
-        eligible: list[Candidate] = []
-        for candidate in route.candidates:
-            state = availability.get(candidate, Availability())
-            if state.available:
-                eligible.append(Candidate(candidate))
-            else:
-                skipped[candidate] = state.reason or "unavailable"
+        evaluations = [
+            self._evaluate(c, route, availability.get(c, Availability()), request, stats, tokens)
+            for c in route.candidates
+        ]
+        eligible = [e for e in evaluations if e.eligible]
+        infeasible = False
         if not eligible:
-            # Nothing is known to be up: try what is not known to be down for good.
-            eligible = [
-                Candidate(c)
-                for c in route.candidates
-                if availability.get(c, Availability()).usable_as_last_resort
-            ]
-        if not eligible:
-            raise NoBackendAvailable(name, skipped)
-        chosen = self._policies[name].choose(eligible).name
+            eligible, infeasible = self._relax(name, route, evaluations, availability, request)
+        policy = self._policies[name]
+        candidates = [
+            Candidate(e.backend, e.estimate.cost_usd, e.estimate.latency_ms, e.quality)
+            for e in eligible
+        ]
+        scores = dict(zip((c.name for c in candidates), policy.scores(candidates), strict=True))
+        chosen = policy.choose(candidates, random.Random(request.seed)).name
+        scored = tuple(
+            Evaluation(
+                e.backend,
+                e.eligible,
+                e.reasons,
+                e.estimate,
+                e.quality,
+                e.tokenizer,
+                scores.get(e.backend),
+            )
+            for e in evaluations
+        )
         attempts = [chosen]
         for fallback in route.fallbacks:
             state = availability.get(fallback, Availability())
-            if fallback not in attempts and state.available:
+            if fallback not in attempts and state.available and self._fits(fallback, scored):
                 attempts.append(fallback)
         return Decision(
             route=name,
             policy=route.policy,
             chosen=chosen,
             attempts=tuple(attempts),
-            skipped=skipped,
+            skipped={e.backend: "; ".join(e.reasons) for e in scored if not e.eligible},
+            evaluations=scored,
+            task=request.task,
+            task_source=request.task_source,
+            budget_infeasible=infeasible,
         )
 
+    # ---- internals --------------------------------------------------------------------------
+
+    def _evaluate(
+        self,
+        backend: str,
+        route: RouteConfig | None,
+        state: Availability,
+        request: RequestSummary,
+        stats: Mapping[str, LatencySnapshot],
+        tokens: dict[int, int],
+    ) -> Evaluation:
+        profile = self._profiles[backend]
+        counter = profile.count_tokens
+        if id(counter) not in tokens:
+            tokens[id(counter)] = counter(request.prompt_text)
+        snapshot = stats.get(backend) or BackendStats(profile.latency_prior).snapshot()
+        default_output = route.default_output_tokens if route else 256
+        quantile = route.latency_quantile if route else "p90"
+        guess = estimate(
+            profile, snapshot, tokens[id(counter)], request.max_tokens, default_output, quantile
+        )
+        quality = profile.quality_for(request.task)
+        reasons: list[str] = []
+        if not state.available:
+            reasons.append(f"unavailable: {state.reason or 'health check failed'}")
+        window = profile.context_window
+        if window is not None and guess.prompt_tokens + guess.output_tokens > window:
+            reasons.append(
+                f"context window {window} < {guess.prompt_tokens} prompt + "
+                f"{guess.output_tokens} output tokens"
+            )
+        if profile.tasks is not None and request.task not in profile.tasks:
+            reasons.append(f"does not serve task {request.task!r}")
+        task = self._config.tasks.get(request.task)
+        if task is not None and quality < task.min_quality:
+            reasons.append(
+                f"quality {quality:.2f} < min_quality {task.min_quality:.2f} for "
+                f"task {request.task!r}"
+            )
+        hints = request.hints
+        if hints.max_cost_usd is not None and guess.cost_usd > hints.max_cost_usd:
+            reasons.append(
+                f"estimated cost ${guess.cost_usd:.6f} > max_cost_usd ${hints.max_cost_usd:.6f}"
+            )
+        if hints.latency_budget_ms is not None and guess.latency_ms > hints.latency_budget_ms:
+            reasons.append(
+                f"predicted latency {guess.latency_ms:.0f} ms > budget "
+                f"{hints.latency_budget_ms:.0f} ms"
+            )
+        return Evaluation(backend, not reasons, tuple(reasons), guess, quality, profile.tokenizer)
+
+    def _relax(
+        self,
+        name: str,
+        route: RouteConfig,
+        evaluations: list[Evaluation],
+        availability: Mapping[str, Availability],
+        request: RequestSummary,
+    ) -> tuple[list[Evaluation], bool]:
+        """Eligible candidates when none fully qualified, or raise why there are none."""
+        budget = request.hints.latency_budget_ms
+        only_slow = [
+            e
+            for e in evaluations
+            if e.reasons and all(r.startswith("predicted latency") for r in e.reasons)
+        ]
+        if only_slow and budget is not None:
+            if route.on_infeasible == "reject":
+                fastest = min(e.estimate.latency_ms for e in only_slow)
+                raise BudgetInfeasible(name, budget, fastest)
+            fastest_one = min(only_slow, key=lambda e: e.estimate.latency_ms)
+            return [fastest_one], True
+        # Nothing is known to be up: try what is not known to be down for good, as long as
+        # the probe is its only problem.
+        last_resort = [
+            e
+            for e in evaluations
+            if availability.get(e.backend, Availability()).usable_as_last_resort
+            and all(r.startswith("unavailable") for r in e.reasons)
+        ]
+        if last_resort:
+            return last_resort, False
+        raise NoBackendAvailable(name, {e.backend: "; ".join(e.reasons) for e in evaluations})
+
+    def _fits(self, backend: str, evaluations: tuple[Evaluation, ...]) -> bool:
+        """A fallback must at least fit the request (its context window)."""
+        for e in evaluations:
+            if e.backend == backend:
+                return not any(r.startswith("context window") for r in e.reasons)
+        return True
+
     def _known(self) -> list[str]:
-        return sorted(set(self._config.routes) | self._backends)
+        return sorted(set(self._config.routes) | set(self._profiles))

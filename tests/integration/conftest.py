@@ -17,11 +17,19 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import ENGINE_ENV, TINY_MODEL, free_port, stop_process, wait_until
+from tests.helpers import ENGINE_ENV, ROOT, TINY_MODEL, free_port, stop_process, wait_until
 
 UPSTREAM_KEY_ENV = "GATEWAY_TEST_UPSTREAM_KEY"
 MISSING_KEY_ENV = "GATEWAY_TEST_MISSING_KEY"
 TINY_ENGINE = {"enforce_eager": True, "kv_cache_memory_bytes": 64 << 20, "max_model_len": 512}
+
+
+STUB = ROOT / "bench" / "stub_upstream.py"
+# Two OpenAI-compatible upstreams with known latencies and prices (per 1M tokens).
+TIMED_UPSTREAMS = {
+    "fast-dear": {"ttft_ms": 20, "tpot_ms": 2, "input": 5.0, "output": 15.0},
+    "slow-cheap": {"ttft_ms": 300, "tpot_ms": 10, "input": 0.1, "output": 0.2},
+}
 
 
 @dataclass
@@ -36,7 +44,19 @@ class Stack:
         return openai.OpenAI(base_url=self.base_url, api_key="unused", max_retries=0, **kwargs)
 
 
-def gateway_config(upstream_url: str) -> dict[str, Any]:
+def gateway_config(upstream_url: str, timed_urls: dict[str, str]) -> dict[str, Any]:
+    timed = {
+        name: {
+            "kind": "openai",
+            "model": "stub",
+            "base_url": timed_urls[name],
+            "in_ingress": True,
+            "pricing": {"input_per_mtok": spec["input"], "output_per_mtok": spec["output"]},
+            # Deliberately equal and wrong: only measurements can tell them apart.
+            "latency_prior": {"ttft_ms": 100, "tpot_ms": 5},
+        }
+        for name, spec in TIMED_UPSTREAMS.items()
+    }
     return {
         "backends": {
             "tiny": {
@@ -75,12 +95,19 @@ def gateway_config(upstream_url: str) -> dict[str, Any]:
             "flaky": {"kind": "fake", "model": "flaky-1", "fail_status": 503},
             "refuses": {"kind": "fake", "model": "refuses-1", "fail_status": 400},
             "nokey": {"kind": "openai", "model": "gpt-4o-mini", "api_key_env": MISSING_KEY_ENV},
+            **timed,
         },
         "routes": {
             "auto": {"candidates": ["tiny", "upstream"], "fallbacks": ["upstream"]},
             "failover": {"candidates": ["flaky"], "fallbacks": ["upstream"]},
             "strict": {"candidates": ["refuses"], "fallbacks": ["echo"]},
             "keyless": {"candidates": ["nokey"]},
+            "budget": {"policy": "cheapest", "candidates": ["slow-cheap", "fast-dear"]},
+            "budget-strict": {
+                "policy": "cheapest",
+                "candidates": ["slow-cheap", "fast-dear"],
+                "on_infeasible": "reject",
+            },
         },
         "default_route": "auto",
         "ingress": {"max_body_bytes": 65536, "health_check_interval_s": 2},
@@ -113,11 +140,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     upstream_key = "sk-test-" + secrets.token_hex(12)
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     upstream = start_upstream(upstream_port, upstream_key, logs / "upstream.log")
+    stubs, timed_urls = [], {}
+    for name, spec in TIMED_UPSTREAMS.items():
+        port = free_port()
+        stubs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(STUB),
+                    "--port",
+                    str(port),
+                    "--ttft-ms",
+                    str(spec["ttft_ms"]),
+                    "--tpot-ms",
+                    str(spec["tpot_ms"]),
+                ],
+                start_new_session=True,
+            )
+        )
+        timed_urls[name] = f"http://127.0.0.1:{port}/v1"
 
     os.environ.update(ENGINE_ENV)
     os.environ[UPSTREAM_KEY_ENV] = upstream_key
     os.environ.pop(MISSING_KEY_ENV, None)
-    config = gateway_config(upstream_url)
+    config = gateway_config(upstream_url, timed_urls)
     started = time.monotonic()
     try:
         ray.init(
@@ -145,4 +191,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             serve.shutdown()
         finally:
             ray.shutdown()
-            stop_process(upstream)
+            for process in (upstream, *stubs):
+                stop_process(process)

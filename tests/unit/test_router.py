@@ -8,6 +8,7 @@ import pytest
 
 from router import (
     Availability,
+    BackendProfile,
     Candidate,
     ModelNotFound,
     NoBackendAvailable,
@@ -21,6 +22,7 @@ from router import (
 )
 
 BACKENDS = {"local": "smollm2", "remote": "gpt-4o-mini", "spare": "spare-model"}
+PROFILES = {name: BackendProfile(name) for name in BACKENDS}
 
 
 def make_router(default_route: str | None = "auto", **route: object) -> Router:
@@ -31,7 +33,7 @@ def make_router(default_route: str | None = "auto", **route: object) -> Router:
             **route,  # type: ignore[arg-type]
         )
     }
-    return Router(RoutingConfig(routes=routes, default_route=default_route), BACKENDS)
+    return Router(RoutingConfig(routes=routes, default_route=default_route), PROFILES, BACKENDS)
 
 
 def down(reason: str = "probe failed", definite: bool = False) -> Availability:
@@ -75,7 +77,7 @@ def test_unknown_model_is_not_found_even_with_default_route() -> None:
 def test_unavailable_candidate_is_skipped_with_reason() -> None:
     decision = make_router().decide("auto", {"local": down("engine dead")})
     assert decision.chosen == "remote"
-    assert decision.skipped == {"local": "engine dead"}
+    assert decision.skipped == {"local": "unavailable: engine dead"}
     assert decision.attempts == ("remote", "spare")
 
 
@@ -88,7 +90,10 @@ def test_all_definitely_down_raises_with_reasons() -> None:
     state = {"local": down("disabled", True), "remote": down("no key", True)}
     with pytest.raises(NoBackendAvailable) as caught:
         make_router().decide("auto", state)
-    assert caught.value.reasons == {"local": "disabled", "remote": "no key"}
+    assert caught.value.reasons == {
+        "local": "unavailable: disabled",
+        "remote": "unavailable: no key",
+    }
     assert "no key" in str(caught.value)
 
 
@@ -109,7 +114,9 @@ def test_direct_request_to_probe_failed_backend_is_tried() -> None:
 
 
 def test_registry_lists_builtin_policies() -> None:
-    assert {"first_available", "ordered"} <= set(available_policies())
+    assert {"first_available", "ordered", "cheapest", "fastest", "balanced", "weighted"} <= set(
+        available_policies()
+    )
 
 
 def test_policy_by_import_path_and_errors() -> None:
@@ -127,8 +134,8 @@ def test_custom_policy_is_used() -> None:
     class LastFirst(Policy):
         name = "test_last_first"
 
-        def choose(self, eligible: Sequence[Candidate]) -> Candidate:
-            return eligible[-1]
+        def scores(self, eligible: Sequence[Candidate]) -> list[float]:
+            return [-float(index) for index in range(len(eligible))]
 
     decision = make_router(policy="test_last_first").decide("auto", {})
     assert decision.chosen == "remote"
@@ -142,5 +149,5 @@ def test_registering_a_taken_name_fails() -> None:
         class Impostor(Policy):
             name = "first_available"
 
-            def choose(self, eligible: Sequence[Candidate]) -> Candidate:
-                return eligible[0]
+            def scores(self, eligible: Sequence[Candidate]) -> list[float]:
+                return [0.0] * len(eligible)

@@ -1,0 +1,44 @@
+"""Backend config (deployments) -> what the router knows about a backend (router)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployments import BackendConfig, VLLMBackendConfig
+from router import BackendProfile, LatencyPrior, approximate_tokens
+from router._profile import TokenCounter
+
+
+def _local_token_counter(folder: Path) -> TokenCounter | None:
+    """The model's own tokenizer, when its files are on this machine."""
+    path = folder / "tokenizer.json"
+    if not path.exists():
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return count
+
+
+def profile_for(name: str, config: BackendConfig, project_root: Path) -> BackendProfile:
+    counter: TokenCounter | None = None
+    if isinstance(config, VLLMBackendConfig):
+        counter = _local_token_counter(Path(config.resolved_source(project_root)))
+    window = config.max_model_len if isinstance(config, VLLMBackendConfig) else None
+    return BackendProfile(
+        name=name,
+        input_per_mtok=config.pricing.input_per_mtok,
+        output_per_mtok=config.pricing.output_per_mtok,
+        gpu_hour_usd=config.pricing.gpu_hour_usd,
+        context_window=window or config.context_window,
+        tasks=frozenset(config.tasks) if config.tasks is not None else None,
+        quality=dict(config.quality),
+        latency_prior=LatencyPrior(config.latency_prior.ttft_ms, config.latency_prior.tpot_ms),
+        capacity=config.capacity,
+        count_tokens=counter or approximate_tokens,
+        tokenizer="model" if counter else "approximate (4 chars per token)",
+    )

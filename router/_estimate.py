@@ -1,0 +1,63 @@
+"""Cost and latency estimates for one backend and one request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router._profile import BackendProfile
+from router._stats import LatencySnapshot
+
+# An idle self-hosted replica is a sunk cost; a request on it is charged at least this share.
+MIN_UTILISATION = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    prompt_tokens: int
+    output_tokens: int
+    output_tokens_source: str  # "max_tokens", "history" or "default"
+    cost_usd: float
+    latency_ms: float  # at the route's quantile, queueing included
+    queue_ms: float
+    latency_source: str  # "measured" or "prior"
+
+
+def estimate(
+    profile: BackendProfile,
+    snapshot: LatencySnapshot,
+    prompt_tokens: int,
+    max_tokens: int | None,
+    default_output_tokens: int,
+    quantile: str,
+) -> Estimate:
+    if max_tokens is not None:
+        output_tokens, source = max_tokens, "max_tokens"
+    elif snapshot.mean_output_tokens is not None:
+        output_tokens, source = max(1, round(snapshot.mean_output_tokens)), "history"
+    else:
+        output_tokens, source = default_output_tokens, "default"
+
+    ttft = snapshot.ttft_p90_ms if quantile == "p90" else snapshot.ttft_ms
+    tpot = snapshot.tpot_p90_ms if quantile == "p90" else snapshot.tpot_ms
+    service_ms = ttft + output_tokens * tpot
+    # Requests beyond capacity wait for a slot: about one mean service time per full round.
+    waiting = max(0, snapshot.in_flight + 1 - profile.capacity)
+    mean_service = snapshot.ttft_ms + output_tokens * snapshot.tpot_ms
+    queue_ms = waiting / profile.capacity * mean_service if waiting else 0.0
+
+    cost = (prompt_tokens * profile.input_per_mtok + output_tokens * profile.output_per_mtok) / 1e6
+    if profile.gpu_hour_usd:
+        # The replica's hour is shared by `capacity` concurrent requests at saturation; charge
+        # this request its share of the time it occupies, scaled by how busy the replica is.
+        utilisation = min(1.0, max(MIN_UTILISATION, (snapshot.in_flight + 1) / profile.capacity))
+        seconds = mean_service / 1000.0
+        cost += profile.gpu_hour_usd / 3600.0 * seconds / profile.capacity * utilisation
+    return Estimate(
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        output_tokens_source=source,
+        cost_usd=cost,
+        latency_ms=service_ms + queue_ms,
+        queue_ms=queue_ms,
+        latency_source=snapshot.source,
+    )

@@ -1,0 +1,77 @@
+"""Per-request routing hints: the `routing` body field, or `X-*` headers (the body wins)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class HintError(ValueError):
+    """An ill-typed hint; `field` names it as the client wrote it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingHints:
+    latency_budget_ms: float | None = None
+    task: str | None = None
+    max_cost_usd: float | None = None
+    template: str | None = None
+
+
+_HEADERS = {
+    "latency_budget_ms": "x-latency-budget-ms",
+    "task": "x-task",
+    "max_cost_usd": "x-max-cost-usd",
+}
+
+
+def _positive_number(field: str, value: Any, *, from_header: bool) -> float:
+    if from_header and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise HintError(field, f"'{field}' must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HintError(field, f"'{field}' must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise HintError(field, f"'{field}' must be a positive number, got {value!r}")
+    return float(value)
+
+
+def parse_hints(routing: Any, headers: Mapping[str, str]) -> RoutingHints:
+    """Hints from the body's `routing` object and the request headers (lower-case keys)."""
+    if routing is None:
+        routing = {}
+    if not isinstance(routing, dict):
+        raise HintError("routing", "'routing' must be an object")
+    unknown = set(routing) - {*_HEADERS, "template"}
+    if unknown:
+        raise HintError(
+            f"routing.{sorted(unknown)[0]}", f"unknown routing hint {sorted(unknown)[0]!r}"
+        )
+    values: dict[str, Any] = {}
+    for key, header in _HEADERS.items():
+        if key in routing and routing[key] is not None:
+            values[key] = (routing[key], f"routing.{key}", False)
+        elif header in headers:
+            values[key] = (headers[header], header, True)
+    parsed: dict[str, Any] = {}
+    for key in ("latency_budget_ms", "max_cost_usd"):
+        if key in values:
+            raw, field, from_header = values[key]
+            parsed[key] = _positive_number(field, raw, from_header=from_header)
+    if "task" in values:
+        raw, field, _ = values["task"]
+        if not isinstance(raw, str) or not raw.strip():
+            raise HintError(field, f"'{field}' must be a non-empty string")
+        parsed["task"] = raw.strip()
+    template = routing.get("template")
+    if template is not None and not isinstance(template, str):
+        raise HintError("routing.template", "'routing.template' must be a string")
+    return RoutingHints(template=template, **parsed)
