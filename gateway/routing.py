@@ -172,7 +172,7 @@ class GatewayRouter:
                     "queue_ms": round(e.estimate.queue_ms, 1),
                     "latency_from": e.estimate.latency_source,
                     "quality": e.quality,
-                    "score": e.score,
+                    "score": decision.scores.get(e.backend),
                 }
                 for e in decision.evaluations
             ],

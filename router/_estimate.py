@@ -11,7 +11,7 @@ from router._stats import LatencySnapshot
 MIN_UTILISATION = 0.05
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per candidate per request: not frozen, for speed
 class Estimate:
     prompt_tokens: int
     output_tokens: int

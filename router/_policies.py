@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per candidate per request: not frozen, for speed
 class Candidate:
     """What a policy knows about one eligible backend when it chooses."""
 
@@ -46,7 +45,8 @@ class Policy(ABC):
     def scores(self, eligible: Sequence[Candidate]) -> list[float]:
         """One score per candidate, lower is better."""
 
-    def choose(self, eligible: Sequence[Candidate], rng: random.Random) -> Candidate:
+    def choose(self, eligible: Sequence[Candidate], seed: int) -> Candidate:
+        """The best-scoring candidate; `seed` is for policies that draw at random."""
         scores = self.scores(eligible)
         return eligible[min(range(len(eligible)), key=scores.__getitem__)]
 
@@ -147,6 +147,18 @@ class Balanced(Policy):
         ]
 
 
+_MASK = 2**64 - 1
+
+
+def _unit_interval(seed: int) -> float:
+    """SplitMix64 of `seed` mapped to [0, 1): uniform, deterministic, and ~10x cheaper than
+    building a `random.Random` per request."""
+    z = (seed + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return ((z ^ (z >> 31)) >> 11) / 2**53
+
+
 @register_policy
 class Weighted(Policy):
     """Random split by configured weights: the basis of A/B tests."""
@@ -156,12 +168,12 @@ class Weighted(Policy):
     def scores(self, eligible: Sequence[Candidate]) -> list[float]:
         return [-self.options.weights.get(c.name, 0.0) for c in eligible]
 
-    def choose(self, eligible: Sequence[Candidate], rng: random.Random) -> Candidate:
+    def choose(self, eligible: Sequence[Candidate], seed: int) -> Candidate:
         weights = [self.options.weights.get(c.name, 0.0) for c in eligible]
         total = sum(weights)
         if total <= 0:  # only zero-weight candidates are left: keep config order
             return eligible[0]
-        point = rng.random() * total
+        point = _unit_interval(seed) * total
         for candidate, weight in zip(eligible, weights, strict=True):
             point -= weight
             if point < 0:

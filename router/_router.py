@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -78,7 +77,7 @@ class RequestSummary:
     seed: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per candidate per request: not frozen, for speed
 class Evaluation:
     """One candidate as the router saw it."""
 
@@ -88,7 +87,6 @@ class Evaluation:
     estimate: Estimate
     quality: float
     tokenizer: str
-    score: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +102,7 @@ class Decision:
     task: str = "chat"
     task_source: str = "default"
     budget_infeasible: bool = False
+    scores: Mapping[str, float] = field(default_factory=dict)  # eligible backend -> score
 
     @property
     def chosen_evaluation(self) -> Evaluation | None:
@@ -137,6 +136,7 @@ class Router:
             for name, model in models.items()
             if model not in self._profiles and model not in config.routes
         }
+        self._priors: dict[str, LatencySnapshot] = {}
         self._policies: dict[str, Policy] = {
             name: policy_class(route.policy)(_options(route))
             for name, route in config.routes.items()
@@ -171,14 +171,11 @@ class Router:
         stats: Mapping[str, LatencySnapshot] | None = None,
     ) -> Decision:
         kind, name = self.resolve_target(model)
-        stats = stats or {}
-        tokens: dict[int, int] = {}  # per counter: backends often share a tokenizer
-
         if kind == "backend":
             state = availability.get(name, Availability())
             if not state.usable_as_last_resort:
                 raise NoBackendAvailable(name, {name: state.reason})
-            evaluation = self._evaluate(name, None, state, request, stats, tokens)
+            (evaluation,) = self._evaluate((name,), None, availability, request, stats or {})
             return Decision(
                 route=None,
                 policy=None,
@@ -190,10 +187,7 @@ class Router:
             )
 
         route = self._config.routes[name]
-        evaluations = [
-            self._evaluate(c, route, availability.get(c, Availability()), request, stats, tokens)
-            for c in route.candidates
-        ]
+        evaluations = self._evaluate(route.candidates, route, availability, request, stats or {})
         eligible = [e for e in evaluations if e.eligible]
         infeasible = False
         if not eligible:
@@ -203,93 +197,101 @@ class Router:
             Candidate(e.backend, e.estimate.cost_usd, e.estimate.latency_ms, e.quality)
             for e in eligible
         ]
-        scores = dict(zip((c.name for c in candidates), policy.scores(candidates), strict=True))
-        chosen = policy.choose(candidates, random.Random(request.seed)).name
-        scored = tuple(
-            Evaluation(
-                e.backend,
-                e.eligible,
-                e.reasons,
-                e.estimate,
-                e.quality,
-                e.tokenizer,
-                scores.get(e.backend),
-            )
-            for e in evaluations
-        )
+        scores = dict(zip([c.name for c in candidates], policy.scores(candidates), strict=True))
+        chosen = policy.choose(candidates, request.seed).name
         attempts = [chosen]
+        too_small = {
+            e.backend for e in evaluations if any(r.startswith("context window") for r in e.reasons)
+        }
         for fallback in route.fallbacks:
             state = availability.get(fallback, Availability())
-            if fallback not in attempts and state.available and self._fits(fallback, scored):
+            if fallback not in attempts and state.available and fallback not in too_small:
                 attempts.append(fallback)
         return Decision(
             route=name,
             policy=route.policy,
             chosen=chosen,
             attempts=tuple(attempts),
-            skipped={e.backend: "; ".join(e.reasons) for e in scored if not e.eligible},
-            evaluations=scored,
+            skipped={e.backend: "; ".join(e.reasons) for e in evaluations if not e.eligible},
+            evaluations=evaluations,
             task=request.task,
             task_source=request.task_source,
             budget_infeasible=infeasible,
+            scores=scores,
         )
 
     # ---- internals --------------------------------------------------------------------------
 
     def _evaluate(
         self,
-        backend: str,
+        backends: tuple[str, ...],
         route: RouteConfig | None,
-        state: Availability,
+        availability: Mapping[str, Availability],
         request: RequestSummary,
         stats: Mapping[str, LatencySnapshot],
-        tokens: dict[int, int],
-    ) -> Evaluation:
-        profile = self._profiles[backend]
-        counter = profile.count_tokens
-        if id(counter) not in tokens:
-            tokens[id(counter)] = counter(request.prompt_text)
-        snapshot = stats.get(backend) or BackendStats(profile.latency_prior).snapshot()
+    ) -> tuple[Evaluation, ...]:
+        """Estimate and check every backend; per-request values are looked up once."""
         default_output = route.default_output_tokens if route else 256
         quantile = route.latency_quantile if route else "p90"
-        guess = estimate(
-            profile, snapshot, tokens[id(counter)], request.max_tokens, default_output, quantile
-        )
-        quality = profile.quality_for(request.task)
-        reasons: list[str] = []
-        if not state.available:
-            reasons.append(f"unavailable: {state.reason or 'health check failed'}")
-        window = profile.context_window
-        if window is not None and guess.prompt_tokens + guess.output_tokens > window:
-            reasons.append(
-                f"context window {window} < {guess.prompt_tokens} prompt + "
-                f"{guess.output_tokens} output tokens"
+        task_name = request.task
+        task = self._config.tasks.get(task_name)
+        min_quality = task.min_quality if task is not None else 0.0
+        budget, max_cost = request.hints.latency_budget_ms, request.hints.max_cost_usd
+        tokens: dict[int, int] = {}  # per counter: backends often share a tokenizer
+        up = Availability()
+        results = []
+        for backend in backends:
+            profile = self._profiles[backend]
+            counter = profile.count_tokens
+            prompt_tokens = tokens.get(id(counter))
+            if prompt_tokens is None:
+                prompt_tokens = tokens[id(counter)] = counter(request.prompt_text)
+            snapshot = stats.get(backend) or self._prior_snapshot(backend)
+            guess = estimate(
+                profile, snapshot, prompt_tokens, request.max_tokens, default_output, quantile
             )
-        if profile.tasks is not None and request.task not in profile.tasks:
-            reasons.append(f"does not serve task {request.task!r}")
-        task = self._config.tasks.get(request.task)
-        if task is not None and quality < task.min_quality:
-            reasons.append(
-                f"quality {quality:.2f} < min_quality {task.min_quality:.2f} for "
-                f"task {request.task!r}"
+            quality = profile.quality_for(task_name)
+            state = availability.get(backend, up)
+            reasons: list[str] = []
+            if not state.available:
+                reasons.append(f"unavailable: {state.reason or 'health check failed'}")
+            window = profile.context_window
+            if window is not None and guess.prompt_tokens + guess.output_tokens > window:
+                reasons.append(
+                    f"context window {window} < {guess.prompt_tokens} prompt + "
+                    f"{guess.output_tokens} output tokens"
+                )
+            if profile.tasks is not None and task_name not in profile.tasks:
+                reasons.append(f"does not serve task {task_name!r}")
+            if quality < min_quality:
+                reasons.append(
+                    f"quality {quality:.2f} < min_quality {min_quality:.2f} for task {task_name!r}"
+                )
+            if max_cost is not None and guess.cost_usd > max_cost:
+                reasons.append(
+                    f"estimated cost ${guess.cost_usd:.6f} > max_cost_usd ${max_cost:.6f}"
+                )
+            if budget is not None and guess.latency_ms > budget:
+                reasons.append(
+                    f"predicted latency {guess.latency_ms:.0f} ms > budget {budget:.0f} ms"
+                )
+            results.append(
+                Evaluation(backend, not reasons, tuple(reasons), guess, quality, profile.tokenizer)
             )
-        hints = request.hints
-        if hints.max_cost_usd is not None and guess.cost_usd > hints.max_cost_usd:
-            reasons.append(
-                f"estimated cost ${guess.cost_usd:.6f} > max_cost_usd ${hints.max_cost_usd:.6f}"
-            )
-        if hints.latency_budget_ms is not None and guess.latency_ms > hints.latency_budget_ms:
-            reasons.append(
-                f"predicted latency {guess.latency_ms:.0f} ms > budget "
-                f"{hints.latency_budget_ms:.0f} ms"
-            )
-        return Evaluation(backend, not reasons, tuple(reasons), guess, quality, profile.tokenizer)
+        return tuple(results)
+
+    def _prior_snapshot(self, backend: str) -> LatencySnapshot:
+        snapshot = self._priors.get(backend)
+        if snapshot is None:
+            prior = self._profiles[backend].latency_prior
+            snapshot = self._priors[backend] = BackendStats(prior).snapshot()
+        return snapshot
 
     def _relax(
         self,
         name: str,
         route: RouteConfig,
-        evaluations: list[Evaluation],
+        evaluations: tuple[Evaluation, ...],
         availability: Mapping[str, Availability],
         request: RequestSummary,
     ) -> tuple[list[Evaluation], bool]:
@@ -317,13 +319,6 @@ class Router:
         if last_resort:
             return last_resort, False
         raise NoBackendAvailable(name, {e.backend: "; ".join(e.reasons) for e in evaluations})
-
-    def _fits(self, backend: str, evaluations: tuple[Evaluation, ...]) -> bool:
-        """A fallback must at least fit the request (its context window)."""
-        for e in evaluations:
-            if e.backend == backend:
-                return not any(r.startswith("context window") for r in e.reasons)
-        return True
 
     def _known(self) -> list[str]:
         return sorted(set(self._config.routes) | set(self._profiles))
