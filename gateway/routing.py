@@ -104,6 +104,7 @@ class GatewayRouter:
             hints=hints,
             task=task.task,
             task_source=task.source,
+            task_similarity=task.similarity,
             seed=zlib.crc32(request_id.encode()) if request_id else time.monotonic_ns(),
         )
         return self.router.decide(body.get("model"), availability, summary, self.snapshots())
@@ -154,7 +155,11 @@ class GatewayRouter:
         return {
             "route": decision.route,
             "policy": decision.policy,
-            "task": {"name": decision.task, "source": decision.task_source},
+            "task": {
+                "name": decision.task,
+                "source": decision.task_source,
+                "similarity": decision.task_similarity,
+            },
             "chosen": decision.chosen,
             "attempts": list(decision.attempts),
             "budget_infeasible": decision.budget_infeasible,

@@ -74,6 +74,7 @@ class RequestSummary:
     hints: RoutingHints = field(default_factory=RoutingHints)
     task: str = "chat"
     task_source: str = "default"  # "hint", "keyword", "classifier" or "default"
+    task_similarity: float | None = None
     seed: int = 0
 
 
@@ -101,6 +102,7 @@ class Decision:
     evaluations: tuple[Evaluation, ...] = ()
     task: str = "chat"
     task_source: str = "default"
+    task_similarity: float | None = None
     budget_infeasible: bool = False
     scores: Mapping[str, float] = field(default_factory=dict)  # eligible backend -> score
 
@@ -184,6 +186,7 @@ class Router:
                 evaluations=(evaluation,),
                 task=request.task,
                 task_source=request.task_source,
+                task_similarity=request.task_similarity,
             )
 
         route = self._config.routes[name]
@@ -216,6 +219,7 @@ class Router:
             evaluations=evaluations,
             task=request.task,
             task_source=request.task_source,
+            task_similarity=request.task_similarity,
             budget_infeasible=infeasible,
             scores=scores,
         )

@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from bench.task_examples import TASKS
 from tests.helpers import ENGINE_ENV, ROOT, TINY_MODEL, free_port, stop_process, wait_until
 
 UPSTREAM_KEY_ENV = "GATEWAY_TEST_UPSTREAM_KEY"
@@ -95,6 +96,13 @@ def gateway_config(upstream_url: str, timed_urls: dict[str, str]) -> dict[str, A
             "flaky": {"kind": "fake", "model": "flaky-1", "fail_status": 503},
             "refuses": {"kind": "fake", "model": "refuses-1", "fail_status": 400},
             "nokey": {"kind": "openai", "model": "gpt-4o-mini", "api_key_env": MISSING_KEY_ENV},
+            "coder": {
+                "kind": "fake",
+                "model": "coder-1",
+                "reply": "def solution(): ...",
+                "tasks": ["code"],
+                "in_ingress": True,
+            },
             **timed,
         },
         "routes": {
@@ -103,6 +111,7 @@ def gateway_config(upstream_url: str, timed_urls: dict[str, str]) -> dict[str, A
             "strict": {"candidates": ["refuses"], "fallbacks": ["echo"]},
             "keyless": {"candidates": ["nokey"]},
             "budget": {"policy": "cheapest", "candidates": ["slow-cheap", "fast-dear"]},
+            "by-task": {"policy": "ordered", "candidates": ["coder", "echo"]},
             "budget-strict": {
                 "policy": "cheapest",
                 "candidates": ["slow-cheap", "fast-dear"],
@@ -110,6 +119,10 @@ def gateway_config(upstream_url: str, timed_urls: dict[str, str]) -> dict[str, A
             },
         },
         "default_route": "auto",
+        "tasks": {
+            name: {"examples": list(TASKS[name]["examples"])} for name in ("code", "math", "chat")
+        }
+        | {"extraction": {"keywords": [r"\bextract\b"]}},
         "ingress": {"max_body_bytes": 65536, "health_check_interval_s": 2},
     }
 

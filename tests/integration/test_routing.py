@@ -96,7 +96,8 @@ def test_explain_agrees_with_the_real_decision(warmed: Stack) -> None:
         real = chat(warmed, "budget", routing={"latency_budget_ms": budget})
         assert explained["chosen"] == real.headers["x-gateway-backend"]
         assert explained["route"] == "budget" and explained["policy"] == "cheapest"
-        assert explained["task"] == {"name": "chat", "source": "default"}
+        assert explained["task"]["name"] == "chat"
+        assert explained["task"]["source"] in ("classifier", "default")
         candidates = {c["backend"]: c for c in explained["candidates"]}
         assert set(candidates) == {"slow-cheap", "fast-dear"}
         slow = candidates["slow-cheap"]
@@ -125,3 +126,54 @@ def test_routing_field_is_not_sent_upstream(warmed: Stack) -> None:
     response = chat(warmed, "upstream", routing={"task": "chat"})
     assert response.status_code == 200, response.text
     assert response.headers["x-gateway-task"] == "chat"
+
+
+def test_task_from_classifier_picks_the_backend_that_serves_it(stack: Stack) -> None:
+    code = httpx.post(
+        f"{stack.base_url}/chat/completions",
+        timeout=30,
+        json={
+            "model": "by-task",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "Fix the bug in this C function that segfaults when the "
+                    "array is empty.",
+                }
+            ],
+        },
+    )
+    assert code.headers["x-gateway-task"] == "code", code.headers
+    assert code.headers["x-gateway-backend"] == "coder"
+    assert code.json()["choices"][0]["message"]["content"] == "def solution(): ..."
+    chat_prompt = {"role": "user", "content": "Good evening! I just got back from the mountains."}
+    chat = httpx.post(
+        f"{stack.base_url}/chat/completions",
+        timeout=30,
+        json={"model": "by-task", "messages": [chat_prompt]},
+    )
+    assert chat.headers["x-gateway-task"] == "chat"
+    assert chat.headers["x-gateway-backend"] == "echo"
+
+
+def test_task_sources_in_explain(stack: Stack) -> None:
+    def explain(content: str, **routing: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": "by-task",
+            "messages": [{"role": "user", "content": content}],
+        }
+        if routing:
+            body["routing"] = routing
+        return httpx.post(f"{stack.base_url}/routing/explain", json=body).json()
+
+    learned = explain("Solve for y: 2y - 4 = 10")["task"]
+    assert (learned["name"], learned["source"]) == ("math", "classifier")
+    assert learned["similarity"] > 0.1
+    keyword = explain("please extract the dates")["task"]
+    assert (keyword["name"], keyword["source"]) == ("extraction", "keyword")
+    hinted = explain("Solve for y: 2y - 4 = 10", task="code")
+    assert hinted["task"] == {"name": "code", "source": "hint", "similarity": None}
+    assert hinted["chosen"] == "coder"
+    math = explain("Solve for y: 2y - 4 = 10")
+    coder = next(c for c in math["candidates"] if c["backend"] == "coder")
+    assert not coder["eligible"] and "does not serve task 'math'" in coder["reasons"]
