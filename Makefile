@@ -58,6 +58,7 @@ lint: install
 
 bench: models
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/router_decision.py
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache
