@@ -21,7 +21,6 @@ class RoutingHints:
     latency_budget_ms: float | None = None
     task: str | None = None
     max_cost_usd: float | None = None
-    template: str | None = None
 
 
 _HEADERS = {
@@ -50,7 +49,7 @@ def parse_hints(routing: Any, headers: Mapping[str, str]) -> RoutingHints:
         routing = {}
     if not isinstance(routing, dict):
         raise HintError("routing", "'routing' must be an object")
-    unknown = set(routing) - {*_HEADERS, "template"}
+    unknown = set(routing) - set(_HEADERS)
     if unknown:
         raise HintError(
             f"routing.{sorted(unknown)[0]}", f"unknown routing hint {sorted(unknown)[0]!r}"
@@ -71,7 +70,4 @@ def parse_hints(routing: Any, headers: Mapping[str, str]) -> RoutingHints:
         if not isinstance(raw, str) or not raw.strip():
             raise HintError(field, f"'{field}' must be a non-empty string")
         parsed["task"] = raw.strip()
-    template = routing.get("template")
-    if template is not None and not isinstance(template, str):
-        raise HintError("routing.template", "'routing.template' must be a string")
-    return RoutingHints(template=template, **parsed)
+    return RoutingHints(**parsed)
