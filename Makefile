@@ -53,7 +53,7 @@ test-integration: models
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check gateway router deployments tests scripts bench
+	$(BIN)/ruff check --no-cache gateway router deployments tests scripts bench
 	$(BIN)/mypy
 
 bench: models

@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.task_examples import TASKS  # noqa: E402
-from router import (  # noqa: E402
+from bench.task_examples import TASKS
+from router import (
     BackendProfile,
     BackendStats,
     LatencyPrior,
