@@ -20,6 +20,7 @@ from router import (
     Availability,
     BackendStats,
     Decision,
+    Embedder,
     HintError,
     LatencySnapshot,
     RequestSummary,
@@ -54,7 +55,10 @@ def _max_tokens(body: Mapping[str, Any]) -> int | None:
 
 
 class GatewayRouter:
-    def __init__(self, config: GatewayConfig, project_root: Path) -> None:
+    def __init__(
+        self, config: GatewayConfig, project_root: Path, embed: Embedder | None = None
+    ) -> None:
+        """`embed` defaults to all-MiniLM-L6-v2 when any task has examples."""
         self.config = config
         profiles = {n: profile_for(n, b, project_root) for n, b in config.backends.items()}
         self.router = Router(config, profiles, {n: b.model for n, b in config.backends.items()})
@@ -63,8 +67,7 @@ class GatewayRouter:
         self.known_tasks = {config.default_task, *config.tasks}
         for backend in config.backends.values():
             self.known_tasks.update(backend.tasks or ())
-        embed = None
-        if any(task.examples for task in config.tasks.values()):
+        if embed is None and any(task.examples for task in config.tasks.values()):
             from router._embedding import MiniLMEmbedder
 
             embed = MiniLMEmbedder()
@@ -93,7 +96,11 @@ class GatewayRouter:
                 code="invalid_routing_hint",
             )
         text = prompt_text(endpoint, body)
-        if hints.task is None and self.classifier.uses_embeddings:
+        model = body.get("model")
+        if self.router.resolve_target(model)[0] == "backend":
+            # A backend named directly is not routed: skip the classifier's ~14 ms.
+            task = self.classifier.classify("", hints.task)
+        elif hints.task is None and self.classifier.uses_embeddings:
             # ~14 ms of CPU: off the event loop, so other requests keep flowing.
             task = await asyncio.to_thread(self.classifier.classify, text)
         else:
@@ -107,7 +114,7 @@ class GatewayRouter:
             task_similarity=task.similarity,
             seed=zlib.crc32(request_id.encode()) if request_id else time.monotonic_ns(),
         )
-        return self.router.decide(body.get("model"), availability, summary, self.snapshots())
+        return self.router.decide(model, availability, summary, self.snapshots())
 
     def snapshots(self) -> dict[str, LatencySnapshot]:
         result = {}
