@@ -144,13 +144,6 @@ class Router:
             for name, route in config.routes.items()
         }
 
-    @property
-    def route_names(self) -> list[str]:
-        return list(self._config.routes)
-
-    def route(self, name: str) -> RouteConfig:
-        return self._config.routes[name]
-
     def resolve_target(self, model: str | None) -> tuple[str, str]:
         """('route' | 'backend', name) for a request's `model`, or raise ModelNotFound."""
         if model is None or model == "":
