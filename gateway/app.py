@@ -74,6 +74,8 @@ def _serve_request_id() -> str:
 
 def _completion_tokens(chunk: bytes) -> int | None:
     """`usage.completion_tokens` from the SSE event in `chunk` that carries it, if any."""
+    if b'"usage"' not in chunk:  # almost every chunk: no split, no parse
+        return None
     for event in chunk.split(b"\n\n"):
         if b'"usage"' in event and event.startswith(b"data: {"):
             try:
@@ -97,8 +99,7 @@ async def _relay(
             yield first
         async for chunk in rest:
             events += chunk.count(b"data: {")
-            if b'"usage"' in chunk:
-                usage_tokens = _completion_tokens(chunk) or usage_tokens
+            usage_tokens = _completion_tokens(chunk) or usage_tokens
             yield chunk
         completed = True
     except BackendError as exc:
@@ -257,12 +258,8 @@ class GatewayIngress:
     @app.post("/v1/routing/explain")
     async def explain(self, request: Request) -> Response:
         """The routing decision for a chat completion body, without calling any backend."""
-        request_id = _serve_request_id() or request.headers.get("x-request-id") or ""
         try:
-            body = _parse_body(await self._read_body(request), "chat/completions")
-            decision = await self.routing.decide(
-                "chat/completions", body, request.headers, self.availability, request_id
-            )
+            _, decision = await self._route(request, "chat/completions")
         except Exception as exc:
             return from_exception(exc).response()
         return Response(
@@ -286,15 +283,20 @@ class GatewayIngress:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _handle(self, request: Request, endpoint: Endpoint) -> Response:
+    async def _route(self, request: Request, endpoint: Endpoint) -> tuple[dict[str, Any], Decision]:
+        """Read, validate and route a request body: what serving and explaining share."""
         # Serve's proxy sets the `x-request-id` response header (the client's, or a new one).
         request_id = _serve_request_id() or request.headers.get("x-request-id") or ""
+        body = _parse_body(await self._read_body(request), endpoint)
+        decision = await self.routing.decide(
+            endpoint, body, request.headers, self.availability, request_id
+        )
+        return body, decision
+
+    async def _handle(self, request: Request, endpoint: Endpoint) -> Response:
         headers: dict[str, str] = {}
         try:
-            body = _parse_body(await self._read_body(request), endpoint)
-            decision = await self.routing.decide(
-                endpoint, body, request.headers, self.availability, request_id
-            )
+            body, decision = await self._route(request, endpoint)
             headers.update(self.routing.headers(decision))
             if body.get("stream"):
                 return await self._stream(endpoint, body, decision, headers)
@@ -304,7 +306,7 @@ class GatewayIngress:
             if error.status >= 500 and not isinstance(
                 exc, BackendError | OpenAIError | RoutingError
             ):
-                logger.exception("request %s failed", request_id)
+                logger.exception("request %s failed", _serve_request_id())
             return error.response(headers)
 
     async def _first_success(
