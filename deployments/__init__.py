@@ -1,5 +1,6 @@
 """Backends: one `Backend` interface and its implementations (vLLM, OpenAI-compatible, fake)."""
 
+from deployments._anthropic import AnthropicBackend
 from deployments._base import (
     ENDPOINTS,
     Backend,
@@ -7,14 +8,19 @@ from deployments._base import (
     BackendUnavailable,
     Endpoint,
     Health,
+    parse_retry_after,
 )
 from deployments._config import (
+    AnthropicBackendConfig,
     AutoscalingOptions,
     BackendConfig,
+    CircuitBreakerConfig,
     DeploymentOptions,
     FakeBackendConfig,
     OpenAIBackendConfig,
     Pricing,
+    RetryConfig,
+    TimeoutConfig,
     VLLMBackendConfig,
 )
 from deployments._fake import FakeBackend
@@ -22,11 +28,14 @@ from deployments._openai import OpenAICompatibleBackend
 
 __all__ = [
     "ENDPOINTS",
+    "AnthropicBackend",
+    "AnthropicBackendConfig",
     "AutoscalingOptions",
     "Backend",
     "BackendConfig",
     "BackendError",
     "BackendUnavailable",
+    "CircuitBreakerConfig",
     "DeploymentOptions",
     "Endpoint",
     "FakeBackend",
@@ -35,5 +44,8 @@ __all__ = [
     "OpenAIBackendConfig",
     "OpenAICompatibleBackend",
     "Pricing",
+    "RetryConfig",
+    "TimeoutConfig",
     "VLLMBackendConfig",
+    "parse_retry_after",
 ]

@@ -16,6 +16,7 @@ class BackendError(Exception):
 
     `retryable` tells the gateway whether another backend may succeed where this one failed
     (overload, timeouts, 5xx) as opposed to the request itself being wrong (4xx).
+    `retry_after_s` is the upstream's `Retry-After`, when it sent one.
     """
 
     def __init__(
@@ -27,6 +28,7 @@ class BackendError(Exception):
         param: str | None = None,
         code: str | None = None,
         retryable: bool = True,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -35,12 +37,20 @@ class BackendError(Exception):
         self.param = param
         self.code = code
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only fields must survive pickling across Ray Serve handles.
         return (
             _rebuild_error,
-            (type(self), self.message, self.to_dict()["error"], self.status, self.retryable),
+            (
+                type(self),
+                self.message,
+                self.to_dict()["error"],
+                self.status,
+                self.retryable,
+                self.retry_after_s,
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,7 +65,12 @@ class BackendError(Exception):
 
 
 def _rebuild_error(
-    cls: type[BackendError], message: str, error: dict[str, Any], status: int, retryable: bool
+    cls: type[BackendError],
+    message: str,
+    error: dict[str, Any],
+    status: int,
+    retryable: bool,
+    retry_after_s: float | None = None,
 ) -> BackendError:
     return cls(
         message,
@@ -64,7 +79,28 @@ def _rebuild_error(
         param=error["param"],
         code=error["code"],
         retryable=retryable,
+        retry_after_s=retry_after_s,
     )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or an HTTP date), if valid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    import time
+
+    return max(0.0, when.timestamp() - time.time())
 
 
 def client_error(

@@ -97,6 +97,58 @@ class LatencyPriorConfig(_Strict):
     tpot_ms: float = Field(default=20.0, ge=0, description="Time per output token after it.")
 
 
+class TimeoutConfig(_Strict):
+    """How long the gateway waits on this backend; a timeout counts as a retryable failure."""
+
+    connect_s: float = Field(default=5.0, gt=0, description="TCP/TLS connect (HTTP backends).")
+    first_token_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Streams: until the first chunk arrives (queueing and prefill included).",
+    )
+    total_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Whole request: a non-streamed answer, or a stream to its last chunk.",
+    )
+
+
+class RetryConfig(_Strict):
+    """Retries on this same backend after retryable failures (overload, 5xx, timeouts), once
+    the route's fallbacks were tried: full-jitter exponential backoff, never sooner than the
+    upstream's `Retry-After`."""
+
+    max_retries: int = Field(default=2, ge=0, description="Extra attempts on this backend.")
+    initial_backoff_ms: float = Field(
+        default=100.0, ge=0, description="Backoff ceiling of the first retry; doubles per retry."
+    )
+    max_backoff_ms: float = Field(default=5000.0, ge=0, description="Largest backoff ceiling.")
+    max_retry_after_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="A longer upstream Retry-After is not waited for: the client gets it.",
+    )
+
+
+class CircuitBreakerConfig(_Strict):
+    """When the gateway stops sending requests to this backend for a while."""
+
+    enabled: bool = Field(default=True, description="False never opens the circuit.")
+    consecutive_failures: int = Field(
+        default=5, ge=1, description="Failures in a row that open the circuit."
+    )
+    error_rate: float = Field(
+        default=0.5, gt=0, le=1, description="Failed share of the last `window` that opens it."
+    )
+    window: int = Field(default=20, ge=1, description="Outcomes the error rate is taken over.")
+    min_requests: int = Field(
+        default=10, ge=1, description="Outcomes needed before the error rate counts."
+    )
+    cooldown_s: float = Field(
+        default=30.0, gt=0, description="Open time before one half-open probe is let through."
+    )
+
+
 class _BackendBase(_Strict):
     model: str = Field(description="Model id sent upstream and reported in responses.")
     enabled: bool = Field(default=True, description="False keeps it in config but undeployed.")
@@ -118,6 +170,15 @@ class _BackendBase(_Strict):
     )
     latency_prior: LatencyPriorConfig = Field(
         default_factory=LatencyPriorConfig, description="Latency assumed before measurements."
+    )
+    timeouts: TimeoutConfig = Field(
+        default_factory=TimeoutConfig, description="Connect, first-token and total timeouts."
+    )
+    retry: RetryConfig = Field(
+        default_factory=RetryConfig, description="Retries on this backend with backoff."
+    )
+    circuit_breaker: CircuitBreakerConfig = Field(
+        default_factory=CircuitBreakerConfig, description="When to stop trying this backend."
     )
 
     @model_validator(mode="after")
@@ -189,17 +250,14 @@ class _ProxyBase(_BackendBase):
     )
 
 
-class OpenAIBackendConfig(_ProxyBase):
-    """OpenAI, or any service speaking its HTTP API (Together, Groq, a remote vLLM, ...)."""
+class _HTTPBackendBase(_ProxyBase):
+    """A provider reached over HTTP with a key read from the environment or a file."""
 
-    kind: Literal["openai"] = Field(description="Discriminator: an OpenAI-compatible proxy.")
-    base_url: str = Field(
-        default="https://api.openai.com/v1", description="API root, up to and including /v1."
-    )
+    base_url: str = Field(description="API root of the provider.")
     api_key_env: str | None = Field(
         default=None,
         description="Name of the environment variable holding the key; the backend is reported "
-        "unavailable while it is unset. None sends no Authorization header.",
+        "unavailable while it is unset. None sends no key.",
     )
     api_key_file: str | None = Field(
         default=None, description="Path of a file holding the key (instead of api_key_env)."
@@ -207,12 +265,9 @@ class OpenAIBackendConfig(_ProxyBase):
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra headers sent upstream (no secrets: use env)."
     )
-    connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP/TLS connect timeout.")
-    timeout_s: float = Field(default=600.0, gt=0, description="Read timeout between bytes.")
-    max_connections: int = Field(default=256, ge=1, description="Pooled connections per replica.")
 
     @model_validator(mode="after")
-    def _one_key_source(self) -> OpenAIBackendConfig:
+    def _one_key_source(self) -> _HTTPBackendBase:
         if self.api_key_env and self.api_key_file:
             raise ValueError("set either api_key_env or api_key_file, not both")
         return self
@@ -234,6 +289,28 @@ class OpenAIBackendConfig(_ProxyBase):
         return None, ""
 
 
+class OpenAIBackendConfig(_HTTPBackendBase):
+    """OpenAI, or any service speaking its HTTP API (Together, Groq, a remote vLLM, ...)."""
+
+    kind: Literal["openai"] = Field(description="Discriminator: an OpenAI-compatible proxy.")
+    base_url: str = Field(
+        default="https://api.openai.com/v1", description="API root, up to and including /v1."
+    )
+    max_connections: int = Field(default=256, ge=1, description="Pooled connections per replica.")
+
+
+class AnthropicBackendConfig(_HTTPBackendBase):
+    """Anthropic's Messages API, translated to and from OpenAI chat completions."""
+
+    kind: Literal["anthropic"] = Field(description="Discriminator: the Anthropic Messages API.")
+    base_url: str = Field(default="https://api.anthropic.com", description="API root, without /v1.")
+    default_max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="max_tokens sent when the request sets none (Anthropic requires one).",
+    )
+
+
 class FakeBackendConfig(_ProxyBase):
     """A scripted in-process backend for tests and demos; no model behind it."""
 
@@ -249,5 +326,6 @@ class FakeBackendConfig(_ProxyBase):
 
 
 BackendConfig = Annotated[
-    VLLMBackendConfig | OpenAIBackendConfig | FakeBackendConfig, Field(discriminator="kind")
+    VLLMBackendConfig | OpenAIBackendConfig | AnthropicBackendConfig | FakeBackendConfig,
+    Field(discriminator="kind"),
 ]

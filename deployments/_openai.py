@@ -15,6 +15,7 @@ from deployments._base import (
     Endpoint,
     Health,
     client_error,
+    parse_retry_after,
 )
 from deployments._config import OpenAIBackendConfig
 
@@ -49,14 +50,20 @@ def _upstream_error(name: str, response: httpx.Response, content: bytes) -> Back
             status=502,
             code="backend_not_found",
         )
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
     if status == 429:
         return BackendError(
             f"backend {name!r} is rate limited by its provider",
             status=429,
             type="rate_limit_error",
             code="upstream_rate_limited",
+            retry_after_s=retry_after,
         )
-    return BackendError(f"backend {name!r} failed upstream (HTTP {status})", status=502)
+    return BackendError(
+        f"backend {name!r} failed upstream (HTTP {status})",
+        status=502,
+        retry_after_s=retry_after,
+    )
 
 
 class OpenAICompatibleBackend(Backend):
@@ -72,7 +79,7 @@ class OpenAICompatibleBackend(Backend):
         self._client = httpx.AsyncClient(
             base_url=config.base_url.rstrip("/") + "/",
             headers=headers,
-            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s),
             limits=httpx.Limits(
                 max_connections=config.max_connections,
                 max_keepalive_connections=config.max_connections,

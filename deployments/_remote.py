@@ -22,5 +22,7 @@ def as_backend_error(name: str, exc: BaseException) -> BackendError:
             code="backend_overloaded",
         )
     if "EngineDeadError" in text or "ActorDied" in kind or "ActorUnavailable" in kind:
-        return BackendUnavailable(f"backend {name!r} lost its replica ({kind})")
+        return BackendUnavailable(
+            f"backend {name!r} lost its replica ({kind})", code="backend_replica_lost"
+        )
     return BackendError(f"backend {name!r} failed ({kind})", status=502, code="backend_failed")

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
+from deployments._anthropic import AnthropicBackend
 from deployments._base import Backend, BackendUnavailable, Endpoint, Health
 from deployments._config import (
+    AnthropicBackendConfig,
     BackendConfig,
     FakeBackendConfig,
     OpenAIBackendConfig,
@@ -36,6 +38,8 @@ def make_local_backend(name: str, config: BackendConfig) -> Backend:
     """The in-process implementation for a proxy-style backend config."""
     if isinstance(config, OpenAIBackendConfig):
         return OpenAICompatibleBackend(name, config)
+    if isinstance(config, AnthropicBackendConfig):
+        return AnthropicBackend(name, config)
     if isinstance(config, FakeBackendConfig):
         return FakeBackend(config)
     raise TypeError(f"{type(config).__name__} has no in-process implementation")
@@ -177,8 +181,10 @@ def plan_backend(name: str, config: BackendConfig, project_root: Path) -> Backen
         return BackendPlan(name, config, None, "disabled in config (enabled: false)")
     if isinstance(config, VLLMBackendConfig):
         return BackendPlan(name, config, build_vllm_application(name, config, project_root))
-    if isinstance(config, OpenAIBackendConfig):
+    if isinstance(config, OpenAIBackendConfig | AnthropicBackendConfig):
         key, reason = config.api_key()
+        if key is None and isinstance(config, AnthropicBackendConfig):
+            reason = reason or "no api_key_env or api_key_file configured"
         if key is None and reason:
             return BackendPlan(name, config, None, reason)
     if config.in_ingress:

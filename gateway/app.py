@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -21,12 +21,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
 
 from deployments import Backend, BackendError, Endpoint
-from deployments.serving import connect_backend, plan_backend
+from deployments.serving import UnavailableBackend, connect_backend, plan_backend
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError, from_exception, from_validation_error
 from gateway.protocol import REQUEST_MODELS
+from gateway.relay import relay
+from gateway.resilience import Limits, Resilience, timeout_error
 from gateway.routing import GatewayRouter
-from router import Availability, Decision, RoutingError
+from router import Availability, Decision, RouteConfig, RoutingError
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("ray.serve")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 JSON = "application/json"
-T = TypeVar("T")
 
 app = FastAPI(title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -72,50 +73,6 @@ def _serve_request_id() -> str:
         return ""
 
 
-def _completion_tokens(chunk: bytes) -> int | None:
-    """`usage.completion_tokens` from the SSE event in `chunk` that carries it, if any."""
-    if b'"usage"' not in chunk:  # almost every chunk: no split, no parse
-        return None
-    for event in chunk.split(b"\n\n"):
-        if b'"usage"' in event and event.startswith(b"data: {"):
-            try:
-                usage = orjson.loads(event[6:]).get("usage") or {}
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(usage.get("completion_tokens"), int):
-                return int(usage["completion_tokens"])
-    return None
-
-
-async def _relay(
-    first: bytes, rest: AsyncIterator[bytes], name: str, routing: GatewayRouter, started: float
-) -> AsyncIterator[bytes]:
-    """Pass chunks through as they come; a failure mid-stream ends it with an SSE error event.
-    Measures time to first chunk and per token for the router's live stats."""
-    first_at = time.perf_counter()
-    events, usage_tokens, completed = first.count(b"data: {"), _completion_tokens(first), False
-    try:
-        if first:
-            yield first
-        async for chunk in rest:
-            events += chunk.count(b"data: {")
-            usage_tokens = _completion_tokens(chunk) or usage_tokens
-            yield chunk
-        completed = True
-    except BackendError as exc:
-        logger.warning("backend %s failed mid-stream: %s", name, exc.message)
-        yield b"data: " + orjson.dumps(exc.to_dict()) + b"\n\ndata: [DONE]\n\n"
-    finally:
-        routing.finished(name)
-        await rest.aclose()  # type: ignore[attr-defined]
-        if completed:
-            tokens = usage_tokens if usage_tokens is not None else max(1, events - 1)
-            ended = time.perf_counter()
-            routing.record_stream(
-                name, (first_at - started) * 1000, (ended - first_at) * 1000, tokens
-            )
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1024)
 @serve.ingress(app)
 class GatewayIngress:
@@ -131,6 +88,8 @@ class GatewayIngress:
             for name, backend in self.config.backends.items()
         }
         self.routing = GatewayRouter(self.config, PROJECT_ROOT)
+        self.resilience = Resilience(self.config.backends)
+        self._replicas: tuple[float, dict[str, Any]] = (0.0, {})
         self.availability: dict[str, Availability] = {
             name: Availability(False, unavailable[name], definite=True)
             if name in unavailable
@@ -195,6 +154,62 @@ class GatewayIngress:
             status_code=200 if up else 503,
             media_type=JSON,
         )
+
+    def _replica_counts(self) -> dict[str, Any]:
+        """Replica states per backend deployment, from the Serve controller (blocking)."""
+        try:
+            app_name = serve.get_replica_context().app_name
+            deployments = serve.status().applications[app_name].deployments
+        except Exception as exc:  # outside Serve, or the controller is busy
+            return {"error": type(exc).__name__}
+        counts: dict[str, Any] = {}
+        for name in self.backends:
+            deployment = deployments.get(f"backend-{name}")
+            if deployment is not None:
+                counts[name] = {
+                    "status": str(deployment.status.value),
+                    "replicas": {str(k.value): v for k, v in deployment.replica_states.items()},
+                }
+        return counts
+
+    def _placement(self, name: str) -> dict[str, Any]:
+        if isinstance(self.backends[name], UnavailableBackend):
+            return {"status": "NOT_DEPLOYED"}
+        if getattr(self.config.backends[name], "in_ingress", False):
+            return {"status": "IN_INGRESS"}
+        return {"status": "UNKNOWN"}
+
+    @app.get("/v1/gateway/backends")
+    async def backend_states(self) -> Response:
+        """Health, circuit state, live latency and replicas of every backend."""
+        checked_at, replicas = self._replicas
+        if time.monotonic() - checked_at > 2.0:
+            replicas = await asyncio.to_thread(self._replica_counts)
+            self._replicas = (time.monotonic(), replicas)
+        snapshots = self.routing.snapshots()
+        data = []
+        for name, config in self.config.backends.items():
+            health, stats = self.availability[name], snapshots[name]
+            data.append(
+                {
+                    "id": name,
+                    "kind": config.kind,
+                    "model": config.model,
+                    "health": {"available": health.available, "reason": health.reason or None},
+                    "circuit": self.resilience.describe(name),
+                    "latency": {
+                        "source": stats.source,
+                        "samples": stats.samples,
+                        "ttft_ms": round(stats.ttft_ms, 1),
+                        "ttft_p90_ms": round(stats.ttft_p90_ms, 1),
+                        "tpot_ms": round(stats.tpot_ms, 2),
+                        "tpot_p90_ms": round(stats.tpot_p90_ms, 2),
+                    },
+                    "in_flight": stats.in_flight,
+                    "deployment": replicas.get(name) or self._placement(name),
+                }
+            )
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
     # ---- models ---------------------------------------------------------------------------
 
@@ -262,8 +277,11 @@ class GatewayIngress:
             _, decision = await self._route(request, "chat/completions")
         except Exception as exc:
             return from_exception(exc).response()
+        explanation = self.routing.explain(decision)
+        for candidate in explanation["candidates"]:
+            candidate["circuit"] = self.resilience.describe(candidate["backend"])["state"]
         return Response(
-            orjson.dumps(self.routing.explain(decision)),
+            orjson.dumps(explanation),
             media_type=JSON,
             headers=self.routing.headers(decision),
         )
@@ -288,8 +306,9 @@ class GatewayIngress:
         # Serve's proxy sets the `x-request-id` response header (the client's, or a new one).
         request_id = _serve_request_id() or request.headers.get("x-request-id") or ""
         body = _parse_body(await self._read_body(request), endpoint)
+        availability = self.resilience.overlay(self.availability)
         decision = await self.routing.decide(
-            endpoint, body, request.headers, self.availability, request_id
+            endpoint, body, request.headers, availability, request_id
         )
         return body, decision
 
@@ -309,66 +328,67 @@ class GatewayIngress:
                 logger.exception("request %s failed", _serve_request_id())
             return error.response(headers)
 
-    async def _first_success(
-        self, decision: Decision, headers: dict[str, str], attempt: Callable[[str], Awaitable[T]]
-    ) -> T:
-        """Run `attempt` on the decision's backends in order until one succeeds; a retryable
-        failure moves on to the next, a client error (4xx) ends the search at once."""
-        last_error: BackendError | None = None
-        for name in decision.attempts:
-            headers["x-gateway-backend"] = name
-            try:
-                result = await attempt(name)
-            except BackendError as exc:
-                last_error = exc
-                if not exc.retryable:
-                    break
-                logger.warning("backend %s failed (%s); trying the next", name, exc.message)
-                continue
-            self._mark_up(name)
-            return result
-        assert last_error is not None
-        raise last_error
+    def _route_config(self, decision: Decision) -> RouteConfig | None:
+        return self.config.routes.get(decision.route) if decision.route else None
 
     async def _complete(
         self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
     ) -> Response:
-        async def attempt(name: str) -> dict[str, Any]:
+        async def attempt(name: str, limits: Limits) -> dict[str, Any]:
             started = time.perf_counter()
             self.routing.started(name)
             try:
-                result = await self.backends[name].complete(endpoint, body)
+                async with asyncio.timeout(limits.total_s):
+                    result = await self.backends[name].complete(endpoint, body)
+            except TimeoutError:
+                raise timeout_error(name, "the answer", limits.total_s) from None
             finally:
                 self.routing.finished(name)
+            self._mark_up(name)
             usage = result.get("usage") or {}
             tokens = usage.get("completion_tokens")
             if isinstance(tokens, int):
                 self.routing.record_total(name, (time.perf_counter() - started) * 1000, tokens)
             return result
 
-        result = await self._first_success(decision, headers, attempt)
+        route = self._route_config(decision)
+        result = await self.resilience.first_success(decision, route, headers, attempt)
         return Response(orjson.dumps(result), media_type=JSON, headers=headers)
 
     async def _stream(
         self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
     ) -> Response:
-        async def attempt(name: str) -> AsyncIterator[bytes]:
+        async def attempt(name: str, limits: Limits) -> AsyncIterator[bytes]:
             started = time.perf_counter()
             self.routing.started(name)
             chunks = self.backends[name].stream(endpoint, body)
             try:
                 # Wait for the first chunk before answering, so that a backend failing early
                 # still yields a proper HTTP status or falls back invisibly.
-                first = await anext(chunks)
+                async with asyncio.timeout(limits.first_token_s):
+                    first = await anext(chunks)
             except StopAsyncIteration:
                 first = b""
+            except TimeoutError:
+                self.routing.finished(name)
+                raise timeout_error(name, "the first token", limits.first_token_s) from None
             except BaseException:
                 self.routing.finished(name)
                 raise
-            return _relay(first, chunks, name, self.routing, started)
+            self._mark_up(name)
+            return relay(
+                first,
+                chunks,
+                name=name,
+                routing=self.routing,
+                started=started,
+                total_s=limits.total_s,
+                on_failure=lambda exc: self.resilience.record_failure(name, exc),
+            )
 
-        relay = await self._first_success(decision, headers, attempt)
-        return StreamingResponse(relay, media_type="text/event-stream", headers=headers)
+        route = self._route_config(decision)
+        stream = await self.resilience.first_success(decision, route, headers, attempt)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
 def build_app(args: dict[str, Any]) -> Application:

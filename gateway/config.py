@@ -82,11 +82,18 @@ class GatewayConfig(RoutingConfig):
             raise ConfigError(format_validation_error(exc)) from None
 
 
+_BACKEND_KINDS = ("vllm", "openai", "anthropic", "fake")
+
+
 def format_validation_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         # Drop the discriminator tag pydantic inserts (backends.x.vllm.field -> backends.x.field).
-        loc = [str(part) for part in error["loc"] if part not in ("vllm", "openai", "fake")]
+        loc = [
+            str(part)
+            for part in error["loc"]
+            if part not in ("vllm", "openai", "anthropic", "fake")
+        ]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -10,6 +11,11 @@ from starlette.responses import Response
 
 from deployments import BackendError
 from router import BudgetInfeasible, ModelNotFound, NoBackendAvailable
+
+
+def retry_after_header(seconds: float | None, default: int) -> str:
+    """A `Retry-After` value in whole seconds (at least 1)."""
+    return str(max(1, math.ceil(seconds)) if seconds is not None else default)
 
 
 class OpenAIError(Exception):
@@ -134,7 +140,7 @@ def from_exception(exc: Exception) -> OpenAIError:
             str(exc),
             type="service_unavailable",
             code="no_backend_available",
-            headers={"retry-after": "5"},
+            headers={"retry-after": retry_after_header(exc.retry_after_s, 5)},
         )
     if isinstance(exc, BudgetInfeasible):
         return OpenAIError(
@@ -146,7 +152,9 @@ def from_exception(exc: Exception) -> OpenAIError:
             headers={"retry-after": "1"},
         )
     if isinstance(exc, BackendError):
-        headers = {"retry-after": "1"} if exc.status in (429, 503) else {}
+        headers = {}
+        if exc.retry_after_s is not None or exc.status in (429, 503):
+            headers["retry-after"] = retry_after_header(exc.retry_after_s, 1)
         return OpenAIError(
             exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=headers
         )

@@ -18,6 +18,13 @@ from router._policies import (
     register_policy,
 )
 from router._profile import BackendProfile, approximate_tokens
+from router._resilience import (
+    BreakerSettings,
+    CircuitBreaker,
+    CircuitState,
+    RetrySettings,
+    retry_delay,
+)
 from router._router import (
     Availability,
     BudgetInfeasible,
@@ -38,9 +45,12 @@ __all__ = [
     "BackendStats",
     "BalanceWeights",
     "Balanced",
+    "BreakerSettings",
     "BudgetInfeasible",
     "Candidate",
     "Cheapest",
+    "CircuitBreaker",
+    "CircuitState",
     "Decision",
     "Embedder",
     "Estimate",
@@ -56,6 +66,7 @@ __all__ = [
     "Policy",
     "PolicyOptions",
     "RequestSummary",
+    "RetrySettings",
     "RouteConfig",
     "Router",
     "RoutingConfig",
@@ -70,4 +81,5 @@ __all__ = [
     "parse_hints",
     "policy_class",
     "register_policy",
+    "retry_delay",
 ]

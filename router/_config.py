@@ -60,6 +60,18 @@ class RouteConfig(_Strict):
         default=256, ge=1, description="Expected output when neither max_tokens nor history say."
     )
     description: str = Field(default="", description="Free text shown in `GET /v1/models`.")
+    max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most backend calls one request may make, fallbacks and retries together "
+        "(unset: each attempt's backend `retry.max_retries` bounds it).",
+    )
+    first_token_timeout_s: float | None = Field(
+        default=None, gt=0, description="Overrides the backends' `timeouts.first_token_s`."
+    )
+    total_timeout_s: float | None = Field(
+        default=None, gt=0, description="Overrides the backends' `timeouts.total_s`."
+    )
 
     @field_validator("policy")
     @classmethod

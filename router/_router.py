@@ -29,9 +29,12 @@ class ModelNotFound(RoutingError):
 
 
 class NoBackendAvailable(RoutingError):
-    def __init__(self, target: str, reasons: Mapping[str, str]) -> None:
+    def __init__(
+        self, target: str, reasons: Mapping[str, str], retry_after_s: float | None = None
+    ) -> None:
         self.target = target
         self.reasons = dict(reasons)
+        self.retry_after_s = retry_after_s  # when the first of them may be back, if known
         detail = "; ".join(f"{name}: {why}" for name, why in self.reasons.items())
         super().__init__(f"no backend available for {target!r} ({detail})")
 
@@ -59,6 +62,7 @@ class Availability:
     available: bool = True
     reason: str = ""
     definite: bool = False
+    retry_after_s: float | None = None  # e.g. until an open circuit lets a probe through
 
     @property
     def usable_as_last_resort(self) -> bool:
@@ -169,7 +173,7 @@ class Router:
         if kind == "backend":
             state = availability.get(name, Availability())
             if not state.usable_as_last_resort:
-                raise NoBackendAvailable(name, {name: state.reason})
+                raise NoBackendAvailable(name, {name: state.reason}, state.retry_after_s)
             (evaluation,) = self._evaluate((name,), None, availability, request, stats or {})
             return Decision(
                 route=None,
@@ -315,7 +319,16 @@ class Router:
         ]
         if last_resort:
             return last_resort, False
-        raise NoBackendAvailable(name, {e.backend: "; ".join(e.reasons) for e in evaluations})
+        waits = [
+            state.retry_after_s
+            for e in evaluations
+            if (state := availability.get(e.backend, Availability())).retry_after_s is not None
+        ]
+        raise NoBackendAvailable(
+            name,
+            {e.backend: "; ".join(e.reasons) for e in evaluations},
+            min(waits) if waits else None,
+        )
 
     def _known(self) -> list[str]:
         return sorted(set(self._config.routes) | set(self._profiles))

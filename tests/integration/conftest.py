@@ -73,7 +73,7 @@ def gateway_config(upstream_url: str, timed_urls: dict[str, str]) -> dict[str, A
                 "model": "tiny-upstream",
                 "base_url": upstream_url,
                 "api_key_env": UPSTREAM_KEY_ENV,
-                "timeout_s": 60,
+                "timeouts": {"total_s": 60},
             },
             "echo": {
                 "kind": "fake",

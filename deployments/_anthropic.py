@@ -1,0 +1,139 @@
+"""Anthropic's Messages API behind the OpenAI chat completions interface, via the SDK."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from deployments._anthropic_translate import (
+    StreamTranslator,
+    to_chat_completion,
+    to_messages_params,
+)
+from deployments._base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    Endpoint,
+    Health,
+    client_error,
+    parse_retry_after,
+)
+from deployments._config import AnthropicBackendConfig
+
+
+def _error_from_sdk(name: str, exc: Exception) -> BackendError:
+    import anthropic
+
+    if isinstance(exc, anthropic.APITimeoutError):
+        return BackendError(f"backend {name!r} timed out", status=504, code="upstream_timeout")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return BackendError(
+            f"backend {name!r} is unreachable", status=502, code="upstream_unreachable"
+        )
+    if not isinstance(exc, anthropic.APIStatusError):
+        return BackendError(f"backend {name!r} failed ({type(exc).__name__})")
+    status = exc.status_code
+    retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    if not isinstance(error, dict):
+        error = {}
+    if status in (400, 413, 422):
+        message = str(error.get("message") or f"backend {name!r} rejected the request")
+        code = "context_length_exceeded" if "prompt is too long" in message else None
+        return client_error(message, status=400 if status == 422 else status, code=code)
+    if status in (401, 403):
+        # Never echo the provider's text: it may quote the key or account details.
+        return BackendUnavailable(
+            f"backend {name!r} is misconfigured: the provider rejected its credentials",
+            status=502,
+            code="backend_auth_failed",
+        )
+    if status == 404:
+        return BackendError(
+            f"backend {name!r} is misconfigured: the provider does not know its model or URL",
+            status=502,
+            code="backend_not_found",
+        )
+    if status == 429:
+        return BackendError(
+            f"backend {name!r} is rate limited by its provider",
+            status=429,
+            type="rate_limit_error",
+            code="upstream_rate_limited",
+            retry_after_s=retry_after,
+        )
+    # 500, 529 (overloaded) and the rest: the provider's problem, worth another try.
+    return BackendError(
+        f"backend {name!r} failed upstream (HTTP {status})", status=502, retry_after_s=retry_after
+    )
+
+
+class AnthropicBackend(Backend):
+    """Translates each chat completion into a Messages call and the answer back."""
+
+    def __init__(self, name: str, config: AnthropicBackendConfig) -> None:
+        import anthropic
+
+        self.name = name
+        self.config = config
+        key, self._unavailable_reason = config.api_key()
+        if key is None and not self._unavailable_reason:
+            self._unavailable_reason = "no api_key_env or api_key_file configured"
+        self._client = anthropic.AsyncAnthropic(
+            api_key=key or "unset",
+            base_url=config.base_url,
+            default_headers=dict(config.headers),
+            max_retries=0,  # the gateway retries, with its own backoff and fallbacks
+            timeout=anthropic.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s),
+        )
+
+    def _params(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        if self._unavailable_reason:
+            raise BackendUnavailable(
+                f"backend {self.name!r} is unavailable: {self._unavailable_reason}"
+            )
+        if endpoint != "chat/completions":
+            raise BackendError(
+                f"backend {self.name!r} serves chat completions only",
+                status=400,
+                type="invalid_request_error",
+                code="unsupported_endpoint",
+                retryable=True,  # another backend of the route may serve it
+            )
+        return to_messages_params(body, self.config.model, self.config.default_max_tokens)
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        params = self._params(endpoint, body)
+        try:
+            message = await self._client.messages.create(**params)
+        except Exception as exc:
+            raise _error_from_sdk(self.name, exc) from None
+        return to_chat_completion(message, self.config.model)
+
+    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        params = self._params(endpoint, body)
+        options = body.get("stream_options") or {}
+        translator = StreamTranslator(self.config.model, bool(options.get("include_usage")))
+        try:
+            events = await self._client.messages.create(**params, stream=True)
+        except Exception as exc:
+            raise _error_from_sdk(self.name, exc) from None
+        try:
+            async for event in events:
+                data = translator.translate(event)
+                if data:
+                    yield data
+        except Exception as exc:
+            raise _error_from_sdk(self.name, exc) from None
+        finally:
+            await events.close()  # drops the upstream connection when the client went away
+
+    async def health(self) -> Health:
+        if self._unavailable_reason:
+            return Health(available=False, reason=self._unavailable_reason)
+        return Health(available=True)
+
+    async def close(self) -> None:
+        await self._client.close()
