@@ -41,12 +41,22 @@ def percentiles(samples_us: list[float]) -> dict[str, float]:
 def decision_times(policy: str, runs: int = 20000) -> dict[str, float]:
     names = [f"backend-{i}" for i in range(CANDIDATES)]
     profiles = {
-        name: BackendProfile(name, 0.1 * i, 0.3 * i, gpu_hour_usd=2.0 if i % 3 == 0 else 0.0,
-                             context_window=8192, latency_prior=LatencyPrior(100 + 10 * i, 5))
+        name: BackendProfile(
+            name,
+            0.1 * i,
+            0.3 * i,
+            gpu_hour_usd=2.0 if i % 3 == 0 else 0.0,
+            context_window=8192,
+            latency_prior=LatencyPrior(100 + 10 * i, 5),
+        )
         for i, name in enumerate(names)
     }
-    route = RouteConfig(policy=policy, candidates=tuple(names), fallbacks=tuple(names[:3]),
-                        weights={n: 1.0 for n in names} if policy == "weighted" else {})
+    route = RouteConfig(
+        policy=policy,
+        candidates=tuple(names),
+        fallbacks=tuple(names[:3]),
+        weights={n: 1.0 for n in names} if policy == "weighted" else {},
+    )
     router = Router(RoutingConfig(routes={"r": route}), profiles)
     stats = {}
     for name in names:
@@ -54,13 +64,20 @@ def decision_times(policy: str, runs: int = 20000) -> dict[str, float]:
         for sample in range(50):
             backend.record(100 + sample, 5 + sample % 3, 100)
         stats[name] = backend.snapshot()
-    summary = RequestSummary(prompt_text="word " * 200, max_tokens=256,
-                             hints=RoutingHints(latency_budget_ms=2500, max_cost_usd=0.01))
+    summary = RequestSummary(
+        prompt_text="word " * 200,
+        max_tokens=256,
+        hints=RoutingHints(latency_budget_ms=2500, max_cost_usd=0.01),
+    )
     samples = []
     for seed in range(runs):
         started = time.perf_counter_ns()
-        router.decide("r", {}, RequestSummary(summary.prompt_text, summary.max_tokens,
-                                              summary.hints, seed=seed), stats)
+        router.decide(
+            "r",
+            {},
+            RequestSummary(summary.prompt_text, summary.max_tokens, summary.hints, seed=seed),
+            stats,
+        )
         samples.append((time.perf_counter_ns() - started) / 1000)
     return percentiles(samples[1000:])
 
@@ -78,12 +95,13 @@ def classifier_times(runs: int = 100) -> dict[str, float]:
         classifier.classify(prompt)
         samples.append((time.perf_counter_ns() - started) / 1000)
     result = percentiles(samples[10:])
-    return {"prompt_tokens": tokens, "p50_ms": result["p50"] / 1000,
-            "p99_ms": result["p99"] / 1000}
+    return {"prompt_tokens": tokens, "p50_ms": result["p50"] / 1000, "p99_ms": result["p99"] / 1000}
 
 
 if __name__ == "__main__":
-    figures = {f"decide_{policy}_us": decision_times(policy)
-               for policy in ("cheapest", "fastest", "balanced", "weighted", "ordered")}
+    figures = {
+        f"decide_{policy}_us": decision_times(policy)
+        for policy in ("cheapest", "fastest", "balanced", "weighted", "ordered")
+    }
     figures["classifier"] = classifier_times()
     print(json.dumps({"candidates": CANDIDATES, **figures}, indent=2))

@@ -2,14 +2,17 @@
 
 It produces `max_tokens` tokens (default 20): the first after `--ttft-ms`, each next one
 `--tpot-ms` later; with zero delays it answers at once, so that any time a request spends
-beyond a direct call is time the gateway added.
-Run: python bench/stub_upstream.py --port 9100 [--ttft-ms 200 --tpot-ms 10]
+beyond a direct call is time the gateway added. `--fail-rate` answers that share of requests
+with 503. `GET /_stats` counts requests and lists when clients went away mid-answer (tests of
+cancellation and chaos read it); `POST /_reset` clears it.
+Run: python bench/stub_upstream.py --port 9100 [--ttft-ms 200 --tpot-ms 10 --fail-rate 0.3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 
@@ -21,6 +24,22 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 DELAYS = {"ttft": 0.0, "tpot": 0.0}
+FAILURES = {"rate": 0.0, "rng": random.Random(0)}
+STATS: dict[str, list[float] | int] = {"requests": 0, "failed": 0, "completed": 0, "gone": []}
+RECEIVED: list[dict[str, object]] = []  # the last bodies, for tests of what reached upstream
+
+
+def _gone() -> None:
+    """The client closed the connection before the answer was complete."""
+    gone = STATS["gone"]
+    assert isinstance(gone, list)
+    gone.append(time.time())
+
+
+def _count(key: str) -> None:
+    value = STATS[key]
+    assert isinstance(value, int)
+    STATS[key] = value + 1
 
 
 def _chunk(index: int, finish: str | None = None) -> bytes:
@@ -42,15 +61,29 @@ def _usage(tokens: int) -> dict[str, int]:
 async def chat(request: Request) -> Response:
     body = orjson.loads(await request.body())
     tokens = int(body.get("max_tokens") or 20)
+    _count("requests")
+    RECEIVED[:] = [*RECEIVED[-19:], body]
+    if FAILURES["rate"] and FAILURES["rng"].random() < FAILURES["rate"]:  # type: ignore[attr-defined]
+        _count("failed")
+        error = {"error": {"message": "scripted", "type": "server_error", "param": None,
+                           "code": None}}  # fmt: skip
+        return Response(orjson.dumps(error), 503, media_type="application/json")
     if body.get("stream"):
 
         async def events() -> AsyncIterator[bytes]:
-            await asyncio.sleep(DELAYS["ttft"])
-            for index in range(tokens):
-                if index:
-                    await asyncio.sleep(DELAYS["tpot"])
-                yield _chunk(index)
-            yield _chunk(tokens, finish="length")
+            done = False
+            try:
+                await asyncio.sleep(DELAYS["ttft"])
+                for index in range(tokens):
+                    if index:
+                        await asyncio.sleep(DELAYS["tpot"])
+                    yield _chunk(index)
+                yield _chunk(tokens, finish="length")
+                done = True
+                _count("completed")
+            finally:
+                if not done:
+                    _gone()
             if (body.get("stream_options") or {}).get("include_usage"):
                 usage = {
                     "id": "chatcmpl-stub",
@@ -64,7 +97,13 @@ async def chat(request: Request) -> Response:
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
-    await asyncio.sleep(DELAYS["ttft"] + DELAYS["tpot"] * max(0, tokens - 1))
+    deadline = time.monotonic() + DELAYS["ttft"] + DELAYS["tpot"] * max(0, tokens - 1)
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, 0.02))
+        if left > 0.02 and await request.is_disconnected():
+            _gone()
+            return Response(status_code=499)
+    _count("completed")
     return Response(
         orjson.dumps(
             {
@@ -109,8 +148,28 @@ async def models(_: Request) -> Response:
     )
 
 
+async def stats(_: Request) -> Response:
+    return Response(orjson.dumps(STATS), media_type="application/json")
+
+
+async def received(_: Request) -> Response:
+    return Response(orjson.dumps(RECEIVED), media_type="application/json")
+
+
+async def reset(_: Request) -> Response:
+    STATS.update(requests=0, failed=0, completed=0, gone=[])
+    RECEIVED.clear()
+    return Response(b"{}", media_type="application/json")
+
+
 app = Starlette(
-    routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)]
+    routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models),
+        Route("/_stats", stats),
+        Route("/_received", received),
+        Route("/_reset", reset, methods=["POST"]),
+    ]
 )
 
 if __name__ == "__main__":
@@ -118,6 +177,8 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--ttft-ms", type=float, default=0.0)
     parser.add_argument("--tpot-ms", type=float, default=0.0)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
     args = parser.parse_args()
     DELAYS.update(ttft=args.ttft_ms / 1000, tpot=args.tpot_ms / 1000)
+    FAILURES["rate"] = args.fail_rate
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

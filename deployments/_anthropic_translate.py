@@ -26,6 +26,17 @@ FINISH_REASONS = {
 _UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias", "audio", "prediction")
 
 
+def _api_params() -> frozenset[str]:
+    """The request fields the installed SDK's Messages API defines. Sampling knobs
+    (temperature, top_p) were dropped from it: they are forwarded only where it has them."""
+    from anthropic.types.message_create_params import MessageCreateParamsBase
+
+    return frozenset(MessageCreateParamsBase.__annotations__)
+
+
+SAMPLING = tuple(name for name in ("temperature", "top_p") if name in _api_params())
+
+
 def _unsupported(param: str, why: str) -> BackendError:
     return BackendError(
         f"{why} (not supported by the Anthropic Messages API)",
@@ -175,6 +186,22 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return result
 
 
+def _output_format(response_format: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI `response_format` -> Messages `output_config.format` (structured outputs)."""
+    kind = response_format.get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_schema", "schema": {"type": "object"}}
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise client_error("response_format.json_schema.schema: an object is required",
+                               param="response_format.json_schema.schema")  # fmt: skip
+        return {"type": "json_schema", "schema": schema}
+    raise _unsupported("response_format", f"response_format {kind!r}")
+
+
 def to_messages_params(body: dict[str, Any], model: str, default_max_tokens: int) -> dict[str, Any]:
     """The keyword arguments of `messages.create` for an OpenAI chat completion body."""
     for name in _UNSUPPORTED:
@@ -182,9 +209,7 @@ def to_messages_params(body: dict[str, Any], model: str, default_max_tokens: int
             raise _unsupported(name, f"{name!r}")
     if (body.get("n") or 1) > 1:
         raise _unsupported("n", "n > 1")
-    response_format = body.get("response_format") or {}
-    if response_format.get("type", "text") != "text":
-        raise _unsupported("response_format", f"response_format {response_format.get('type')!r}")
+    output_format = _output_format(body.get("response_format") or {})
     system, messages = _messages(body.get("messages") or [])
     if not messages:
         raise client_error("messages: at least one user or assistant message is required",
@@ -197,9 +222,11 @@ def to_messages_params(body: dict[str, Any], model: str, default_max_tokens: int
     }  # fmt: skip
     if system:
         params["system"] = system
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
-        if body.get(ours) is not None:
-            params[theirs] = body[ours]
+    if output_format is not None:
+        params["output_config"] = {"format": output_format}
+    for name in SAMPLING:
+        if body.get(name) is not None:
+            params[name] = body[name]
     stop = body.get("stop")
     if stop:
         params["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)

@@ -48,6 +48,13 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
     return OpenAIError(exc.status_code, str(exc.detail), code=code).response()
 
 
+@app.exception_handler(Exception)
+async def _internal_error(_: Request, exc: Exception) -> Response:
+    # A bug must still answer in OpenAI's shape, without internals.
+    logger.exception("unhandled error", exc_info=exc)
+    return from_exception(exc).response()
+
+
 def _parse_body(raw: bytes, endpoint: Endpoint) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
@@ -167,8 +174,11 @@ class GatewayIngress:
             deployment = deployments.get(f"backend-{name}")
             if deployment is not None:
                 counts[name] = {
-                    "status": str(deployment.status.value),
-                    "replicas": {str(k.value): v for k, v in deployment.replica_states.items()},
+                    "status": str(getattr(deployment.status, "value", deployment.status)),
+                    "replicas": {
+                        str(getattr(state, "value", state)): count
+                        for state, count in deployment.replica_states.items()
+                    },
                 }
         return counts
 

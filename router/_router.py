@@ -187,11 +187,29 @@ class Router:
             )
 
         route = self._config.routes[name]
+        up = Availability()
         evaluations = self._evaluate(route.candidates, route, availability, request, stats or {})
         eligible = [e for e in evaluations if e.eligible]
         infeasible = False
         if not eligible:
-            eligible, infeasible = self._relax(name, route, evaluations, availability, request)
+            try:
+                eligible, infeasible = self._relax(name, route, evaluations, availability, request)
+            except NoBackendAvailable:
+                fallbacks = [f for f in route.fallbacks if availability.get(f, up).available]
+                if not fallbacks:
+                    raise
+                # Every candidate is down: the route's fallbacks serve, in their order.
+                return Decision(
+                    route=name,
+                    policy=route.policy,
+                    chosen=fallbacks[0],
+                    attempts=tuple(fallbacks),
+                    skipped={e.backend: "; ".join(e.reasons) for e in evaluations},
+                    evaluations=evaluations,
+                    task=request.task,
+                    task_source=request.task_source,
+                    task_similarity=request.task_similarity,
+                )
         policy = self._policies[name]
         candidates = [
             Candidate(e.backend, e.estimate.cost_usd, e.estimate.latency_ms, e.quality)

@@ -3,10 +3,13 @@ tiny model, and vLLM's own OpenAI server (subprocess) as an OpenAI-compatible up
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,14 +25,24 @@ from tests.helpers import ENGINE_ENV, ROOT, TINY_MODEL, free_port, stop_process,
 
 UPSTREAM_KEY_ENV = "GATEWAY_TEST_UPSTREAM_KEY"
 MISSING_KEY_ENV = "GATEWAY_TEST_MISSING_KEY"
+WRONG_KEY_ENV = "GATEWAY_TEST_WRONG_KEY"
+ANTHROPIC_KEY_ENV = "GATEWAY_TEST_ANTHROPIC_KEY"
 TINY_ENGINE = {"enforce_eager": True, "kv_cache_memory_bytes": 64 << 20, "max_model_len": 512}
 
 
 STUB = ROOT / "bench" / "stub_upstream.py"
+ANTHROPIC_STANDIN = ROOT / "tests" / "standins" / "anthropic_messages.py"
 # Two OpenAI-compatible upstreams with known latencies and prices (per 1M tokens).
 TIMED_UPSTREAMS = {
     "fast-dear": {"ttft_ms": 20, "tpot_ms": 2, "input": 5.0, "output": 15.0},
     "slow-cheap": {"ttft_ms": 300, "tpot_ms": 10, "input": 0.1, "output": 0.2},
+}
+# Scripted upstreams for the resilience tests: name -> stub_upstream.py options.
+CHAOS_UPSTREAMS = {
+    "doomed": {"ttft_ms": 30, "tpot_ms": 1},  # killed mid-load
+    "backup": {"ttft_ms": 30, "tpot_ms": 1},
+    "flaky30": {"ttft_ms": 5, "tpot_ms": 1, "fail_rate": 0.3},
+    "dawdler": {"ttft_ms": 0, "tpot_ms": 100},  # 20 tokens in 2 s: time to walk away
 }
 
 
@@ -40,12 +53,50 @@ class Stack:
     upstream_url: str  # vLLM's own OpenAI server, .../v1
     upstream_key: str
     config: dict[str, Any]
+    anthropic_url: str  # the Messages API stand-in
+    stubs: dict[str, tuple[str, subprocess.Popen[bytes]]]  # name -> (root URL, process)
+    secrets: tuple[str, ...]  # every key value the run used
+    logs: Path
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.base_url, api_key="unused", max_retries=0, **kwargs)
 
 
-def gateway_config(upstream_url: str, timed_urls: dict[str, str]) -> dict[str, Any]:
+def chaos_backends(urls: dict[str, str], blackhole_url: str) -> dict[str, Any]:
+    """Backends over the scripted upstreams; each its own deployment, as users run them."""
+    fast_breaker = {"consecutive_failures": 2, "cooldown_s": 60}
+    backends: dict[str, Any] = {
+        name: {"kind": "openai", "model": "stub", "base_url": urls[name]}
+        for name in ("doomed", "backup", "flaky30")
+    }
+    backends["flaky30"]["circuit_breaker"] = {"enabled": False}  # the retries are under test
+    backends["dawdler"] = {"kind": "openai", "model": "stub", "base_url": urls["dawdler"]}
+    backends["dawdler-local"] = {**backends["dawdler"], "in_ingress": True}
+    backends["blackhole"] = {
+        "kind": "openai",
+        "model": "stub",
+        "base_url": blackhole_url,
+        "timeouts": {"first_token_s": 1, "total_s": 1.5},
+        "retry": {"max_retries": 0},
+        "circuit_breaker": fast_breaker,
+    }
+    backends["narrow"] = {
+        "kind": "fake",
+        "model": "narrow-1",
+        "latency_ms": 1500,
+        "deployment": {"max_ongoing_requests": 1, "max_queued_requests": 1},
+        "retry": {"max_retries": 0},
+    }
+    return backends
+
+
+def gateway_config(
+    upstream_url: str,
+    timed_urls: dict[str, str],
+    anthropic_url: str = "http://127.0.0.1:9",
+    chaos_urls: dict[str, str] | None = None,
+    blackhole_url: str = "http://127.0.0.1:9/v1",
+) -> dict[str, Any]:
     timed = {
         name: {
             "kind": "openai",
@@ -96,6 +147,20 @@ def gateway_config(upstream_url: str, timed_urls: dict[str, str]) -> dict[str, A
             "flaky": {"kind": "fake", "model": "flaky-1", "fail_status": 503},
             "refuses": {"kind": "fake", "model": "refuses-1", "fail_status": 400},
             "nokey": {"kind": "openai", "model": "gpt-4o-mini", "api_key_env": MISSING_KEY_ENV},
+            "wrongkey": {
+                "kind": "openai",
+                "model": "tiny-upstream",
+                "base_url": upstream_url,
+                "api_key_env": WRONG_KEY_ENV,
+                "in_ingress": True,
+            },
+            "claude": {
+                "kind": "anthropic",
+                "model": "claude-standin",
+                "base_url": anthropic_url,
+                "api_key_env": ANTHROPIC_KEY_ENV,
+                "retry": {"initial_backoff_ms": 10, "max_retry_after_s": 2},
+            },
             "coder": {
                 "kind": "fake",
                 "model": "coder-1",
@@ -104,6 +169,7 @@ def gateway_config(upstream_url: str, timed_urls: dict[str, str]) -> dict[str, A
                 "in_ingress": True,
             },
             **timed,
+            **chaos_backends(chaos_urls or dict.fromkeys(CHAOS_UPSTREAMS, "x"), blackhole_url),
         },
         "routes": {
             "auto": {"candidates": ["tiny", "upstream"], "fallbacks": ["upstream"]},
@@ -112,6 +178,11 @@ def gateway_config(upstream_url: str, timed_urls: dict[str, str]) -> dict[str, A
             "keyless": {"candidates": ["nokey"]},
             "budget": {"policy": "cheapest", "candidates": ["slow-cheap", "fast-dear"]},
             "by-task": {"policy": "ordered", "candidates": ["coder", "echo"]},
+            "survives": {"candidates": ["doomed"], "fallbacks": ["backup"]},
+            "flaky-then-backup": {"candidates": ["flaky30"], "fallbacks": ["backup"]},
+            "engine-then-upstream": {"candidates": ["tiny"], "fallbacks": ["upstream"]},
+            "claude-then-echo": {"candidates": ["claude"], "fallbacks": ["echo"]},
+            "void": {"candidates": ["blackhole"]},
             "budget-strict": {
                 "policy": "cheapest",
                 "candidates": ["slow-cheap", "fast-dear"],
@@ -131,14 +202,52 @@ def start_upstream(port: int, key: str, log: Path) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(TINY_MODEL), "--served-model-name", "tiny-upstream",
-        "--host", "127.0.0.1", "--port", str(port), "--api-key", key,
+        "--host", "127.0.0.1", "--port", str(port),
         "--enforce-eager", "--max-model-len", "512",
     ]  # fmt: skip
-    env = {**os.environ, **ENGINE_ENV, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    # The key goes by environment, not argv: vLLM logs its arguments.
+    env = {**os.environ, **ENGINE_ENV, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_API_KEY": key}
     with log.open("wb") as out:
         return subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+
+
+def start_script(
+    script: Path, port: int, log: Path, *args: str, **env: str
+) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, str(script), "--port", str(port), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,
+        )
+
+
+def stub_args(spec: dict[str, float]) -> list[str]:
+    return [f"--{key.replace('_', '-')}={value}" for key, value in spec.items()
+            if key in ("ttft_ms", "tpot_ms", "fail_rate")]  # fmt: skip
+
+
+class Blackhole:
+    """Accepts TCP connections and never answers: an upstream that hangs."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.server.accept()[0])
+
+    def close(self) -> None:
+        for conn in [*self.held, self.server]:
+            conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -151,32 +260,38 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("logs")
     upstream_port, gateway_port = free_port(), free_port()
     upstream_key = "sk-test-" + secrets.token_hex(12)
+    anthropic_key = "sk-ant-test-" + secrets.token_hex(12)
+    wrong_key = "sk-wrong-" + secrets.token_hex(12)
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     upstream = start_upstream(upstream_port, upstream_key, logs / "upstream.log")
-    stubs, timed_urls = [], {}
-    for name, spec in TIMED_UPSTREAMS.items():
+    processes: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+    for name, spec in {**TIMED_UPSTREAMS, **CHAOS_UPSTREAMS}.items():
         port = free_port()
-        stubs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(STUB),
-                    "--port",
-                    str(port),
-                    "--ttft-ms",
-                    str(spec["ttft_ms"]),
-                    "--tpot-ms",
-                    str(spec["tpot_ms"]),
-                ],
-                start_new_session=True,
-            )
-        )
-        timed_urls[name] = f"http://127.0.0.1:{port}/v1"
+        process = start_script(STUB, port, logs / f"{name}.log", *stub_args(spec))
+        processes[name] = (f"http://127.0.0.1:{port}", process)
+    anthropic_port = free_port()
+    anthropic_url = f"http://127.0.0.1:{anthropic_port}"
+    processes["anthropic"] = (
+        anthropic_url,
+        start_script(
+            ANTHROPIC_STANDIN, anthropic_port, logs / "anthropic.log", STANDIN_KEY=anthropic_key
+        ),
+    )
+    blackhole = Blackhole()
 
     os.environ.update(ENGINE_ENV)
     os.environ[UPSTREAM_KEY_ENV] = upstream_key
+    os.environ[ANTHROPIC_KEY_ENV] = anthropic_key
+    os.environ[WRONG_KEY_ENV] = wrong_key
     os.environ.pop(MISSING_KEY_ENV, None)
-    config = gateway_config(upstream_url, timed_urls)
+    urls = {name: f"{url}/v1" for name, (url, _) in processes.items()}
+    config = gateway_config(
+        upstream_url,
+        urls,
+        anthropic_url,
+        urls,
+        f"http://127.0.0.1:{blackhole.port}/v1",
+    )
     started = time.monotonic()
     try:
         ray.init(
@@ -196,13 +311,38 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             upstream,
             logs / "upstream.log",
         )
+        for name, (url, process) in processes.items():
+            probe = f"{url}/_received" if name == "anthropic" else f"{url}/_stats"
+            wait_until(
+                lambda probe=probe: httpx.get(probe).status_code == 200,
+                30,
+                name,
+                process,
+                logs / f"{name}.log",
+            )
         print(f"\nstack ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
         root = f"http://127.0.0.1:{gateway_port}"
-        yield Stack(f"{root}/v1", root, upstream_url, upstream_key, config)
+        yield Stack(
+            f"{root}/v1",
+            root,
+            upstream_url,
+            upstream_key,
+            config,
+            anthropic_url,
+            processes,
+            (upstream_key, anthropic_key, wrong_key),
+            logs,
+        )
     finally:
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
-            for process in (upstream, *stubs):
+            blackhole.close()
+            for _, process in (("upstream", upstream), *processes.values()):
                 stop_process(process)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that break the shared stack for good (kill replicas, read all logs) run last."""
+    items.sort(key=lambda item: item.get_closest_marker("destructive") is not None)

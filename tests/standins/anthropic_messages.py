@@ -85,7 +85,11 @@ def _answer(params: dict[str, Any]) -> types.Message:
         for stop in params.get("stop_sequences") or []:
             joined = " ".join(words)
             if stop in joined:
-                words, reason, sequence = joined[: joined.index(stop)].split(), "stop_sequence", stop
+                words, reason, sequence = (
+                    joined[: joined.index(stop)].split(),
+                    "stop_sequence",
+                    stop,
+                )
                 break
         if len(words) > params["max_tokens"]:
             words, reason, sequence = words[: params["max_tokens"]], "max_tokens", None

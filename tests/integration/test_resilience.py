@@ -1,0 +1,247 @@
+"""Resilience on the real stack: hangs, overload, flaky and dying upstreams, client disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.integration.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def chat(stack: Stack, model: str, timeout: float = 30, **extra: Any) -> httpx.Response:
+    return httpx.post(
+        f"{stack.base_url}/chat/completions",
+        json={"model": model, "messages": HI, **extra},
+        timeout=timeout,
+    )
+
+
+def stub_stats(stack: Stack, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = httpx.get(f"{stack.stubs[name][0]}/_stats").json()
+    return result
+
+
+def test_hanging_upstream_times_out_then_its_circuit_opens(stack: Stack) -> None:
+    durations = []
+    for _ in range(2):
+        started = time.monotonic()
+        response = chat(stack, "void")
+        durations.append(time.monotonic() - started)
+        assert response.status_code == 504, response.text
+        assert response.json()["error"]["code"] == "upstream_timeout"
+    assert all(d < 3 for d in durations)  # total_s 1.5, not the client's 30
+    started = time.monotonic()
+    refused = chat(stack, "void", stream=True)
+    assert time.monotonic() - started < 0.5  # all candidates down: at once, never a hang
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "no_backend_available"
+    assert 50 <= int(refused.headers["retry-after"]) <= 60
+    explain = httpx.post(f"{stack.base_url}/routing/explain", json={"model": "void",
+                         "messages": HI})  # fmt: skip
+    assert explain.status_code == 503
+    states = httpx.get(f"{stack.base_url}/gateway/backends").json()["data"]
+    blackhole = next(b for b in states if b["id"] == "blackhole")
+    assert blackhole["circuit"]["state"] == "open"
+    assert "2 consecutive failures" in blackhole["circuit"]["reason"]
+
+
+def test_backends_endpoint_reports_health_circuits_latency_and_replicas(stack: Stack) -> None:
+    chat(stack, "echo")
+    data = {b["id"]: b for b in httpx.get(f"{stack.base_url}/gateway/backends").json()["data"]}
+    echo = data["echo"]
+    assert echo["health"]["available"] and echo["circuit"]["state"] == "closed"
+    assert echo["deployment"]["status"] == "HEALTHY"
+    assert echo["deployment"]["replicas"].get("RUNNING", 0) >= 1
+    assert data["tiny"]["deployment"]["replicas"]["RUNNING"] == 1
+    assert data["fast-dear"]["deployment"]["status"] == "IN_INGRESS"
+    assert data["nokey"]["deployment"]["status"] == "NOT_DEPLOYED"
+    assert data["nokey"]["health"]["reason"]
+    assert {"ttft_ms", "ttft_p90_ms", "tpot_ms", "samples", "source"} <= set(echo["latency"])
+
+
+def test_explain_shows_circuit_state(stack: Stack) -> None:
+    body = {"model": "auto", "messages": HI}
+    explanation = httpx.post(f"{stack.base_url}/routing/explain", json=body).json()
+    assert {c["circuit"] for c in explanation["candidates"]} == {"closed"}
+
+
+async def test_overload_is_429_with_retry_after(stack: Stack) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        body = {"model": "narrow", "messages": HI}
+        responses = await asyncio.gather(
+            *(client.post(f"{stack.base_url}/chat/completions", json=body) for _ in range(6))
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 2, statuses  # one running, one queued
+    limited = [r for r in responses if r.status_code == 429]
+    assert limited, statuses
+    assert all(r.json()["error"]["code"] == "backend_overloaded" for r in limited)
+    assert all(int(r.headers["retry-after"]) >= 1 for r in limited)
+
+
+async def _load(
+    stack: Stack, model: str, total: int, concurrency: int, on_progress: Any = None
+) -> list[str]:
+    """`total` requests, half streamed; returns a description of every failure."""
+    client = openai.AsyncOpenAI(base_url=stack.base_url, api_key="unused", max_retries=0)
+    failures: list[str] = []
+    done = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(total):
+        queue.put_nowait(index)
+
+    async def one(index: int) -> None:
+        messages: Any = [{"role": "user", "content": f"request {index}"}]
+        if index % 2:
+            stream = await client.chat.completions.create(
+                model=model, messages=messages, max_tokens=8, stream=True
+            )
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        else:
+            completion = await client.chat.completions.create(
+                model=model, messages=messages, max_tokens=8
+            )
+            text = completion.choices[0].message.content or ""
+        if not text:
+            raise AssertionError("empty answer")
+
+    async def worker() -> None:
+        nonlocal done
+        while not queue.empty():
+            index = queue.get_nowait()
+            try:
+                await one(index)
+            except Exception as exc:
+                failures.append(f"{'stream' if index % 2 else 'plain'} {index}: {exc!r}")
+            done += 1
+            if on_progress is not None:
+                on_progress(done)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await client.close()
+    return failures
+
+
+async def test_upstream_failing_30_percent_with_a_fallback_loses_nothing(stack: Stack) -> None:
+    httpx.post(f"{stack.stubs['flaky30'][0]}/_reset")
+    failures = await _load(stack, "flaky-then-backup", total=150, concurrency=8)
+    assert failures == []
+    stats = stub_stats(stack, "flaky30")
+    assert stats["failed"] >= 20  # ~30% of 150 first tries really failed
+
+
+async def test_upstream_killed_mid_load_loses_nothing(stack: Stack) -> None:
+    _, doomed = stack.stubs["doomed"]
+    total, kill_after = 160, 50
+
+    def progress(done: int) -> None:
+        if done == kill_after and doomed.poll() is None:
+            os.killpg(doomed.pid, signal.SIGKILL)  # a crash: connections reset, no goodbye
+
+    failures = await _load(stack, "survives", total=total, concurrency=8, on_progress=progress)
+    assert doomed.poll() is not None, "the upstream was not killed"
+    assert failures == []
+    backends = {b["id"]: b for b in httpx.get(f"{stack.base_url}/gateway/backends").json()["data"]}
+    assert backends["doomed"]["circuit"]["state"] == "open"
+
+
+@pytest.mark.parametrize("backend", ["dawdler", "dawdler-local"])
+def test_client_disconnect_cancels_the_upstream_stream_within_1s(
+    stack: Stack, backend: str
+) -> None:
+    httpx.post(f"{stack.stubs['dawdler'][0]}/_reset")
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/chat/completions",
+        json={"model": backend, "messages": HI, "stream": True},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+        left_at = time.time()
+    # Leaving the block closed the connection after one of twenty tokens (2 s in all).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not stub_stats(stack, "dawdler")["gone"]:
+        time.sleep(0.05)
+    gone = stub_stats(stack, "dawdler")["gone"]
+    assert gone, "the upstream never saw the client leave"
+    assert gone[0] - left_at < 1.0
+
+
+@pytest.mark.parametrize("backend", ["dawdler", "dawdler-local"])
+async def test_client_disconnect_cancels_a_non_streamed_upstream_call_within_1s(
+    stack: Stack, backend: str
+) -> None:
+    stub_url = stack.stubs["dawdler"][0]
+    httpx.post(f"{stub_url}/_reset")
+    async with httpx.AsyncClient(timeout=30) as client:
+        body = {"model": backend, "messages": HI}
+        call = asyncio.create_task(client.post(f"{stack.base_url}/chat/completions", json=body))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not stub_stats(stack, "dawdler")["requests"]:
+            await asyncio.sleep(0.02)
+        assert stub_stats(stack, "dawdler")["requests"] == 1, "the request never got upstream"
+        call.cancel()  # the answer takes 2 s; the client walks away now, closing its connection
+        left_at = time.time()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not stub_stats(stack, "dawdler")["gone"]:
+        await asyncio.sleep(0.05)
+    stats = stub_stats(stack, "dawdler")
+    assert stats["gone"], f"the upstream never saw the client leave: {stats}"
+    assert stats["gone"][0] - left_at < 1.0
+
+
+@pytest.mark.destructive
+async def test_vllm_replica_killed_under_load_loses_no_plain_request(stack: Stack) -> None:
+    import ray
+    from ray import serve
+
+    deployment = serve.status().applications["gateway"].deployments["backend-tiny"]
+    assert deployment.replica_states  # the engine replica is up
+    actors = [
+        actor
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if "backend-tiny" in actor["name"] and "SERVE_REPLICA" in actor["name"]
+    ]
+    assert len(actors) == 1, actors
+    replica = ray.get_actor(actors[0]["name"], namespace=actors[0]["namespace"])
+    client = openai.AsyncOpenAI(base_url=stack.base_url, api_key="unused", max_retries=0)
+    results: list[str] = []
+
+    async def one(index: int) -> None:
+        try:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="engine-then-upstream",
+                messages=[{"role": "user", "content": f"count {index}"}],
+                max_tokens=160,
+                temperature=random.random(),
+            )
+            raw.parse()
+            results.append(raw.headers["x-gateway-backend"])
+        except Exception as exc:
+            results.append(f"FAILED {exc!r}")
+
+    tasks = [asyncio.create_task(one(i)) for i in range(40)]
+    await asyncio.sleep(1.0)  # requests are in flight on the engine
+    assert not all(task.done() for task in tasks)
+    ray.kill(replica, no_restart=False)
+    await asyncio.gather(*tasks)
+    await client.close()
+    failed = [r for r in results if r.startswith("FAILED")]
+    assert failed == [] and len(results) == 40
+    assert "upstream" in results  # the kill landed: in-flight requests moved to the fallback
