@@ -84,6 +84,12 @@ class VLLMBackend(Backend):
         self.config = config
         self._handle = handle
         self._stream_handle = handle.options(stream=True)
+        try:
+            from vllm.exceptions import VLLMClientError
+
+            self._client_errors: type[Exception] = VLLMClientError
+        except ImportError:  # older vLLM: its checks raise ValueError
+            self._client_errors = ValueError
         self._request_types = {
             "chat/completions": (ChatCompletionRequest, "chat"),
             "completions": (CompletionRequest, "completions"),
@@ -101,6 +107,9 @@ class VLLMBackend(Backend):
             param = ".".join(str(part) for part in first["loc"]) or None
             message = f"{param}: {first['msg']}" if param else first["msg"]
             raise client_error(message, param=param, code="invalid_value") from None
+        except (ValueError, self._client_errors) as exc:  # vLLM's own checks name the field
+            param = getattr(exc, "parameter", None)
+            raise client_error(str(exc), param=param, code="invalid_value") from None
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         request, method = self._engine_request(endpoint, {**body, "stream": False})

@@ -88,9 +88,12 @@ def from_validation_error(exc: ValidationError, data: Any = None) -> OpenAIError
     errors = exc.errors()
     # Pydantic reports one error per union member; the informative one is a missing field,
     # else a value error from the member whose type matched, else the first type error.
+    # Among type errors the deepest is the most specific (a bad field inside a content part,
+    # rather than "content is not a string").
+    deepest = max(errors, key=lambda e: len(e["loc"]))
     first = next(
         (e for e in errors if e["type"] == "missing"),
-        next((e for e in errors if not e["type"].endswith("_type")), errors[0]),
+        next((e for e in errors if not e["type"].endswith("_type")), deepest),
     )
     kind = first["type"]
     param = _param_path(first["loc"], data, kind == "missing")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 Temperature = Annotated[float, Field(ge=0, le=2, strict=True)]
 Penalty = Annotated[float, Field(ge=-2, le=2, strict=True)]
@@ -24,12 +24,77 @@ class StreamOptions(_Open):
     include_usage: StrictBool | None = None
 
 
+class ImageURL(_Open):
+    url: StrictStr
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ContentPart(_Open):
+    type: Literal["text", "image_url", "input_audio", "file", "refusal"]
+    text: StrictStr | None = None
+    image_url: ImageURL | None = None
+    refusal: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _payload_present(self) -> ContentPart:
+        # Each part type needs its own field (OpenAI rejects {"type": "text"} alone).
+        if self.type in ("text", "image_url", "refusal") and getattr(self, self.type) is None:
+            raise ValueError(f"a {self.type!r} part needs a `{self.type}` field")
+        return self
+
+
+class FunctionCall(_Open):
+    name: StrictStr
+    arguments: StrictStr
+
+
+class ToolCall(_Open):
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: StrictStr | list[dict[str, Any]] | None = None
+    content: StrictStr | list[ContentPart] | None = None
     name: StrictStr | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
     tool_call_id: StrictStr | None = None
+
+
+class FunctionDefinition(_Open):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class Tool(_Open):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedToolChoice(_Open):
+    type: Literal["function"]
+    function: dict[Literal["name"], StrictStr]
+
+
+class JSONSchemaFormat(_Open):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
+    description: StrictStr | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(_Open):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_present(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type 'json_schema' needs a `json_schema` object")
+        return self
 
 
 class _Sampling(_Open):
@@ -53,10 +118,16 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: Annotated[int, Field(ge=1, strict=True)] | None = None
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20, strict=True)] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: StrictStr | dict[str, Any] | None = None
+    tools: Annotated[list[Tool], Field(min_length=1)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+
+    @model_validator(mode="after")
+    def _tool_choice_needs_tools(self) -> ChatCompletionRequest:
+        if self.tool_choice not in (None, "none") and not self.tools:
+            raise ValueError("tool_choice is only allowed when tools are specified")
+        return self
 
 
 class CompletionRequest(_Sampling):

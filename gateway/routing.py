@@ -45,7 +45,7 @@ def prompt_text(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
         if isinstance(content, str):
             parts.append(content)
         elif isinstance(content, list):
-            parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+            parts.extend(p["text"] for p in content if isinstance(p.get("text"), str))
     return "\n".join(parts)
 
 

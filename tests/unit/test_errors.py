@@ -52,6 +52,32 @@ def validation_error(endpoint: str, body: dict[str, Any]) -> OpenAIError:
             "stream_options.include_usage",
             "invalid_type",
         ),
+        # Found by the spec-generated suite: shapes a backend would otherwise trip over.
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+            "messages[0].content[0]",
+            "invalid_value",
+        ),
+        (
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": [{"type": "text", "text": {}}]}],
+            },
+            "messages[0].content[0].text",
+            "invalid_type",
+        ),
+        ({"model": "m", "messages": USER, "tool_choice": "auto"}, "", "invalid_value"),
+        ({"model": "m", "messages": USER, "tools": []}, "tools", "invalid_value"),
+        (
+            {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]},
+            "tools[0].function.name",
+            "missing_required_parameter",
+        ),
+        (
+            {"model": "m", "messages": USER, "response_format": {"type": "json_schema"}},
+            "response_format",
+            "invalid_value",
+        ),
     ],
 )
 def test_chat_validation(body: dict[str, Any], param: str, code: str) -> None:

@@ -87,7 +87,11 @@ def test_unavailable_fallback_is_left_out() -> None:
 
 
 def test_all_definitely_down_raises_with_reasons() -> None:
-    state = {"local": down("disabled", True), "remote": down("no key", True)}
+    state = {
+        "local": down("disabled", True),
+        "remote": down("no key", True),
+        "spare": down("circuit open", True),
+    }
     with pytest.raises(NoBackendAvailable) as caught:
         make_router().decide("auto", state)
     assert caught.value.reasons == {
@@ -95,6 +99,24 @@ def test_all_definitely_down_raises_with_reasons() -> None:
         "remote": "unavailable: no key",
     }
     assert "no key" in str(caught.value)
+
+
+def test_fallbacks_serve_when_every_candidate_is_down() -> None:
+    state = {"local": down("disabled", True), "remote": down("circuit open", True)}
+    decision = make_router().decide("auto", state)
+    assert decision.chosen == "spare" and decision.attempts == ("spare",)
+    assert decision.skipped["remote"] == "unavailable: circuit open"
+
+
+def test_retry_after_of_the_soonest_backend_is_reported() -> None:
+    state = {
+        "local": Availability(False, "circuit open", definite=True, retry_after_s=20),
+        "remote": Availability(False, "circuit open", definite=True, retry_after_s=7),
+        "spare": down("no key", True),
+    }
+    with pytest.raises(NoBackendAvailable) as caught:
+        make_router().decide("auto", state)
+    assert caught.value.retry_after_s == 7
 
 
 def test_probe_failures_alone_do_not_empty_a_route() -> None:
