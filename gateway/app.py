@@ -41,6 +41,31 @@ JSON = "application/json"
 app = FastAPI(title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None)
 
 
+class _FreshUpstreamConnections:
+    """Adds `connection: close` to every response, so the proxy in front (Serve's HAProxy
+    ingress) does not reuse its connection to this replica for another request. On a reused
+    connection a client's disconnect never reaches the replica for a non-streamed request
+    (HAProxy only half-closes it), so the upstream work would run on; a fresh localhost
+    connection per request costs ~0.1 ms. HAProxy keeps the client's connection alive."""
+
+    def __init__(self, asgi: Any) -> None:
+        self.app = asgi
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_closing(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        return await self.app(scope, receive, send_closing)
+
+
+app.add_middleware(_FreshUpstreamConnections)
+
+
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
     # Unknown paths and wrong methods get OpenAI's shape too, not FastAPI's {"detail": ...}.

@@ -93,10 +93,11 @@ async def test_overload_is_429_with_retry_after(stack: Stack) -> None:
 
 async def _load(
     stack: Stack, model: str, total: int, concurrency: int, on_progress: Any = None
-) -> list[str]:
-    """`total` requests, half streamed; returns a description of every failure."""
+) -> list[tuple[str, bool]]:
+    """`total` requests, half streamed. Returns every failure as (description, whether the
+    client had already received tokens of that answer)."""
     client = openai.AsyncOpenAI(base_url=stack.base_url, api_key="unused", max_retries=0)
-    failures: list[str] = []
+    failures: list[tuple[str, bool]] = []
     done = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(total):
@@ -104,27 +105,29 @@ async def _load(
 
     async def one(index: int) -> None:
         messages: Any = [{"role": "user", "content": f"request {index}"}]
-        if index % 2:
-            stream = await client.chat.completions.create(
-                model=model, messages=messages, max_tokens=8, stream=True
-            )
-            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
-        else:
-            completion = await client.chat.completions.create(
-                model=model, messages=messages, max_tokens=8
-            )
-            text = completion.choices[0].message.content or ""
-        if not text:
-            raise AssertionError("empty answer")
+        received = ""
+        try:
+            if index % 2:
+                stream = await client.chat.completions.create(
+                    model=model, messages=messages, max_tokens=8, stream=True
+                )
+                async for chunk in stream:
+                    received += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+            else:
+                completion = await client.chat.completions.create(
+                    model=model, messages=messages, max_tokens=8
+                )
+                received = completion.choices[0].message.content or ""
+            if not received:
+                raise AssertionError("empty answer")
+        except Exception as exc:
+            kind = "stream" if index % 2 else "plain"
+            failures.append((f"{kind} {index}: {exc!r}", bool(received)))
 
     async def worker() -> None:
         nonlocal done
         while not queue.empty():
-            index = queue.get_nowait()
-            try:
-                await one(index)
-            except Exception as exc:
-                failures.append(f"{'stream' if index % 2 else 'plain'} {index}: {exc!r}")
+            await one(queue.get_nowait())
             done += 1
             if on_progress is not None:
                 on_progress(done)
@@ -137,7 +140,7 @@ async def _load(
 async def test_upstream_failing_30_percent_with_a_fallback_loses_nothing(stack: Stack) -> None:
     httpx.post(f"{stack.stubs['flaky30'][0]}/_reset")
     failures = await _load(stack, "flaky-then-backup", total=150, concurrency=8)
-    assert failures == []
+    assert failures == []  # a 503 is always before the first token: fallback or retry
     stats = stub_stats(stack, "flaky30")
     assert stats["failed"] >= 20  # ~30% of 150 first tries really failed
 
@@ -152,7 +155,13 @@ async def test_upstream_killed_mid_load_loses_nothing(stack: Stack) -> None:
 
     failures = await _load(stack, "survives", total=total, concurrency=8, on_progress=progress)
     assert doomed.poll() is not None, "the upstream was not killed"
-    assert failures == []
+    # Every request that had not received a token when the upstream died was served (by the
+    # fallback). The only failures allowed are streams cut after their tokens began to flow,
+    # which end with an error event by design; at most the ones in flight at that instant.
+    lost = [description for description, had_tokens in failures if not had_tokens]
+    assert lost == []
+    assert len(failures) <= 4, failures
+    print(f"streams cut mid-flow by the kill: {len(failures)}")
     backends = {b["id"]: b for b in httpx.get(f"{stack.base_url}/gateway/backends").json()["data"]}
     assert backends["doomed"]["circuit"]["state"] == "open"
 
