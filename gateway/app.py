@@ -53,14 +53,15 @@ class _FreshUpstreamConnections:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
 
         async def send_closing(message: Any) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
             await send(message)
 
-        return await self.app(scope, receive, send_closing)
+        await self.app(scope, receive, send_closing)
 
 
 app.add_middleware(_FreshUpstreamConnections)
