@@ -16,8 +16,8 @@ from deployments._base import (
     BackendUnavailable,
     Endpoint,
     Health,
-    client_error,
     parse_retry_after,
+    provider_error,
 )
 from deployments._config import AnthropicBackendConfig
 
@@ -33,40 +33,13 @@ def _error_from_sdk(name: str, exc: Exception) -> BackendError:
         )
     if not isinstance(exc, anthropic.APIStatusError):
         return BackendError(f"backend {name!r} failed ({type(exc).__name__})")
-    status = exc.status_code
-    retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
     body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error")
-    if not isinstance(error, dict):
-        error = {}
-    if status in (400, 413, 422):
-        message = str(error.get("message") or f"backend {name!r} rejected the request")
-        code = "context_length_exceeded" if "prompt is too long" in message else None
-        return client_error(message, status=400 if status == 422 else status, code=code)
-    if status in (401, 403):
-        # Never echo the provider's text: it may quote the key or account details.
-        return BackendUnavailable(
-            f"backend {name!r} is misconfigured: the provider rejected its credentials",
-            status=502,
-            code="backend_auth_failed",
-        )
-    if status == 404:
-        return BackendError(
-            f"backend {name!r} is misconfigured: the provider does not know its model or URL",
-            status=502,
-            code="backend_not_found",
-        )
-    if status == 429:
-        return BackendError(
-            f"backend {name!r} is rate limited by its provider",
-            status=429,
-            type="rate_limit_error",
-            code="upstream_rate_limited",
-            retry_after_s=retry_after,
-        )
-    # 500, 529 (overloaded) and the rest: the provider's problem, worth another try.
-    return BackendError(
-        f"backend {name!r} failed upstream (HTTP {status})", status=502, retry_after_s=retry_after
+    error = body.get("error") if isinstance(body.get("error"), dict) else None
+    return provider_error(
+        name,
+        exc.status_code,
+        message=str(error["message"]) if error and error.get("message") else None,
+        retry_after_s=parse_retry_after(exc.response.headers.get("retry-after")),
     )
 
 

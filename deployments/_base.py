@@ -108,7 +108,7 @@ def client_error(
 ) -> BackendError:
     """A request the upstream rejected as invalid: not retryable, shaped as OpenAI does it
     (engines name their types differently, e.g. vLLM's `BadRequestError`)."""
-    if "maximum context length" in message:
+    if "maximum context length" in message or "prompt is too long" in message:
         code = "context_length_exceeded"
     return BackendError(
         message,
@@ -128,6 +128,50 @@ class BackendUnavailable(BackendError):
         kwargs.setdefault("type", "service_unavailable")
         kwargs.setdefault("code", "backend_unavailable")
         super().__init__(message, **kwargs)
+
+
+def provider_error(
+    name: str,
+    status: int,
+    *,
+    message: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+    retry_after_s: float | None = None,
+) -> BackendError:
+    """The one map from a provider's HTTP error status to what the gateway does with it.
+
+    `message`, `param` and `code` are the provider's, used only for the client's own errors
+    (4xx about the request); for the rest the provider's text is never repeated, since it may
+    quote the key or account details.
+    """
+    if status in (400, 413, 422):
+        text = message or f"backend {name!r} rejected the request (HTTP {status})"
+        return client_error(text, status=400 if status == 422 else status, param=param, code=code)
+    if status in (401, 403):
+        return BackendUnavailable(
+            f"backend {name!r} is misconfigured: the provider rejected its credentials",
+            status=502,
+            code="backend_auth_failed",
+        )
+    if status == 404:
+        return BackendError(
+            f"backend {name!r} is misconfigured: the provider does not know its model or URL",
+            status=502,
+            code="backend_not_found",
+        )
+    if status == 429:
+        return BackendError(
+            f"backend {name!r} is rate limited by its provider",
+            status=429,
+            type="rate_limit_error",
+            code="upstream_rate_limited",
+            retry_after_s=retry_after_s,
+        )
+    # 500, 502, 503, 529 (overloaded) and the rest: the provider's problem, worth another try.
+    return BackendError(
+        f"backend {name!r} failed upstream (HTTP {status})", status=502, retry_after_s=retry_after_s
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,55 +14,27 @@ from deployments._base import (
     BackendUnavailable,
     Endpoint,
     Health,
-    client_error,
     parse_retry_after,
+    provider_error,
 )
 from deployments._config import OpenAIBackendConfig
 
-# Upstream statuses that describe the client's request: passed through to the client as is.
-_CLIENT_ERRORS = frozenset({400, 413, 422})
-
 
 def _upstream_error(name: str, response: httpx.Response, content: bytes) -> BackendError:
-    status = response.status_code
-    if status in _CLIENT_ERRORS:
-        status = 400 if status == 422 else status
-        try:
-            error = orjson.loads(content)["error"]
-            message = str(error.get("message") or "invalid request")
-            return client_error(
-                message, status=status, param=error.get("param"), code=error.get("code")
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            return client_error(
-                f"backend {name!r} rejected the request (HTTP {status})", status=status
-            )
-    if status in (401, 403):
-        # Never echo the provider's text: it may quote the key or account details.
-        return BackendUnavailable(
-            f"backend {name!r} is misconfigured: the provider rejected its credentials",
-            status=502,
-            code="backend_auth_failed",
-        )
-    if status == 404:
-        return BackendError(
-            f"backend {name!r} is misconfigured: the provider does not know its model or URL",
-            status=502,
-            code="backend_not_found",
-        )
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
-    if status == 429:
-        return BackendError(
-            f"backend {name!r} is rate limited by its provider",
-            status=429,
-            type="rate_limit_error",
-            code="upstream_rate_limited",
-            retry_after_s=retry_after,
-        )
-    return BackendError(
-        f"backend {name!r} failed upstream (HTTP {status})",
-        status=502,
-        retry_after_s=retry_after,
+    error: dict[str, Any] = {}
+    try:
+        parsed = orjson.loads(content)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            error = parsed["error"]
+    except orjson.JSONDecodeError:
+        pass
+    return provider_error(
+        name,
+        response.status_code,
+        message=str(error["message"]) if error.get("message") else None,
+        param=error["param"] if isinstance(error.get("param"), str) else None,
+        code=error["code"] if isinstance(error.get("code"), str) else None,
+        retry_after_s=parse_retry_after(response.headers.get("retry-after")),
     )
 
 

@@ -104,10 +104,20 @@ def test_upstream_auth_failure_hides_provider_text() -> None:
     assert isinstance(mapped, BackendUnavailable)
 
 
-@pytest.mark.parametrize(("status", "expected"), [(429, 429), (500, 502), (503, 502)])
+@pytest.mark.parametrize(("status", "expected"), [(429, 429), (500, 502), (503, 502), (529, 502)])
 def test_upstream_retryable_statuses(status: int, expected: int) -> None:
     mapped = _upstream_error("b", *response(status, {}))
     assert mapped.status == expected and mapped.retryable
+
+
+@pytest.mark.parametrize("retry_after", ["7", "Wed, 21 Oct 2099 07:28:00 GMT"])
+def test_upstream_retry_after_is_kept(retry_after: str) -> None:
+    status, content = 429, b"{}"
+    upstream = httpx.Response(status, content=content, headers={"retry-after": retry_after})
+    mapped = _upstream_error("b", upstream, content)
+    assert mapped.retry_after_s is not None and mapped.retry_after_s >= 7
+    restored = pickle.loads(pickle.dumps(mapped))  # it crosses Ray handles
+    assert restored.retry_after_s == mapped.retry_after_s and restored.status == 429
 
 
 async def test_coalesce_joins_bursts_and_keeps_order() -> None:
