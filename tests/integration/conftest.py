@@ -116,7 +116,8 @@ def gateway_config(
                 "model": "tiny",
                 "source": str(TINY_MODEL),
                 "accelerator": "cpu",
-                "engine_kwargs": TINY_ENGINE,
+                # Request logging makes the engine log each abort: the cancellation tests read it.
+                "engine_kwargs": {**TINY_ENGINE, "enable_log_requests": True},
                 "deployment": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 1}},
             },
             "upstream": {
@@ -203,7 +204,7 @@ def start_upstream(port: int, key: str, log: Path) -> subprocess.Popen[bytes]:
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(TINY_MODEL), "--served-model-name", "tiny-upstream",
         "--host", "127.0.0.1", "--port", str(port),
-        "--enforce-eager", "--max-model-len", "512",
+        "--enforce-eager", "--max-model-len", "512", "--enable-log-requests",
     ]  # fmt: skip
     # The key goes by environment, not argv: vLLM logs its arguments.
     env = {**os.environ, **ENGINE_ENV, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_API_KEY": key}
