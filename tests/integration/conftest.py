@@ -4,6 +4,7 @@ tiny model, and vLLM's own OpenAI server (subprocess) as an OpenAI-compatible up
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -116,8 +117,7 @@ def gateway_config(
                 "model": "tiny",
                 "source": str(TINY_MODEL),
                 "accelerator": "cpu",
-                # Request logging makes the engine log each abort: the cancellation tests read it.
-                "engine_kwargs": {**TINY_ENGINE, "enable_log_requests": True},
+                "engine_kwargs": TINY_ENGINE,
                 "deployment": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 1}},
             },
             "upstream": {
@@ -199,6 +199,22 @@ def gateway_config(
     }
 
 
+VLLM_LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "ms": {
+            "format": "%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s",
+            "datefmt": "%m-%d %H:%M:%S",
+        }
+    },
+    "handlers": {
+        "out": {"class": "logging.StreamHandler", "formatter": "ms", "stream": "ext://sys.stdout"}
+    },
+    "loggers": {"vllm": {"handlers": ["out"], "level": "INFO", "propagate": False}},
+}
+
+
 def start_upstream(port: int, key: str, log: Path) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -206,8 +222,17 @@ def start_upstream(port: int, key: str, log: Path) -> subprocess.Popen[bytes]:
         "--host", "127.0.0.1", "--port", str(port),
         "--enforce-eager", "--max-model-len", "512", "--enable-log-requests",
     ]  # fmt: skip
-    # The key goes by environment, not argv: vLLM logs its arguments.
-    env = {**os.environ, **ENGINE_ENV, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_API_KEY": key}
+    # The key goes by environment, not argv: vLLM logs its arguments. Request logging, with
+    # millisecond time stamps, makes the server log each abort for the cancellation test.
+    logging_config = log.with_suffix(".logging.json")
+    logging_config.write_text(json.dumps(VLLM_LOGGING))
+    env = {
+        **os.environ,
+        **ENGINE_ENV,
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_API_KEY": key,
+        "VLLM_LOGGING_CONFIG_PATH": str(logging_config),
+    }
     with log.open("wb") as out:
         return subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True

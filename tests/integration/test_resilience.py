@@ -218,8 +218,8 @@ async def test_client_disconnect_cancels_a_non_streamed_upstream_call_within_1s(
 
 
 def _abort_logged_at(log_files: list[Path], since: float) -> float | None:
-    """When vLLM logged "Aborted request(s)" at or after `since` (its log lines carry local
-    time to the millisecond), from any of the files."""
+    """When vLLM logged "Aborted request(s)" at or after `since` (the test stack's logging
+    config stamps local time to the millisecond), from any of the files."""
     stamp = re.compile(r"(\d\d-\d\d \d\d:\d\d:\d\d)(?:[.,](\d{3}))?")
     year = time.localtime(since).tm_year
     for path in log_files:
@@ -228,19 +228,17 @@ def _abort_logged_at(log_files: list[Path], since: float) -> float | None:
                 continue
             when = time.mktime(time.strptime(f"{year}-{match[1]}", "%Y-%m-%d %H:%M:%S"))
             when += int(match[2] or 0) / 1000
-            if when >= since - 1:  # vLLM's own format has whole seconds only
+            if when >= since:
                 return when
     return None
 
 
-@pytest.mark.parametrize("backend", ["tiny", "upstream"])
-def test_client_disconnect_aborts_the_vllm_request_within_1s(stack: Stack, backend: str) -> None:
-    """Through Ray Serve LLM (`tiny`: the handle call is cancelled, LLMServer aborts) and over
-    HTTP to vLLM's OpenAI server (`upstream`: the connection closes, the server aborts)."""
-    import ray
-
+def test_client_disconnect_aborts_the_vllm_request_within_1s(stack: Stack) -> None:
+    """Over HTTP to vLLM's OpenAI server: the gateway closes the connection, the engine aborts
+    the request and logs it. (Inside Ray Serve LLM the engine's request log is not emitted, so
+    the `tiny` path is covered up to the cancelled handle call: the dawdler tests above.)"""
     body = {
-        "model": backend,
+        "model": "upstream",
         "messages": HI,
         "stream": True,
         "max_tokens": 480,
@@ -251,23 +249,18 @@ def test_client_disconnect_aborts_the_vllm_request_within_1s(stack: Stack, backe
         "POST", f"{stack.base_url}/chat/completions", json=body, timeout=60
     ) as response:
         assert response.status_code == 200
-        lines = response.iter_lines()
+        events = (line for line in response.iter_lines() if line)
         for _ in range(3):
-            assert next(lines).startswith("data: ")
+            assert next(events).startswith("data: ")
         left_at = time.time()
-    if backend == "tiny":
-        session = Path(ray._private.worker._global_node.get_session_dir_path())
-        # The engine logs from its Ray worker process (worker-*.err), not the Serve replica log.
-        logs = [p for p in (session / "logs").rglob("*") if p.is_file()]
-    else:
-        logs = [stack.logs / "upstream.log"]
+    logs = [stack.logs / "upstream.log"]
     deadline = time.monotonic() + 5
     aborted = None
     while aborted is None and time.monotonic() < deadline:
         time.sleep(0.2)
         aborted = _abort_logged_at(logs, started)
     assert aborted is not None, "the engine never logged an abort"
-    assert aborted - left_at < 1.0 + (0 if backend == "tiny" else 1)  # whole-second stamps
+    assert aborted - left_at < 1.0
 
 
 @pytest.mark.destructive
