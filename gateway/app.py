@@ -14,20 +14,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import FastAPI, Request
-from pydantic import ValidationError
+from fastapi import Request
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
 
 from deployments import Backend, BackendError, Endpoint
-from deployments.serving import UnavailableBackend, connect_backend, plan_backend
+from deployments.serving import connect_backend, plan_backend
 from gateway.config import GatewayConfig
-from gateway.errors import OpenAIError, from_exception, from_validation_error
-from gateway.protocol import REQUEST_MODELS
+from gateway.errors import OpenAIError, from_exception
+from gateway.http import app, parse_body
 from gateway.relay import relay
 from gateway.resilience import Limits, Resilience, timeout_error
 from gateway.routing import GatewayRouter
+from gateway.status import backend_state, placement, replica_states
 from router import Availability, Decision, RouteConfig, RoutingError
 
 if TYPE_CHECKING:
@@ -37,66 +36,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("ray.serve")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 JSON = "application/json"
-
-app = FastAPI(title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None)
-
-
-class _FreshUpstreamConnections:
-    """Adds `connection: close` to every response, so the proxy in front (Serve's HAProxy
-    ingress) does not reuse its connection to this replica for another request. On a reused
-    connection a client's disconnect never reaches the replica for a non-streamed request
-    (HAProxy only half-closes it), so the upstream work would run on; a fresh localhost
-    connection per request costs ~0.1 ms. HAProxy keeps the client's connection alive."""
-
-    def __init__(self, asgi: Any) -> None:
-        self.app = asgi
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_closing(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
-            await send(message)
-
-        await self.app(scope, receive, send_closing)
-
-
-app.add_middleware(_FreshUpstreamConnections)
-
-
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-    # Unknown paths and wrong methods get OpenAI's shape too, not FastAPI's {"detail": ...}.
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return OpenAIError(exc.status_code, str(exc.detail), code=code).response()
-
-
-@app.exception_handler(Exception)
-async def _internal_error(_: Request, exc: Exception) -> Response:
-    # A bug must still answer in OpenAI's shape, without internals.
-    logger.exception("unhandled error", exc_info=exc)
-    return from_exception(exc).response()
-
-
-def _parse_body(raw: bytes, endpoint: Endpoint) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise OpenAIError(
-            400,
-            "We could not parse the JSON body of your request. The body must be valid JSON.",
-            code="invalid_json",
-        ) from None
-    if not isinstance(data, dict):
-        raise OpenAIError(400, "The request body must be a JSON object.", code="invalid_json")
-    try:
-        REQUEST_MODELS[endpoint].model_validate(data)
-    except ValidationError as exc:
-        raise from_validation_error(exc, data) from None
-    return data
 
 
 def _serve_request_id() -> str:
@@ -188,63 +127,25 @@ class GatewayIngress:
             media_type=JSON,
         )
 
-    def _replica_counts(self) -> dict[str, Any]:
-        """Replica states per backend deployment, from the Serve controller (blocking)."""
-        try:
-            app_name = serve.get_replica_context().app_name
-            deployments = serve.status().applications[app_name].deployments
-        except Exception as exc:  # outside Serve, or the controller is busy
-            return {"error": type(exc).__name__}
-        counts: dict[str, Any] = {}
-        for name in self.backends:
-            deployment = deployments.get(f"backend-{name}")
-            if deployment is not None:
-                counts[name] = {
-                    "status": str(getattr(deployment.status, "value", deployment.status)),
-                    "replicas": {
-                        str(getattr(state, "value", state)): count
-                        for state, count in deployment.replica_states.items()
-                    },
-                }
-        return counts
-
-    def _placement(self, name: str) -> dict[str, Any]:
-        if isinstance(self.backends[name], UnavailableBackend):
-            return {"status": "NOT_DEPLOYED"}
-        if getattr(self.config.backends[name], "in_ingress", False):
-            return {"status": "IN_INGRESS"}
-        return {"status": "UNKNOWN"}
-
     @app.get("/v1/gateway/backends")
     async def backend_states(self) -> Response:
         """Health, circuit state, live latency and replicas of every backend."""
         checked_at, replicas = self._replicas
         if time.monotonic() - checked_at > 2.0:
-            replicas = await asyncio.to_thread(self._replica_counts)
+            replicas = await asyncio.to_thread(replica_states, list(self.backends))
             self._replicas = (time.monotonic(), replicas)
         snapshots = self.routing.snapshots()
-        data = []
-        for name, config in self.config.backends.items():
-            health, stats = self.availability[name], snapshots[name]
-            data.append(
-                {
-                    "id": name,
-                    "kind": config.kind,
-                    "model": config.model,
-                    "health": {"available": health.available, "reason": health.reason or None},
-                    "circuit": self.resilience.describe(name),
-                    "latency": {
-                        "source": stats.source,
-                        "samples": stats.samples,
-                        "ttft_ms": round(stats.ttft_ms, 1),
-                        "ttft_p90_ms": round(stats.ttft_p90_ms, 1),
-                        "tpot_ms": round(stats.tpot_ms, 2),
-                        "tpot_p90_ms": round(stats.tpot_p90_ms, 2),
-                    },
-                    "in_flight": stats.in_flight,
-                    "deployment": replicas.get(name) or self._placement(name),
-                }
+        data = [
+            backend_state(
+                name,
+                config,
+                self.availability[name],
+                snapshots[name],
+                self.resilience.describe(name),
+                replicas.get(name) or placement(config, self.backends[name]),
             )
+            for name, config in self.config.backends.items()
+        ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
     # ---- models ---------------------------------------------------------------------------
@@ -341,7 +242,7 @@ class GatewayIngress:
         """Read, validate and route a request body: what serving and explaining share."""
         # Serve's proxy sets the `x-request-id` response header (the client's, or a new one).
         request_id = _serve_request_id() or request.headers.get("x-request-id") or ""
-        body = _parse_body(await self._read_body(request), endpoint)
+        body = parse_body(await self._read_body(request), endpoint)
         availability = self.resilience.overlay(self.availability)
         decision = await self.routing.decide(
             endpoint, body, request.headers, availability, request_id
