@@ -20,10 +20,13 @@ from starlette.responses import Response, StreamingResponse
 
 from deployments import Backend, BackendError, Endpoint
 from deployments.serving import connect_backend, plan_backend
+from gateway.accounting import Accounting, Trace, key_id, response_text
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError, from_exception
 from gateway.http import app, parse_body
-from gateway.relay import relay
+from gateway.ledger import GROUPS, parse_since
+from gateway.metrics import GatewayMetrics
+from gateway.relay import StreamBooks, relay
 from gateway.resilience import Limits, Resilience, timeout_error
 from gateway.routing import GatewayRouter
 from gateway.status import backend_state, placement, replica_states
@@ -61,6 +64,13 @@ class GatewayIngress:
         }
         self.routing = GatewayRouter(self.config, PROJECT_ROOT)
         self.resilience = Resilience(self.config.backends)
+        self.accounting = Accounting(
+            self.config.backends,
+            self.config.ledger,
+            self.config.request_log,
+            PROJECT_ROOT,
+            GatewayMetrics(),
+        )
         self._replicas: tuple[float, dict[str, Any]] = (0.0, {})
         self.availability: dict[str, Availability] = {
             name: Availability(False, unavailable[name], definite=True)
@@ -89,6 +99,10 @@ class GatewayIngress:
                 fresh[name] = Availability(False, result.reason, definite=previous.definite)
         self.availability = fresh
         self._health_checked_at = time.monotonic()
+        if self.accounting.metrics is not None:
+            self.accounting.metrics.circuits(
+                {name: self.resilience.describe(name)["state"] for name in names}
+            )
 
     async def _refresh_health_forever(self) -> None:
         # Poll fast until every backend has answered once (replicas may still be starting).
@@ -147,6 +161,35 @@ class GatewayIngress:
             for name, config in self.config.backends.items()
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+
+    @app.get("/v1/gateway/usage")
+    async def usage(self, request: Request) -> Response:
+        """Requests, tokens and actual cost from the ledger, grouped, since a time."""
+        group_by = request.query_params.get("group_by", "backend")
+        if group_by not in GROUPS:
+            return OpenAIError(
+                400,
+                f"group_by must be one of {', '.join(GROUPS)}",
+                param="group_by",
+                code="invalid_value",
+            ).response()
+        try:
+            since = parse_since(request.query_params.get("since"))
+        except ValueError as exc:
+            return OpenAIError(400, str(exc), param="since", code="invalid_value").response()
+        ledger = self.accounting.ledger
+        if ledger is None:
+            return OpenAIError(
+                404, "The cost ledger is disabled.", code="ledger_disabled"
+            ).response()
+
+        def totals() -> list[dict[str, Any]]:
+            ledger.flush(1.0)  # include requests that just finished
+            return ledger.totals(group_by, since)
+
+        data = await asyncio.to_thread(totals)
+        body = {"object": "list", "group_by": group_by, "since": since, "data": data}
+        return Response(orjson.dumps(body), media_type=JSON)
 
     # ---- models ---------------------------------------------------------------------------
 
@@ -251,25 +294,46 @@ class GatewayIngress:
 
     async def _handle(self, request: Request, endpoint: Endpoint) -> Response:
         headers: dict[str, str] = {}
+        trace = Trace(
+            request_id=_serve_request_id() or request.headers.get("x-request-id") or "",
+            endpoint=endpoint,
+            stream=False,
+            key_id=key_id(request.headers.get("authorization")),
+        )
         try:
             body, decision = await self._route(request, endpoint)
             headers.update(self.routing.headers(decision))
-            if body.get("stream"):
-                return await self._stream(endpoint, body, decision, headers)
-            return await self._complete(endpoint, body, decision, headers)
+            trace.stream = bool(body.get("stream"))
+            trace.route, trace.task = decision.route, decision.task
+            chosen = decision.chosen_evaluation
+            if chosen is not None:
+                trace.estimated_cost_usd = chosen.estimate.cost_usd
+                trace.estimated_prompt_tokens = chosen.estimate.prompt_tokens
+            if self.accounting.log_bodies:
+                trace.request_body = body
+            if trace.stream:
+                return await self._stream(endpoint, body, decision, headers, trace)
+            return await self._complete(endpoint, body, decision, headers, trace)
         except Exception as exc:
             error = from_exception(exc)
             if error.status >= 500 and not isinstance(
                 exc, BackendError | OpenAIError | RoutingError
             ):
-                logger.exception("request %s failed", _serve_request_id())
+                logger.exception("request %s failed", trace.request_id)
+            trace.status, trace.error_code = error.status, error.code
+            self.accounting.finish(trace)
             return error.response(headers)
 
     def _route_config(self, decision: Decision) -> RouteConfig | None:
         return self.config.routes.get(decision.route) if decision.route else None
 
     async def _complete(
-        self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        decision: Decision,
+        headers: dict[str, str],
+        trace: Trace,
     ) -> Response:
         async def attempt(name: str, limits: Limits) -> dict[str, Any]:
             started = time.perf_counter()
@@ -289,12 +353,30 @@ class GatewayIngress:
             return result
 
         route = self._route_config(decision)
-        result = await self.resilience.first_success(decision, route, headers, attempt)
+        result = await self.resilience.first_success(
+            decision, route, headers, attempt, trace.attempts
+        )
+        trace.backend = trace.attempts[-1]
+        trace.take_usage(result.get("usage"))
+        if self.accounting.log_bodies:
+            trace.response_text = response_text(result)
+        self.accounting.finish(trace)
         return Response(orjson.dumps(result), media_type=JSON, headers=headers)
 
     async def _stream(
-        self, endpoint: Endpoint, body: dict[str, Any], decision: Decision, headers: dict[str, str]
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        decision: Decision,
+        headers: dict[str, str],
+        trace: Trace,
     ) -> Response:
+        # The ledger needs the stream's usage: ask for it, and drop it if the client did not.
+        options = body.get("stream_options") or {}
+        strip_usage = not options.get("include_usage")
+        if strip_usage:
+            body = {**body, "stream_options": {**options, "include_usage": True}}
+
         async def attempt(name: str, limits: Limits) -> AsyncIterator[bytes]:
             started = time.perf_counter()
             self.routing.started(name)
@@ -313,18 +395,23 @@ class GatewayIngress:
                 self.routing.finished(name)
                 raise
             self._mark_up(name)
-            return relay(
-                first,
-                chunks,
+            books = StreamBooks(
                 name=name,
                 routing=self.routing,
                 started=started,
                 total_s=limits.total_s,
                 on_failure=lambda exc: self.resilience.record_failure(name, exc),
+                trace=trace,
+                strip_usage=strip_usage,
+                on_done=self.accounting.finish,
             )
+            return relay(first, chunks, books)
 
         route = self._route_config(decision)
-        stream = await self.resilience.first_success(decision, route, headers, attempt)
+        stream = await self.resilience.first_success(
+            decision, route, headers, attempt, trace.attempts
+        )
+        trace.backend = trace.attempts[-1]
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 

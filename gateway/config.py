@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deployments import BackendConfig, DeploymentOptions
+from gateway.accounting import LedgerConfig, RequestLogConfig
 from router import RoutingConfig
 
 
@@ -45,6 +46,12 @@ class GatewayConfig(RoutingConfig):
     )
     ingress: IngressOptions = Field(
         default_factory=IngressOptions, description="HTTP ingress settings."
+    )
+    ledger: LedgerConfig = Field(
+        default_factory=LedgerConfig, description="Actual cost per request, in SQLite."
+    )
+    request_log: RequestLogConfig = Field(
+        default_factory=RequestLogConfig, description="One JSON line per request."
     )
 
     @model_validator(mode="after")

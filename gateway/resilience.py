@@ -161,6 +161,7 @@ class Resilience:
         route: RouteConfig | None,
         headers: dict[str, str],
         attempt: Callable[[str, Limits], Awaitable[T]],
+        tried: list[str] | None = None,
     ) -> T:
         """Try the decision's backends in order (no waiting), then retry those whose failure
         another try may mend, after a jittered backoff. A client error (4xx) ends it at once."""
@@ -186,6 +187,8 @@ class Resilience:
             if tries[name] > 1:
                 guard.retries += 1
             headers["x-gateway-backend"] = name
+            if tried is not None:
+                tried.append(name)
             try:
                 result = await attempt(name, self.limits(name, route))
             except BackendError as exc:

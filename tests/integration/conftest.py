@@ -58,6 +58,7 @@ class Stack:
     stubs: dict[str, tuple[str, subprocess.Popen[bytes]]]  # name -> (root URL, process)
     secrets: tuple[str, ...]  # every key value the run used
     logs: Path
+    metrics_url: str  # Ray's Prometheus endpoint on this node
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.base_url, api_key="unused", max_retries=0, **kwargs)
@@ -97,6 +98,7 @@ def gateway_config(
     anthropic_url: str = "http://127.0.0.1:9",
     chaos_urls: dict[str, str] | None = None,
     blackhole_url: str = "http://127.0.0.1:9/v1",
+    logs: Path | None = None,
 ) -> dict[str, Any]:
     timed = {
         name: {
@@ -196,6 +198,8 @@ def gateway_config(
         }
         | {"extraction": {"keywords": [r"\bextract\b"]}},
         "ingress": {"max_body_bytes": 65536, "health_check_interval_s": 2},
+        "ledger": {"path": str((logs or Path("var")) / "ledger.sqlite")},
+        "request_log": {"path": str((logs or Path("var")) / "requests.jsonl"), "bodies": True},
     }
 
 
@@ -284,7 +288,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from gateway.app import build_app
 
     logs = tmp_path_factory.mktemp("logs")
-    upstream_port, gateway_port = free_port(), free_port()
+    upstream_port, gateway_port, metrics_port = free_port(), free_port(), free_port()
     upstream_key = "sk-test-" + secrets.token_hex(12)
     anthropic_key = "sk-ant-test-" + secrets.token_hex(12)
     wrong_key = "sk-wrong-" + secrets.token_hex(12)
@@ -317,12 +321,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         anthropic_url,
         urls,
         f"http://127.0.0.1:{blackhole.port}/v1",
+        logs,
     )
     started = time.monotonic()
     try:
         ray.init(
             address="local",
             num_cpus=8,
+            _metrics_export_port=metrics_port,
             include_dashboard=False,
             log_to_driver=False,
             namespace="gateway-tests",
@@ -358,6 +364,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             processes,
             (upstream_key, anthropic_key, wrong_key),
             logs,
+            f"http://127.0.0.1:{metrics_port}/metrics",
         )
     finally:
         try:

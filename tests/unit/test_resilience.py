@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from deployments import BackendError, FakeBackendConfig
-from gateway.relay import relay
+from gateway.relay import StreamBooks, relay
 from gateway.resilience import Limits, Resilience
 from router import (
     Availability,
@@ -249,11 +249,13 @@ async def test_stream_past_its_total_timeout_ends_with_an_error_event() -> None:
         async for chunk in relay(
             b"data: {}\n\n",
             slow(),
-            name="a",
-            routing=routing,  # type: ignore[arg-type]
-            started=time.perf_counter(),
-            total_s=0.2,
-            on_failure=failures.append,
+            StreamBooks(
+                name="a",
+                routing=routing,  # type: ignore[arg-type]
+                started=time.perf_counter(),
+                total_s=0.2,
+                on_failure=failures.append,
+            ),
         )
     ]
     assert 2 <= len(chunks) <= 6
