@@ -23,6 +23,7 @@ from deployments.serving import connect_backend, plan_backend
 from gateway.accounting import Accounting, Trace, key_id, response_text
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError, from_exception
+from gateway.health import HealthMonitor
 from gateway.http import app, parse_body
 from gateway.ledger import GROUPS, parse_since
 from gateway.metrics import GatewayMetrics
@@ -72,59 +73,30 @@ class GatewayIngress:
             GatewayMetrics(),
         )
         self._replicas: tuple[float, dict[str, Any]] = (0.0, {})
-        self.availability: dict[str, Availability] = {
-            name: Availability(False, unavailable[name], definite=True)
-            if name in unavailable
-            else Availability()
-            for name in self.backends
-        }
-        self._health_checked_at = 0.0
-        self._confirmed: set[str] = set()
-        self._health_task = asyncio.get_event_loop().create_task(self._refresh_health_forever())
+        self.health_monitor = HealthMonitor(
+            self.backends,
+            unavailable,
+            self.config.ingress.health_check_interval_s,
+            self._publish_circuits,
+        )
+        self._health_task = self.health_monitor.start()
 
     # ---- health ---------------------------------------------------------------------------
 
-    async def _refresh_health(self) -> None:
-        names = list(self.backends)
-        results = await asyncio.gather(*(self.backends[n].health() for n in names))
-        fresh: dict[str, Availability] = {}
-        for name, result in zip(names, results, strict=True):
-            previous = self.availability[name]
-            if result.available:
-                self._confirmed.add(name)
-            if result.available or (name not in self._confirmed and not previous.definite):
-                # Until a backend has answered once, a failed probe means "still starting".
-                fresh[name] = Availability()
-            else:
-                fresh[name] = Availability(False, result.reason, definite=previous.definite)
-        self.availability = fresh
-        self._health_checked_at = time.monotonic()
+    @property
+    def availability(self) -> dict[str, Availability]:
+        return self.health_monitor.availability
+
+    def _publish_circuits(self, names: list[str]) -> None:
         if self.accounting.metrics is not None:
             self.accounting.metrics.circuits(
                 {name: self.resilience.describe(name)["state"] for name in names}
             )
 
-    async def _refresh_health_forever(self) -> None:
-        # Poll fast until every backend has answered once (replicas may still be starting).
-        interval = 1.0
-        while True:
-            await asyncio.sleep(interval)
-            if all(n in self._confirmed or s.definite for n, s in self.availability.items()):
-                interval = self.config.ingress.health_check_interval_s
-            try:
-                await self._refresh_health()
-            except Exception:  # keep refreshing; one bad round must not stop the loop
-                logger.exception("backend health refresh failed")
-
-    def _mark_up(self, name: str) -> None:
-        """A backend that just answered is up, whatever the last probe said."""
-        if not self.availability[name].available:
-            self.availability = {**self.availability, name: Availability()}
-
     @app.get("/health")
     async def health(self) -> Response:
-        if time.monotonic() - self._health_checked_at > 1.0:
-            await self._refresh_health()
+        if time.monotonic() - self.health_monitor.checked_at > 1.0:
+            await self.health_monitor.refresh()
         backends = {
             name: {
                 "available": state.available,
@@ -345,7 +317,7 @@ class GatewayIngress:
                 raise timeout_error(name, "the answer", limits.total_s) from None
             finally:
                 self.routing.finished(name)
-            self._mark_up(name)
+            self.health_monitor.mark_up(name)
             usage = result.get("usage") or {}
             tokens = usage.get("completion_tokens")
             if isinstance(tokens, int):
@@ -394,7 +366,7 @@ class GatewayIngress:
             except BaseException:
                 self.routing.finished(name)
                 raise
-            self._mark_up(name)
+            self.health_monitor.mark_up(name)
             books = StreamBooks(
                 name=name,
                 routing=self.routing,
