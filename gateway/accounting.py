@@ -78,6 +78,7 @@ class Trace:
     attempts: list[str] = field(default_factory=list)
     experiment: str | None = None
     arm: str | None = None
+    template: str | None = None
     status: int = 200
     error_code: str | None = None
     prompt_tokens: int | None = None

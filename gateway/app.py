@@ -277,6 +277,7 @@ class GatewayIngress:
             headers.update(self.routing.headers(decision))
             trace.stream = bool(body.get("stream"))
             trace.route, trace.task = decision.route, decision.task
+            trace.template = decision.template
             chosen = decision.chosen_evaluation
             if chosen is not None:
                 trace.estimated_cost_usd = chosen.estimate.cost_usd

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from deployments import BackendConfig, DeploymentOptions
 from gateway.accounting import LedgerConfig, RequestLogConfig
+from gateway.templates import PromptTemplate, resolve
 from router import RoutingConfig
 
 
@@ -53,6 +54,9 @@ class GatewayConfig(RoutingConfig):
     request_log: RequestLogConfig = Field(
         default_factory=RequestLogConfig, description="One JSON line per request."
     )
+    prompt_templates: dict[str, PromptTemplate] = Field(
+        default_factory=dict, description="Name -> versioned prompt template."
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:
@@ -64,6 +68,11 @@ class GatewayConfig(RoutingConfig):
             f"routes.{name}: name is also a backend; route and backend names must differ"
             for name in self.routes
             if name in self.backends
+        ]
+        problems += [
+            f"routes.{name}.template: unknown prompt template {route.template!r}"
+            for name, route in self.routes.items()
+            if route.template and resolve(self.prompt_templates, route.template) is None
         ]
         if problems:
             raise ValueError("\n".join(problems))

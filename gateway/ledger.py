@@ -23,6 +23,7 @@ COLUMNS = (
     "backend",
     "experiment",
     "arm",
+    "template",
     "status",
     "stream",
     "prompt_tokens",
@@ -33,7 +34,14 @@ COLUMNS = (
     "ttft_ms",
     "latency_ms",
 )
-GROUPS = {"backend": "backend", "route": "route", "key": "key_id", "task": "task", "arm": "arm"}
+GROUPS = {
+    "backend": "backend",
+    "route": "route",
+    "key": "key_id",
+    "task": "task",
+    "arm": "arm",
+    "template": "template",
+}
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS requests (
     {", ".join(COLUMNS)},

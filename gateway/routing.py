@@ -16,6 +16,7 @@ from deployments import Endpoint
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError
 from gateway.profiles import profile_for
+from gateway.templates import apply as apply_template
 from router import (
     Availability,
     BackendStats,
@@ -95,9 +96,19 @@ class GatewayRouter:
                 param="routing.task",
                 code="invalid_routing_hint",
             )
-        text = prompt_text(endpoint, body)
         model = body.get("model")
-        if self.router.resolve_target(model)[0] == "backend":
+        kind, target = self.router.resolve_target(model)
+        template_ref = hints.template or (
+            self.config.routes[target].template if kind == "route" else None
+        )
+        applied = None
+        if template_ref is not None:
+            variables = dict(hints.variables)
+            applied = apply_template(
+                self.config.prompt_templates, template_ref, endpoint, body, variables
+            )
+        text = prompt_text(endpoint, body)
+        if kind == "backend":
             # A backend named directly is not routed: skip the classifier's ~14 ms.
             task = self.classifier.classify("", hints.task)
         elif hints.task is None and self.classifier.uses_embeddings:
@@ -114,7 +125,8 @@ class GatewayRouter:
             task_similarity=task.similarity,
             seed=zlib.crc32(request_id.encode()) if request_id else time.monotonic_ns(),
         )
-        return self.router.decide(model, availability, summary, self.snapshots())
+        decision = self.router.decide(model, availability, summary, self.snapshots())
+        return replace(decision, template=applied) if applied else decision
 
     def snapshots(self) -> dict[str, LatencySnapshot]:
         result = {}
@@ -155,6 +167,8 @@ class GatewayRouter:
             headers["x-gateway-predicted-latency-ms"] = f"{chosen.estimate.latency_ms:.1f}"
         if decision.budget_infeasible:
             headers["x-gateway-budget-infeasible"] = "true"
+        if decision.template:
+            headers["x-gateway-template"] = decision.template
         return headers
 
     @staticmethod
@@ -170,6 +184,7 @@ class GatewayRouter:
             "chosen": decision.chosen,
             "attempts": list(decision.attempts),
             "budget_infeasible": decision.budget_infeasible,
+            "template": decision.template,
             "candidates": [
                 {
                     "backend": e.backend,

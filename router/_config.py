@@ -72,6 +72,11 @@ class RouteConfig(_Strict):
     total_timeout_s: float | None = Field(
         default=None, gt=0, description="Overrides the backends' `timeouts.total_s`."
     )
+    template: str | None = Field(
+        default=None,
+        description="Prompt template (`name` or `name@version`) applied to this route's "
+        "requests unless a request names its own (`routing.template`).",
+    )
 
     @field_validator("policy")
     @classmethod

@@ -21,13 +21,17 @@ class RoutingHints:
     latency_budget_ms: float | None = None
     task: str | None = None
     max_cost_usd: float | None = None
+    template: str | None = None  # prompt template, `name` or `name@version`
+    variables: tuple[tuple[str, str], ...] = ()  # the template's variables, sorted
 
 
 _HEADERS = {
     "latency_budget_ms": "x-latency-budget-ms",
     "task": "x-task",
     "max_cost_usd": "x-max-cost-usd",
+    "template": "x-prompt-template",
 }
+_BODY_ONLY = {"variables"}
 
 
 def _positive_number(field: str, value: Any, *, from_header: bool) -> float:
@@ -49,7 +53,7 @@ def parse_hints(routing: Any, headers: Mapping[str, str]) -> RoutingHints:
         routing = {}
     if not isinstance(routing, dict):
         raise HintError("routing", "'routing' must be an object")
-    unknown = set(routing) - set(_HEADERS)
+    unknown = set(routing) - set(_HEADERS) - _BODY_ONLY
     if unknown:
         raise HintError(
             f"routing.{sorted(unknown)[0]}", f"unknown routing hint {sorted(unknown)[0]!r}"
@@ -65,9 +69,19 @@ def parse_hints(routing: Any, headers: Mapping[str, str]) -> RoutingHints:
         if key in values:
             raw, field, from_header = values[key]
             parsed[key] = _positive_number(field, raw, from_header=from_header)
-    if "task" in values:
-        raw, field, _ = values["task"]
-        if not isinstance(raw, str) or not raw.strip():
-            raise HintError(field, f"'{field}' must be a non-empty string")
-        parsed["task"] = raw.strip()
+    for key in ("task", "template"):
+        if key in values:
+            raw, field, _ = values[key]
+            if not isinstance(raw, str) or not raw.strip():
+                raise HintError(field, f"'{field}' must be a non-empty string")
+            parsed[key] = raw.strip()
+    variables = routing.get("variables")
+    if variables is not None:
+        if not isinstance(variables, dict) or not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in variables.values()
+        ):
+            raise HintError(
+                "routing.variables", "'routing.variables' must map names to strings or numbers"
+            )
+        parsed["variables"] = tuple(sorted((str(k), str(v)) for k, v in variables.items()))
     return RoutingHints(**parsed)

@@ -109,6 +109,7 @@ class Decision:
     task_similarity: float | None = None
     budget_infeasible: bool = False
     scores: Mapping[str, float] = field(default_factory=dict)  # eligible backend -> score
+    template: str | None = None  # prompt template applied by the caller, `name@version`
 
     @property
     def chosen_evaluation(self) -> Evaluation | None:
