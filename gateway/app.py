@@ -23,6 +23,7 @@ from deployments.serving import connect_backend, plan_backend
 from gateway.accounting import Accounting, Trace, key_id, response_text
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError, from_exception
+from gateway.feedback import record_feedback
 from gateway.health import HealthMonitor
 from gateway.http import app, parse_body
 from gateway.ledger import GROUPS, parse_since
@@ -162,6 +163,11 @@ class GatewayIngress:
         data = await asyncio.to_thread(totals)
         body = {"object": "list", "group_by": group_by, "since": since, "data": data}
         return Response(orjson.dumps(body), media_type=JSON)
+
+    @app.post("/v1/feedback")
+    async def feedback(self, request: Request) -> Response:
+        """Record an outcome against a request id (`x-request-id` of its response)."""
+        return await record_feedback(await self._read_body(request), self.accounting.ledger)
 
     # ---- models ---------------------------------------------------------------------------
 

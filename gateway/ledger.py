@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS requests (
     PRIMARY KEY (request_id, ts)
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+CREATE TABLE IF NOT EXISTS feedback (request_id, ts, score REAL, label, comment);
+CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
 """
 _STOP = object()
 
@@ -129,6 +131,31 @@ class Ledger:
             }
             for name, count, prompt, completion, cost, estimated, errors in rows
         ]
+
+    def add_feedback(
+        self, request_id: str, score: float, label: str | None, comment: str | None
+    ) -> bool:
+        """Attach an outcome to a logged request; False if no such request (blocking)."""
+        self.flush(2.0)
+        with self._connect() as db:
+            known = db.execute(
+                "SELECT 1 FROM requests WHERE request_id = ? LIMIT 1", (request_id,)
+            ).fetchone()
+            if known is None:
+                return False
+            db.execute(
+                "INSERT INTO feedback VALUES (?, ?, ?, ?, ?)",
+                (request_id, time.time(), score, label, comment),
+            )
+        return True
+
+    def feedback(self, request_id: str) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            found = db.execute(
+                "SELECT score, label, comment, ts FROM feedback WHERE request_id = ? ORDER BY ts",
+                (request_id,),
+            ).fetchall()
+        return [{"score": s, "label": lb, "comment": c, "ts": ts} for s, lb, c, ts in found]
 
     def rows(self, since: float | None = None) -> list[dict[str, Any]]:
         """Every row since a Unix time, oldest first (reports, tests)."""

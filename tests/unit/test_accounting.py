@@ -181,3 +181,27 @@ async def test_relay_finds_usage_split_across_chunks_and_hides_it() -> None:
     assert out == TOKEN + b"\n\ndata: [DONE]\n\n"  # whole events, usage hidden
     assert done == [trace] and trace.usage_source == "upstream"
     assert (trace.prompt_tokens, trace.completion_tokens) == (3, 2)
+
+
+async def test_feedback_attaches_to_a_known_request_only(tmp_path: Path) -> None:
+    from gateway.feedback import record_feedback
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.add({"ts": time.time(), "request_id": "req-9", "backend": "a", "status": 200})
+    ok = await record_feedback(
+        orjson.dumps({"request_id": "req-9", "score": 4, "label": "good"}), ledger
+    )
+    assert ok.status_code == 200 and orjson.loads(ok.body)["recorded"] is True
+    assert ledger.feedback("req-9")[0]["score"] == 4.0
+    unknown = await record_feedback(orjson.dumps({"request_id": "nope", "score": 1}), ledger)
+    assert unknown.status_code == 404
+    assert orjson.loads(unknown.body)["error"]["code"] == "request_not_found"
+    for bad, param in (
+        ({"score": 1}, "request_id"),
+        ({"request_id": "req-9", "score": "5"}, "score"),
+        ({"request_id": "req-9", "score": True}, "score"),
+    ):
+        response = await record_feedback(orjson.dumps(bad), ledger)
+        assert response.status_code == 400
+        assert orjson.loads(response.body)["error"]["param"] == param
+    ledger.close()
