@@ -1,10 +1,16 @@
-"""Command line: `python -m gateway check configs/local.yaml` validates a config file the way
-the deploy will (plus duplicate YAML keys, which `serve run` itself silently merges)."""
+"""Command line.
+
+`python -m gateway check configs/local.yaml` validates a config file the way the deploy will
+(plus duplicate YAML keys, which `serve run` itself silently merges).
+`python -m gateway report --experiment ab1 [--since 7d] [--format table|json|html]` reports an
+A/B experiment from the cost ledger (`--ledger PATH`, or the one `--config` names).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig
 
@@ -14,7 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate a Serve config file")
     check.add_argument("paths", nargs="+")
+    report = commands.add_parser("report", help="report an A/B experiment from the ledger")
+    report.add_argument("--experiment", required=True)
+    report.add_argument("--since", default=None, help="Unix time, ISO 8601 or e.g. 7d")
+    report.add_argument("--format", choices=("table", "json", "html"), default="table")
+    report.add_argument("--ledger", default=None, help="SQLite ledger file")
+    report.add_argument("--config", default="configs/local.yaml", help="config naming the ledger")
+    report.add_argument("--output", default=None, help="write here instead of stdout")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return _report(args)
     failed = False
     for path in args.paths:
         try:
@@ -25,6 +40,45 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{path}: ok ({len(config.backends)} backends, {len(config.routes)} routes)")
     return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import orjson
+
+    from gateway.app import PROJECT_ROOT
+    from gateway.ledger import Ledger, parse_since
+    from gateway.report import build, render_html, render_table
+
+    if args.ledger:
+        path = Path(args.ledger)
+    else:
+        try:
+            path = PROJECT_ROOT / GatewayConfig.load(args.config).ledger.path
+        except ConfigError as exc:
+            print(f"{args.config}: {exc}", file=sys.stderr)
+            return 2
+    if not path.exists():
+        print(f"no ledger at {path}", file=sys.stderr)
+        return 2
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    ledger = Ledger(path)
+    result = build(ledger, args.experiment, since)
+    ledger.close()
+    if args.format == "json":
+        text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+    elif args.format == "html":
+        text = render_html(result)
+    else:
+        text = render_table(result)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ class Trace:
     experiment: str | None = None
     arm: str | None = None
     template: str | None = None
+    shadow_of: str | None = None  # a shadow request's primary
     status: int = 200
     error_code: str | None = None
     prompt_tokens: int | None = None

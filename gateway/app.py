@@ -31,6 +31,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.relay import StreamBooks, relay
 from gateway.resilience import Limits, Resilience, timeout_error
 from gateway.routing import GatewayRouter
+from gateway.shadow import run_shadow
 from gateway.status import backend_state, placement, replica_states
 from router import Availability, Decision, RouteConfig, RoutingError
 
@@ -74,6 +75,7 @@ class GatewayIngress:
             GatewayMetrics(),
         )
         self._replicas: tuple[float, dict[str, Any]] = (0.0, {})
+        self._shadows: set[asyncio.Task[None]] = set()
         self.health_monitor = HealthMonitor(
             self.backends,
             unavailable,
@@ -284,12 +286,14 @@ class GatewayIngress:
             trace.stream = bool(body.get("stream"))
             trace.route, trace.task = decision.route, decision.task
             trace.template = decision.template
+            trace.experiment, trace.arm = decision.experiment, decision.arm
             chosen = decision.chosen_evaluation
             if chosen is not None:
                 trace.estimated_cost_usd = chosen.estimate.cost_usd
                 trace.estimated_prompt_tokens = chosen.estimate.prompt_tokens
             if self.accounting.log_bodies:
                 trace.request_body = body
+            self._start_shadow(decision, endpoint, body, trace)
             if trace.stream:
                 return await self._stream(endpoint, body, decision, headers, trace)
             return await self._complete(endpoint, body, decision, headers, trace)
@@ -302,6 +306,18 @@ class GatewayIngress:
             trace.status, trace.error_code = error.status, error.code
             self.accounting.finish(trace)
             return error.response(headers)
+
+    def _start_shadow(
+        self, decision: Decision, endpoint: Endpoint, body: dict[str, Any], trace: Trace
+    ) -> None:
+        experiment = self.config.experiments.get(decision.experiment or "")
+        if experiment is None or experiment.shadow is None:
+            return
+        name = experiment.shadow
+        shadow = run_shadow(name, self.backends[name], endpoint, body, trace, self.accounting)
+        task = asyncio.get_running_loop().create_task(shadow)
+        self._shadows.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._shadows.discard)
 
     def _route_config(self, decision: Decision) -> RouteConfig | None:
         return self.config.routes.get(decision.route) if decision.route else None

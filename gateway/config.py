@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from deployments import BackendConfig, DeploymentOptions
 from gateway.accounting import LedgerConfig, RequestLogConfig
+from gateway.experiments import ExperimentConfig
 from gateway.templates import PromptTemplate, resolve
 from router import RoutingConfig
 
@@ -57,6 +58,9 @@ class GatewayConfig(RoutingConfig):
     prompt_templates: dict[str, PromptTemplate] = Field(
         default_factory=dict, description="Name -> versioned prompt template."
     )
+    experiments: dict[str, ExperimentConfig] = Field(
+        default_factory=dict, description="Name -> A/B experiment on a route."
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:
@@ -74,9 +78,36 @@ class GatewayConfig(RoutingConfig):
             for name, route in self.routes.items()
             if route.template and resolve(self.prompt_templates, route.template) is None
         ]
+        problems += self._experiment_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _experiment_problems(self) -> list[str]:
+        problems: list[str] = []
+        routes_taken: dict[str, str] = {}
+        for name, experiment in self.experiments.items():
+            path = f"experiments.{name}"
+            if experiment.route not in self.routes:
+                problems.append(f"{path}.route: unknown route {experiment.route!r}")
+            elif experiment.route in routes_taken:
+                problems.append(
+                    f"{path}.route: route {experiment.route!r} already has experiment "
+                    f"{routes_taken[experiment.route]!r}"
+                )
+            routes_taken[experiment.route] = name
+            if experiment.shadow and experiment.shadow not in self.backends:
+                problems.append(f"{path}.shadow: unknown backend {experiment.shadow!r}")
+            for arm_name, arm in experiment.arms.items():
+                if arm.backend and arm.backend not in self.backends:
+                    problems.append(
+                        f"{path}.arms.{arm_name}.backend: unknown backend {arm.backend!r}"
+                    )
+                if arm.template and resolve(self.prompt_templates, arm.template) is None:
+                    problems.append(
+                        f"{path}.arms.{arm_name}.template: unknown prompt template {arm.template!r}"
+                    )
+        return problems
 
     @classmethod
     def load(cls, source: GatewayConfig | dict[str, Any] | str | Path) -> GatewayConfig:

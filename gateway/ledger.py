@@ -157,6 +157,14 @@ class Ledger:
             ).fetchall()
         return [{"score": s, "label": lb, "comment": c, "ts": ts} for s, lb, c, ts in found]
 
+    def feedback_scores(self) -> dict[str, float]:
+        """Mean feedback score per request id."""
+        with self._connect() as db:
+            found = db.execute(
+                "SELECT request_id, AVG(score) FROM feedback GROUP BY request_id"
+            ).fetchall()
+        return {request_id: float(score) for request_id, score in found}
+
     def rows(self, since: float | None = None) -> list[dict[str, Any]]:
         """Every row since a Unix time, oldest first (reports, tests)."""
         with self._connect() as db:

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from deployments import Endpoint
+from gateway.accounting import key_id
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError
+from gateway.experiments import Assignment, Experiments
 from gateway.profiles import profile_for
 from gateway.templates import apply as apply_template
 from router import (
@@ -24,6 +26,7 @@ from router import (
     Embedder,
     HintError,
     LatencySnapshot,
+    NoBackendAvailable,
     RequestSummary,
     Router,
     TaskClassifier,
@@ -73,6 +76,7 @@ class GatewayRouter:
 
             embed = MiniLMEmbedder()
         self.classifier = TaskClassifier(config, embed)
+        self.experiments = Experiments(config.experiments)
 
     # ---- deciding ---------------------------------------------------------------------------
 
@@ -98,8 +102,15 @@ class GatewayRouter:
             )
         model = body.get("model")
         kind, target = self.router.resolve_target(model)
-        template_ref = hints.template or (
-            self.config.routes[target].template if kind == "route" else None
+        assignment = None
+        if kind == "route":
+            client_key = key_id(headers.get("authorization"))
+            assignment = self.experiments.assign(target, body, headers, client_key, request_id)
+        # An arm's template is its treatment; else the request's, else the route's.
+        template_ref = (
+            (assignment.template if assignment else None)
+            or hints.template
+            or (self.config.routes[target].template if kind == "route" else None)
         )
         applied = None
         if template_ref is not None:
@@ -125,8 +136,37 @@ class GatewayRouter:
             task_similarity=task.similarity,
             seed=zlib.crc32(request_id.encode()) if request_id else time.monotonic_ns(),
         )
-        decision = self.router.decide(model, availability, summary, self.snapshots())
+        decision = self._decide(model, target, assignment, availability, summary)
+        if assignment is not None:
+            decision = replace(decision, experiment=assignment.experiment, arm=assignment.arm)
         return replace(decision, template=applied) if applied else decision
+
+    def _decide(
+        self,
+        model: str | None,
+        route: str,
+        assignment: Assignment | None,
+        availability: Mapping[str, Availability],
+        summary: RequestSummary,
+    ) -> Decision:
+        snapshots = self.snapshots()
+        if assignment is None or assignment.backend is None:
+            return self.router.decide(model, availability, summary, snapshots)
+        try:
+            arm = self.router.decide(assignment.backend, availability, summary, snapshots)
+        except NoBackendAvailable:  # the arm's backend is down: the route serves as usual
+            return self.router.decide(model, availability, summary, snapshots)
+        fallbacks = tuple(
+            name
+            for name in self.config.routes[route].fallbacks
+            if name != assignment.backend and availability.get(name, Availability()).available
+        )
+        return replace(
+            arm,
+            route=route,
+            policy=f"experiment:{assignment.experiment}",
+            attempts=(assignment.backend, *fallbacks),
+        )
 
     def snapshots(self) -> dict[str, LatencySnapshot]:
         result = {}
@@ -169,6 +209,8 @@ class GatewayRouter:
             headers["x-gateway-budget-infeasible"] = "true"
         if decision.template:
             headers["x-gateway-template"] = decision.template
+        if decision.experiment:
+            headers["x-gateway-experiment"] = f"{decision.experiment}/{decision.arm}"
         return headers
 
     @staticmethod
@@ -185,6 +227,8 @@ class GatewayRouter:
             "attempts": list(decision.attempts),
             "budget_infeasible": decision.budget_infeasible,
             "template": decision.template,
+            "experiment": decision.experiment,
+            "arm": decision.arm,
             "candidates": [
                 {
                     "backend": e.backend,

@@ -2,6 +2,7 @@
 
 from router._config import BalanceWeights, RouteConfig, RoutingConfig, TaskConfig
 from router._estimate import Estimate
+from router._experiments import assign_arm, unit_hash
 from router._hints import HintError, RoutingHints, parse_hints
 from router._policies import (
     Balanced,
@@ -77,9 +78,11 @@ __all__ = [
     "TaskDecision",
     "Weighted",
     "approximate_tokens",
+    "assign_arm",
     "available_policies",
     "parse_hints",
     "policy_class",
     "register_policy",
     "retry_delay",
+    "unit_hash",
 ]

@@ -110,6 +110,8 @@ class Decision:
     budget_infeasible: bool = False
     scores: Mapping[str, float] = field(default_factory=dict)  # eligible backend -> score
     template: str | None = None  # prompt template applied by the caller, `name@version`
+    experiment: str | None = None  # A/B experiment and arm the caller assigned
+    arm: str | None = None
 
     @property
     def chosen_evaluation(self) -> Evaluation | None:
