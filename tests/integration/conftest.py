@@ -182,6 +182,7 @@ def gateway_config(
             "budget": {"policy": "cheapest", "candidates": ["slow-cheap", "fast-dear"]},
             "by-task": {"policy": "ordered", "candidates": ["coder", "echo"]},
             "survives": {"candidates": ["doomed"], "fallbacks": ["backup"]},
+            "ab-route": {"candidates": ["fast-dear"]},
             "flaky-then-backup": {"candidates": ["flaky30"], "fallbacks": ["backup"]},
             "engine-then-upstream": {"candidates": ["tiny"], "fallbacks": ["upstream"]},
             "claude-then-echo": {"candidates": ["claude"], "fallbacks": ["echo"]},
@@ -198,6 +199,17 @@ def gateway_config(
         }
         | {"extraction": {"keywords": [r"\bextract\b"]}},
         "ingress": {"max_body_bytes": 65536, "health_check_interval_s": 2},
+        "experiments": {
+            "ab": {
+                "route": "ab-route",
+                "sticky_by": "user",
+                "arms": {
+                    "fast": {"backend": "fast-dear", "weight": 0.5},
+                    "cheap": {"backend": "slow-cheap", "weight": 0.5},
+                },
+                "shadow": "backup",
+            }
+        },
         "ledger": {"path": str((logs or Path("var")) / "ledger.sqlite")},
         "request_log": {"path": str((logs or Path("var")) / "requests.jsonl"), "bodies": True},
     }

@@ -32,6 +32,10 @@ def test_requests_tokens_cost_and_latency_are_exported(stack: Stack) -> None:
             f"{stack.base_url}/chat/completions", json={**body, "stream": stream}, timeout=30
         )
         assert response.status_code == 200
+    for user in ("metrics-1", "metrics-2"):  # an experiment's arms are counted too
+        experiment = {**body, "model": "ab-route", "user": user}
+        response = httpx.post(f"{stack.base_url}/chat/completions", json=experiment, timeout=30)
+        assert response.status_code == 200
     text, deadline = "", time.monotonic() + 60
     while time.monotonic() < deadline:  # Ray's agent exports every few seconds
         text = httpx.get(stack.metrics_url, timeout=10).text
@@ -46,3 +50,4 @@ def test_requests_tokens_cost_and_latency_are_exported(stack: Stack) -> None:
     assert _value(text, "ray_gateway_ttft_ms_count", backend="fast-dear") >= 1
     assert _value(text, "ray_gateway_latency_ms_count", backend="fast-dear") >= 2
     assert re.search(r'^ray_gateway_circuit_state\{.*backend="fast-dear"', text, re.M)
+    assert _value(text, "ray_gateway_experiment_arms_total", experiment="ab") >= 2
