@@ -23,10 +23,9 @@ from deployments.serving import connect_backend, plan_backend
 from gateway.accounting import Accounting, Trace, key_id, response_text
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError, from_exception
-from gateway.feedback import record_feedback
+from gateway.feedback import record_feedback, usage_totals
 from gateway.health import HealthMonitor
 from gateway.http import app, parse_body
-from gateway.ledger import GROUPS, parse_since
 from gateway.metrics import GatewayMetrics
 from gateway.relay import StreamBooks, relay
 from gateway.resilience import Limits, Resilience, timeout_error
@@ -140,31 +139,7 @@ class GatewayIngress:
     @app.get("/v1/gateway/usage")
     async def usage(self, request: Request) -> Response:
         """Requests, tokens and actual cost from the ledger, grouped, since a time."""
-        group_by = request.query_params.get("group_by", "backend")
-        if group_by not in GROUPS:
-            return OpenAIError(
-                400,
-                f"group_by must be one of {', '.join(GROUPS)}",
-                param="group_by",
-                code="invalid_value",
-            ).response()
-        try:
-            since = parse_since(request.query_params.get("since"))
-        except ValueError as exc:
-            return OpenAIError(400, str(exc), param="since", code="invalid_value").response()
-        ledger = self.accounting.ledger
-        if ledger is None:
-            return OpenAIError(
-                404, "The cost ledger is disabled.", code="ledger_disabled"
-            ).response()
-
-        def totals() -> list[dict[str, Any]]:
-            ledger.flush(1.0)  # include requests that just finished
-            return ledger.totals(group_by, since)
-
-        data = await asyncio.to_thread(totals)
-        body = {"object": "list", "group_by": group_by, "since": since, "data": data}
-        return Response(orjson.dumps(body), media_type=JSON)
+        return await usage_totals(request.query_params, self.accounting.ledger)
 
     @app.post("/v1/feedback")
     async def feedback(self, request: Request) -> Response:

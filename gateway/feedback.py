@@ -1,17 +1,19 @@
-"""`POST /v1/feedback`: an outcome (score, label, comment) recorded against a request id."""
+"""The ledger's two HTTP faces: `POST /v1/feedback` (an outcome recorded against a request id)
+and `GET /v1/gateway/usage` (totals)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response
 
 from gateway.errors import OpenAIError, from_validation_error
-from gateway.ledger import Ledger
+from gateway.ledger import GROUPS, Ledger, parse_since
 
 
 class FeedbackRequest(BaseModel):
@@ -56,4 +58,29 @@ async def record_feedback(raw: bytes, ledger: Ledger | None) -> Response:
             code="request_not_found",
         ).response()
     body = {"object": "feedback", "request_id": feedback.request_id, "recorded": True}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def usage_totals(query: Mapping[str, str], ledger: Ledger | None) -> Response:
+    group_by = query.get("group_by", "backend")
+    if group_by not in GROUPS:
+        return OpenAIError(
+            400,
+            f"group_by must be one of {', '.join(GROUPS)}",
+            param="group_by",
+            code="invalid_value",
+        ).response()
+    try:
+        since = parse_since(query.get("since"))
+    except ValueError as exc:
+        return OpenAIError(400, str(exc), param="since", code="invalid_value").response()
+    if ledger is None:
+        return OpenAIError(404, "The cost ledger is disabled.", code="ledger_disabled").response()
+
+    def totals() -> list[dict[str, Any]]:
+        ledger.flush(1.0)  # include requests that just finished
+        return ledger.totals(group_by, since)
+
+    data = await asyncio.to_thread(totals)
+    body = {"object": "list", "group_by": group_by, "since": since, "data": data}
     return Response(orjson.dumps(body), media_type="application/json")
