@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import time
@@ -53,6 +54,16 @@ async def test_two_arm_experiment_end_to_end(stack: Stack) -> None:
             f"{stack.base_url}/feedback", json={"request_id": "no-such-request", "score": 1}
         )
         assert unknown.status_code == 404
+
+    # Each score sits on the request it was sent for, next to that request's arm.
+    with sqlite3.connect(stack.logs / "ledger.sqlite") as db:
+        for _, experiment, request_id in results[:10]:
+            arm, score = db.execute(
+                "SELECT r.arm, f.score FROM requests r JOIN feedback f USING (request_id) "
+                "WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+            assert f"ab/{arm}" == experiment and score == (5 if arm == "fast" else 2)
 
     report = subprocess.run(
         [sys.executable, "-m", "gateway", "report", "--experiment", "ab", "--format", "json",
