@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,9 @@ class Trace:
             self.usage_source = "upstream"
 
 
+_TRACE_FIELDS = tuple(f.name for f in fields(Trace))
+
+
 def response_text(result: dict[str, Any]) -> str:
     choices = result.get("choices") or []
     parts = []
@@ -154,7 +157,7 @@ class Accounting:
                 trace.cost_usd = self.cost(trace.backend, trace.prompt_tokens, completion)
             if self.metrics is not None:
                 self.metrics.record(trace)
-            row = asdict(trace)
+            row = {name: getattr(trace, name) for name in _TRACE_FIELDS}  # shallow, unlike asdict
             if self.ledger is not None:
                 self.ledger.add(row)
             if self.log is not None:

@@ -82,8 +82,18 @@ class GatewayIngress:
             self._publish_circuits,
         )
         self._health_task = self.health_monitor.start()
+        self._metrics_task = asyncio.get_event_loop().create_task(self._flush_metrics_forever())
 
     # ---- health ---------------------------------------------------------------------------
+
+    async def _flush_metrics_forever(self) -> None:
+        # Metric calls cost ~5-10 us each: batched once a second, off the request path.
+        while self.accounting.metrics is not None:
+            await asyncio.sleep(1.0)
+            try:
+                self.accounting.metrics.flush()
+            except Exception:
+                logger.exception("metrics flush failed")
 
     @property
     def availability(self) -> dict[str, Availability]:

@@ -67,11 +67,21 @@ class GatewayMetrics:
         self.arms = metrics.Counter(
             "gateway_experiment_arms", "Requests per experiment arm.", _tags("experiment", "arm")
         )
+        self._pending: list[Trace] = []
         self.circuit = metrics.Gauge(
             "gateway_circuit_state", "0 closed, 1 half-open, 2 open.", _tags("backend")
         )
 
     def record(self, trace: Trace) -> None:
+        """Queue a finished request; `flush` turns the queue into Ray metric calls."""
+        self._pending.append(trace)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for trace in pending:
+            self._observe(trace)
+
+    def _observe(self, trace: Trace) -> None:
         backend, route = trace.backend or "none", trace.route or "none"
         self.requests.inc(tags={"route": route, "backend": backend, "status": str(trace.status)})
         if trace.task:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import queue
 import re
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,28 +36,46 @@ class Redactor:
 
 
 class RequestLog:
-    """Queue-backed JSON-lines logger; `write` costs the event loop a queue put."""
+    """JSON lines buffered in memory and written by a background thread every `flush_s`:
+    the event loop only serialises and appends, and the writer wakes a few times a second
+    (each wake-up may hold the GIL the event loop is waiting for)."""
 
-    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, backups: int, flush_s: float = 0.25) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        handler = logging.handlers.RotatingFileHandler(
+        self._handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        self._logger = logging.Logger(f"gateway.requests.{path}", logging.INFO)
-        self._logger.addHandler(logging.handlers.QueueHandler(self._queue))
-        self._listener = logging.handlers.QueueListener(self._queue, handler)
-        self._listener.start()
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flush_s = flush_s
+        self._thread = threading.Thread(target=self._flush_forever, name="request-log", daemon=True)
+        self._thread.start()
 
     def write(self, entry: dict[str, Any]) -> None:
-        self._logger.info(orjson.dumps(entry).decode())
+        line = orjson.dumps(entry).decode()
+        with self._lock:
+            self._pending.append(line)
 
     def flush(self) -> None:
-        """Write out everything queued so far (tests, shutdown)."""
-        self._listener.stop()
-        self._listener.start()
+        with self._lock:
+            lines, self._pending = self._pending, []
+        # One record per line keeps rotation exact (a file never ends mid-batch over its size).
+        for line in lines:
+            self._handler.emit(logging.makeLogRecord({"msg": line}))
+        self._handler.flush()
+
+    def _flush_forever(self) -> None:
+        while not self._stop.wait(self._flush_s):
+            try:
+                self.flush()
+            except Exception:  # a full disk must not kill the writer for good
+                logging.getLogger("ray.serve").exception("request log write failed")
 
     def close(self) -> None:
-        self._listener.stop()
+        self._stop.set()
+        self._thread.join(5)
+        self.flush()
+        self._handler.close()
