@@ -40,15 +40,6 @@ def take_usage(events: bytes, strip: bool) -> tuple[dict[str, object] | None, by
     return usage, b"\n\n".join(kept)
 
 
-def completion_tokens(chunk: bytes) -> int | None:
-    """`usage.completion_tokens` from the SSE events in `chunk`, if any carries it."""
-    if _USAGE not in chunk:
-        return None
-    usage, _ = take_usage(chunk, strip=False)
-    tokens = (usage or {}).get("completion_tokens")
-    return tokens if isinstance(tokens, int) else None
-
-
 class _Deadline:
     """Cancels the relaying task if the deadline passes while it waits on the upstream.
 
