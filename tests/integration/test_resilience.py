@@ -218,12 +218,12 @@ async def test_client_disconnect_cancels_a_non_streamed_upstream_call_within_1s(
     stack: Stack, backend: str
 ) -> None:
     """Behind Serve's HAProxy ingress about 1 in 12 disconnects of a non-streamed request never
-    reaches the replica (docs/resilience.md; Serve's own proxy: none missed in 24). So: three
-    tries, every one that propagates within 1 s, at least two of them."""
-    delays = [await _walk_away_from_a_plain_request(stack, backend) for _ in range(3)]
+    reaches the replica (docs/resilience.md; Serve's own proxy: none missed in 24). So: five
+    tries, every one that propagates within 1 s, at least three of them."""
+    delays = [await _walk_away_from_a_plain_request(stack, backend) for _ in range(5)]
     seen = [delay for delay in delays if delay is not None]
     print(f"{backend}: disconnect reached the upstream after {delays} s")
-    assert len(seen) >= 2, delays
+    assert len(seen) >= 3, delays
     assert all(delay < 1.0 for delay in seen), delays
 
 
