@@ -43,6 +43,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 JSON = "application/json"
 
 
+def _request_id(request: Request) -> str:
+    # Serve's proxy sets the `x-request-id` response header (the client's, or a new one).
+    return _serve_request_id() or request.headers.get("x-request-id") or ""
+
+
 def _serve_request_id() -> str:
     try:
         return str(serve.context._get_serve_request_context().request_id)
@@ -219,7 +224,7 @@ class GatewayIngress:
     async def explain(self, request: Request) -> Response:
         """The routing decision for a chat completion body, without calling any backend."""
         try:
-            _, decision = await self._route(request, "chat/completions")
+            _, decision = await self._route(request, "chat/completions", _request_id(request))
         except Exception as exc:
             return from_exception(exc).response()
         explanation = self.routing.explain(decision)
@@ -246,10 +251,10 @@ class GatewayIngress:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _route(self, request: Request, endpoint: Endpoint) -> tuple[dict[str, Any], Decision]:
+    async def _route(
+        self, request: Request, endpoint: Endpoint, request_id: str
+    ) -> tuple[dict[str, Any], Decision]:
         """Read, validate and route a request body: what serving and explaining share."""
-        # Serve's proxy sets the `x-request-id` response header (the client's, or a new one).
-        request_id = _serve_request_id() or request.headers.get("x-request-id") or ""
         body = parse_body(await self._read_body(request), endpoint)
         availability = self.resilience.overlay(self.availability)
         decision = await self.routing.decide(
@@ -260,13 +265,13 @@ class GatewayIngress:
     async def _handle(self, request: Request, endpoint: Endpoint) -> Response:
         headers: dict[str, str] = {}
         trace = Trace(
-            request_id=_serve_request_id() or request.headers.get("x-request-id") or "",
+            request_id=_request_id(request),
             endpoint=endpoint,
             stream=False,
             key_id=key_id(request.headers.get("authorization")),
         )
         try:
-            body, decision = await self._route(request, endpoint)
+            body, decision = await self._route(request, endpoint, trace.request_id)
             headers.update(self.routing.headers(decision))
             trace.stream = bool(body.get("stream"))
             trace.route, trace.task = decision.route, decision.task

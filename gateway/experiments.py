@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.accounting import key_id
 from router import assign_arm
 
 
@@ -91,7 +92,6 @@ class Experiments:
         route: str,
         body: Mapping[str, Any],
         headers: Mapping[str, str],
-        key_id: str | None,
         request_id: str,
     ) -> Assignment | None:
         found = self._by_route.get(route)
@@ -102,7 +102,7 @@ class Experiments:
         if sticky == "user":
             value = body.get("user")
         elif sticky == "key":
-            value = key_id
+            value = key_id(headers.get("authorization"))  # hashed only when it is needed
         else:
             value = headers.get(sticky.removeprefix("header:").lower())
         key = str(value) if value else f"request:{request_id}"

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from deployments import Endpoint
-from gateway.accounting import key_id
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError
 from gateway.experiments import Assignment, Experiments
@@ -104,8 +103,7 @@ class GatewayRouter:
         kind, target = self.router.resolve_target(model)
         assignment = None
         if kind == "route":
-            client_key = key_id(headers.get("authorization"))
-            assignment = self.experiments.assign(target, body, headers, client_key, request_id)
+            assignment = self.experiments.assign(target, body, headers, request_id)
         # An arm's template is its treatment; else the request's, else the route's.
         template_ref = (
             (assignment.template if assignment else None)
