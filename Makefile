@@ -53,8 +53,8 @@ test-integration: models
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check --no-cache gateway router deployments tests scripts bench
-	$(BIN)/mypy
+	$(BIN)/ruff check --no-cache gateway router deployments llmops tests scripts bench
+	$(BIN)/mypy  # strict on router/ and llmops/
 
 bench: models
 	$(BIN)/python bench/overhead.py

@@ -6,8 +6,11 @@ from deployments._base import (
     Backend,
     BackendError,
     BackendUnavailable,
+    CredentialsRejected,
     Endpoint,
     Health,
+    Recovery,
+    deployment_name,
     parse_retry_after,
 )
 from deployments._config import (
@@ -36,6 +39,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "CircuitBreakerConfig",
+    "CredentialsRejected",
     "DeploymentOptions",
     "Endpoint",
     "FakeBackend",
@@ -44,8 +48,10 @@ __all__ = [
     "OpenAIBackendConfig",
     "OpenAICompatibleBackend",
     "Pricing",
+    "Recovery",
     "RetryConfig",
     "TimeoutConfig",
     "VLLMBackendConfig",
+    "deployment_name",
     "parse_retry_after",
 ]

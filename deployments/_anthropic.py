@@ -16,6 +16,7 @@ from deployments._base import (
     BackendUnavailable,
     Endpoint,
     Health,
+    Recovery,
     parse_retry_after,
     provider_error,
 )
@@ -73,7 +74,7 @@ class AnthropicBackend(Backend):
                 status=400,
                 type="invalid_request_error",
                 code="unsupported_endpoint",
-                retryable=True,  # another backend of the route may serve it
+                recovery=Recovery.FALLBACK,  # another backend of the route may serve it
             )
         return to_messages_params(body, self.config.model, self.config.default_max_tokens)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from deployments._base import BackendError, client_error
+from deployments._base import BackendError, Recovery, client_error
 
 # Anthropic stop reasons -> OpenAI finish reasons.
 FINISH_REASONS = {
@@ -22,7 +22,7 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-# Parameters Anthropic cannot honour. Another backend may: retryable, so a fallback is tried.
+# Parameters Anthropic cannot honour. Another backend may, so a fallback is tried.
 _UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias", "audio", "prediction")
 
 
@@ -44,7 +44,7 @@ def _unsupported(param: str, why: str) -> BackendError:
         type="invalid_request_error",
         param=param,
         code="unsupported_parameter",
-        retryable=True,
+        recovery=Recovery.FALLBACK,
     )
 
 

@@ -5,18 +5,31 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
 
 Endpoint = Literal["chat/completions", "completions"]
 ENDPOINTS: tuple[Endpoint, ...] = ("chat/completions", "completions")
 
 
+def deployment_name(backend: str) -> str:
+    """The Serve deployment that hosts a backend (vLLM replicas or a proxy)."""
+    return f"backend-{backend}"
+
+
+class Recovery(StrEnum):
+    """What may mend a failed call. Set once, where a failure is classified."""
+
+    NONE = "none"  # the request itself is wrong: the client hears it now
+    FALLBACK = "fallback"  # another backend may serve it; this one would fail again
+    RETRY = "retry"  # another try may succeed, on this backend after a backoff or another
+
+
 class BackendError(Exception):
     """A failure with an OpenAI-shaped description and an HTTP status for the client.
 
-    `retryable` tells the gateway whether another backend may succeed where this one failed
-    (overload, timeouts, 5xx) as opposed to the request itself being wrong (4xx).
-    `retry_after_s` is the upstream's `Retry-After`, when it sent one.
+    `recovery` tells the gateway what may still serve the request; `retry_after_s` is the
+    upstream's `Retry-After`, when it sent one.
     """
 
     def __init__(
@@ -27,7 +40,7 @@ class BackendError(Exception):
         type: str = "upstream_error",
         param: str | None = None,
         code: str | None = None,
-        retryable: bool = True,
+        recovery: Recovery = Recovery.RETRY,
         retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
@@ -36,8 +49,13 @@ class BackendError(Exception):
         self.type = type
         self.param = param
         self.code = code
-        self.retryable = retryable
+        self.recovery = recovery
         self.retry_after_s = retry_after_s
+
+    @property
+    def retryable(self) -> bool:
+        """Whether anything (another backend, another try) may still serve the request."""
+        return self.recovery is not Recovery.NONE
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only fields must survive pickling across Ray Serve handles.
@@ -48,7 +66,7 @@ class BackendError(Exception):
                 self.message,
                 self.to_dict()["error"],
                 self.status,
-                self.retryable,
+                self.recovery.value,
                 self.retry_after_s,
             ),
         )
@@ -69,7 +87,7 @@ def _rebuild_error(
     message: str,
     error: dict[str, Any],
     status: int,
-    retryable: bool,
+    recovery: str,
     retry_after_s: float | None = None,
 ) -> BackendError:
     return cls(
@@ -78,7 +96,7 @@ def _rebuild_error(
         type=error["type"],
         param=error["param"],
         code=error["code"],
-        retryable=retryable,
+        recovery=Recovery(recovery),
         retry_after_s=retry_after_s,
     )
 
@@ -116,18 +134,23 @@ def client_error(
         type="invalid_request_error",
         param=param,
         code=code if isinstance(code, str) else None,
-        retryable=False,
+        recovery=Recovery.NONE,
     )
 
 
 class BackendUnavailable(BackendError):
-    """The backend cannot serve at all (missing key, disabled, engine dead)."""
+    """The backend cannot serve at all (missing key, disabled, engine dead): another may."""
 
     def __init__(self, message: str, **kwargs: Any) -> None:
         kwargs.setdefault("status", 503)
         kwargs.setdefault("type", "service_unavailable")
         kwargs.setdefault("code", "backend_unavailable")
+        kwargs.setdefault("recovery", Recovery.FALLBACK)
         super().__init__(message, **kwargs)
+
+
+class CredentialsRejected(BackendUnavailable):
+    """The provider refused our key: out of rotation until someone fixes the config."""
 
 
 def provider_error(
@@ -149,7 +172,7 @@ def provider_error(
         text = message or f"backend {name!r} rejected the request (HTTP {status})"
         return client_error(text, status=400 if status == 422 else status, param=param, code=code)
     if status in (401, 403):
-        return BackendUnavailable(
+        return CredentialsRejected(
             f"backend {name!r} is misconfigured: the provider rejected its credentials",
             status=502,
             code="backend_auth_failed",
@@ -159,6 +182,7 @@ def provider_error(
             f"backend {name!r} is misconfigured: the provider does not know its model or URL",
             status=502,
             code="backend_not_found",
+            recovery=Recovery.FALLBACK,
         )
     if status == 429:
         return BackendError(
@@ -191,6 +215,8 @@ class Backend(ABC):
     Server-Sent-Event bytes (`data: ...\\n\\n`, ending with `data: [DONE]\\n\\n`) as the
     upstream produces them. Failures before any output raise `BackendError`.
     """
+
+    deployed: ClassVar[bool] = True  # False for a stand-in of a backend that is not deployed
 
     @abstractmethod
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:

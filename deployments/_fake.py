@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from deployments import _openai_shapes as shapes
-from deployments._base import Backend, BackendError, Endpoint
+from deployments._base import Backend, BackendError, Endpoint, Recovery
 from deployments._config import FakeBackendConfig
 
 
@@ -43,7 +43,7 @@ class FakeBackend(Backend):
             raise BackendError(
                 f"fake backend configured to fail with {status}",
                 status=status,
-                retryable=status == 429 or status >= 500,
+                recovery=Recovery.RETRY if status == 429 or status >= 500 else Recovery.NONE,
             )
         prompt = _prompt_text(endpoint, body)
         words = (self.config.reply or prompt).split()

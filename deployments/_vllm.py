@@ -12,15 +12,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deployments._base import Backend, BackendError, Endpoint, Health, client_error
+from deployments._base import (
+    Backend,
+    BackendError,
+    Endpoint,
+    Health,
+    client_error,
+    deployment_name,
+)
 from deployments._config import VLLMBackendConfig
-from deployments._remote import as_backend_error
+from deployments._remote import HEALTH_TIMEOUT_S, as_backend_error
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
     from ray.serve.handle import DeploymentHandle
 
-HEALTH_TIMEOUT_S = 5.0
 
 
 def llm_config_for(name: str, config: VLLMBackendConfig, project_root: Path) -> Any:
@@ -52,7 +58,7 @@ def build_vllm_application(name: str, config: VLLMBackendConfig, project_root: P
 
     return build_llm_deployment(
         llm_config_for(name, config, project_root),
-        override_serve_options={"name": f"backend-{name}"},
+        override_serve_options={"name": deployment_name(name)},
     )
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 
 from deployments._anthropic import AnthropicBackend
-from deployments._base import Backend, BackendUnavailable, Endpoint, Health
+from deployments._base import Backend, BackendUnavailable, Endpoint, Health, deployment_name
 from deployments._config import (
     AnthropicBackendConfig,
     BackendConfig,
@@ -24,14 +24,12 @@ from deployments._config import (
 )
 from deployments._fake import FakeBackend
 from deployments._openai import OpenAICompatibleBackend
-from deployments._remote import as_backend_error
+from deployments._remote import HEALTH_TIMEOUT_S, as_backend_error
 from deployments._vllm import VLLMBackend, build_vllm_application
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
     from ray.serve.handle import DeploymentHandle
-
-HEALTH_TIMEOUT_S = 5.0
 
 
 def make_local_backend(name: str, config: BackendConfig) -> Backend:
@@ -147,6 +145,8 @@ class RemoteBackend(Backend):
 class UnavailableBackend(Backend):
     """Stands in for a backend that could not be deployed, saying why on every call."""
 
+    deployed = False
+
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
@@ -189,7 +189,7 @@ def plan_backend(name: str, config: BackendConfig, project_root: Path) -> Backen
             return BackendPlan(name, config, None, reason)
     if config.in_ingress:
         return BackendPlan(name, config, None)
-    options = {"name": f"backend-{name}", **config.deployment.serve_options()}
+    options = {"name": deployment_name(name), **config.deployment.serve_options()}
     deployment = BackendDeployment.options(**options)  # type: ignore[attr-defined]
     app = deployment.bind(name, config.model_dump(mode="json"))
     return BackendPlan(name, config, app)

@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 def _report(args: argparse.Namespace) -> int:
     import orjson
 
-    from gateway.app import PROJECT_ROOT
-    from gateway.ledger import Ledger, parse_since
-    from gateway.report import build, render_html, render_table
+    from gateway.config import PROJECT_ROOT
+    from llmops import Ledger, build_report, parse_since, render_html, render_table
 
     if args.ledger:
         path = Path(args.ledger)
@@ -66,7 +65,7 @@ def _report(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     ledger = Ledger(path)
-    result = build(ledger, args.experiment, since)
+    result = build_report(ledger, args.experiment, since)
     ledger.close()
     if args.format == "json":
         text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()

@@ -13,10 +13,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deployments import BackendConfig, DeploymentOptions
-from gateway.accounting import LedgerConfig, RequestLogConfig
-from gateway.experiments import ExperimentConfig
 from gateway.templates import PromptTemplate, resolve
+from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig
 from router import RoutingConfig
+
+# Relative paths in a config (ledger, request log, model folders) resolve against this.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ConfigError(ValueError):

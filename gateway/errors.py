@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
-from starlette.responses import Response
 
 from deployments import BackendError
 from router import BudgetInfeasible, ModelNotFound, NoBackendAvailable
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 
 def retry_after_header(seconds: float | None, default: int) -> str:
@@ -50,6 +52,8 @@ class OpenAIError(Exception):
         }
 
     def response(self, headers: dict[str, str] | None = None) -> Response:
+        from starlette.responses import Response
+
         return Response(
             orjson.dumps(self.body()),
             status_code=self.status,

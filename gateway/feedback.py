@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.responses import Response
 
 from gateway.errors import OpenAIError, from_validation_error
-from gateway.ledger import GROUPS, Ledger, parse_since
+from llmops import GROUPS, Ledger, parse_since
 
 
 class FeedbackRequest(BaseModel):

@@ -8,13 +8,15 @@ import time
 from collections.abc import Callable, Mapping
 
 from deployments import Backend
+from gateway.attempts import AttemptOutcome, Observer
 from router import Availability
 
 logger = logging.getLogger("ray.serve")
 
 
-class HealthMonitor:
-    """Probes every backend in the background (fast until each has answered once)."""
+class HealthMonitor(Observer):
+    """Probes every backend in the background (fast until each has answered once), and
+    marks a backend up as soon as it answers a request (from the feedback channel)."""
 
     def __init__(
         self,
@@ -34,9 +36,17 @@ class HealthMonitor:
         }
         self.checked_at = 0.0
         self._confirmed: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> asyncio.Task[None]:
-        return asyncio.get_event_loop().create_task(self._refresh_forever())
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def refresh(self) -> None:
         names = list(self.backends)
@@ -66,6 +76,10 @@ class HealthMonitor:
                 await self.refresh()
             except Exception:  # keep refreshing; one bad round must not stop the loop
                 logger.exception("backend health refresh failed")
+
+    def attempt_ended(self, outcome: AttemptOutcome) -> None:
+        if outcome.first_byte is not None:
+            self.mark_up(outcome.backend)
 
     def mark_up(self, name: str) -> None:
         """A backend that just answered is up, whatever the last probe said."""

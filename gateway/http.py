@@ -1,24 +1,32 @@
-"""The FastAPI app object of the ingress: OpenAI-shaped error handlers, body parsing and the
-connection policy towards Serve's proxy. The endpoints live on `GatewayIngress` (app.py)."""
+"""The HTTP face of a `Gateway`: a FastAPI app built per gateway by `create_app`, with
+OpenAI-shaped errors everywhere, body limits and decoding, and the connection policy towards
+Serve's proxy."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from deployments import Endpoint
-from gateway.errors import OpenAIError, from_exception, from_validation_error
-from gateway.protocol import REQUEST_MODELS
+from gateway.config import GatewayConfig
+from gateway.errors import OpenAIError, from_exception
+from gateway.feedback import record_feedback, usage_totals
+from gateway.pipeline import Gateway, Reply, StreamReply
+from gateway.views import ReplicaStates, backend_states, health_report, model_cards
+from llmops import Ledger
 
 logger = logging.getLogger("ray.serve")
-
-app = FastAPI(title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None)
+JSON = "application/json"
+REPLICAS_TTL_S = 2.0
 
 
 class FreshUpstreamConnections:
@@ -44,36 +52,164 @@ class FreshUpstreamConnections:
         await self.app(scope, receive, send_closing)
 
 
-app.add_middleware(FreshUpstreamConnections)
+class SSEResponse(StreamingResponse):
+    """Sends a `StreamReply` and closes it whatever happens (sent, cut, never started), so
+    the backend call ends and the request is recorded exactly once."""
+
+    def __init__(self, reply: StreamReply) -> None:
+        super().__init__(reply, media_type="text/event-stream", headers=reply.headers)
+        self.reply = reply
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.reply.aclose()
 
 
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-    # Unknown paths and wrong methods get OpenAI's shape too, not FastAPI's {"detail": ...}.
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return OpenAIError(exc.status_code, str(exc.detail), code=code).response()
+def to_response(reply: Reply | StreamReply) -> Response:
+    if isinstance(reply, StreamReply):
+        return SSEResponse(reply)
+    return Response(reply.body, status_code=reply.status, media_type=JSON, headers=reply.headers)
 
 
-@app.exception_handler(Exception)
-async def _internal_error(_: Request, exc: Exception) -> Response:
-    # A bug must still answer in OpenAI's shape, without internals.
-    logger.exception("unhandled error", exc_info=exc)
-    return from_exception(exc).response()
+def _too_large(limit: int) -> OpenAIError:
+    return OpenAIError(413, f"Request body exceeds {limit} bytes.", code="body_too_large")
 
 
-def parse_body(raw: bytes, endpoint: Endpoint) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+def _decode(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate body, inflated up to `limit` bytes (no decompression bombs)."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
         raise OpenAIError(
-            400,
-            "We could not parse the JSON body of your request. The body must be valid JSON.",
-            code="invalid_json",
-        ) from None
-    if not isinstance(data, dict):
-        raise OpenAIError(400, "The request body must be a JSON object.", code="invalid_json")
+            415,
+            f"Unsupported content-encoding {encoding!r}; use gzip, deflate or none.",
+            code="unsupported_content_encoding",
+        )
+    inflater = zlib.decompressobj(wbits=47 if encoding == "gzip" else 15)
     try:
-        REQUEST_MODELS[endpoint].model_validate(data)
-    except ValidationError as exc:
-        raise from_validation_error(exc, data) from None
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise OpenAIError(
+            400, f"The body is not valid {encoding} data.", code="invalid_content_encoding"
+        ) from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise _too_large(limit)
     return data
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    return _decode(b"".join(chunks), encoding, limit)
+
+
+def create_app(
+    gateway: Gateway,
+    config: GatewayConfig,
+    ledger: Ledger | None = None,
+    *,
+    request_id: Callable[[Request], str] = lambda r: r.headers.get("x-request-id", ""),
+    replica_states: ReplicaStates = lambda names: {},
+) -> FastAPI:
+    """The ASGI app serving `gateway`. `request_id` names each request (Serve's id in a
+    replica); `replica_states` reports Serve deployments (blocking, run in a thread)."""
+    app = FastAPI(title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(FreshUpstreamConnections)
+    limit = config.ingress.max_body_bytes
+    replicas: dict[str, Any] = {"at": -REPLICAS_TTL_S, "states": {}}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown paths and wrong methods get OpenAI's shape too, not FastAPI's {"detail": ...}.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return OpenAIError(exc.status_code, str(exc.detail), code=code).response()
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_: Request, exc: Exception) -> Response:
+        # A bug must still answer in OpenAI's shape, without internals.
+        logger.exception("unhandled error", exc_info=exc)
+        return from_exception(exc).response()
+
+    async def serve(request: Request, endpoint: Endpoint) -> Response:
+        try:
+            raw = await read_body(request, limit)
+        except OpenAIError as exc:
+            return exc.response()
+        return to_response(
+            await gateway.handle(endpoint, raw, request.headers, request_id(request))
+        )
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await serve(request, "chat/completions")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await serve(request, "completions")
+
+    @app.post("/v1/routing/explain")
+    async def explain(request: Request) -> Response:
+        """The routing decision for a chat completion body, without calling any backend."""
+        try:
+            raw = await read_body(request, limit)
+        except OpenAIError as exc:
+            return exc.response()
+        return to_response(await gateway.explain(raw, request.headers, request_id(request)))
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        cards = model_cards(config, gateway)
+        return Response(orjson.dumps({"object": "list", "data": cards}), media_type=JSON)
+
+    @app.get("/v1/models/{model_id:path}")
+    async def retrieve_model(model_id: str) -> Response:
+        for card in model_cards(config, gateway):
+            if card["id"] == model_id:
+                return Response(orjson.dumps(card), media_type=JSON)
+        return OpenAIError(
+            404,
+            f"The model `{model_id}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        ).response()
+
+    @app.get("/health")
+    async def health() -> Response:
+        status, body = await health_report(config, gateway)
+        return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+    @app.get("/v1/gateway/backends")
+    async def backends() -> Response:
+        """Health, circuit state, live latency and replicas of every backend."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - replicas["at"] > REPLICAS_TTL_S:
+            states = await asyncio.to_thread(replica_states, list(config.backends))
+            replicas.update(at=loop.time(), states=states)
+        data = backend_states(config, gateway, replicas["states"])
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+
+    @app.get("/v1/gateway/usage")
+    async def usage(request: Request) -> Response:
+        """Requests, tokens and actual cost from the ledger, grouped, since a time."""
+        return await usage_totals(request.query_params, ledger)
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Response:
+        """Record an outcome against a request id (`x-request-id` of its response)."""
+        try:
+            raw = await read_body(request, limit)
+        except OpenAIError as exc:
+            return exc.response()
+        return await record_feedback(raw, ledger)
+
+    return app

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+from gateway.errors import OpenAIError, from_validation_error
 
 Temperature = Annotated[float, Field(ge=0, le=2, strict=True)]
 Penalty = Annotated[float, Field(ge=-2, le=2, strict=True)]
@@ -147,3 +159,47 @@ REQUEST_MODELS: dict[str, type[_Sampling]] = {
     "chat/completions": ChatCompletionRequest,
     "completions": CompletionRequest,
 }
+
+# Roles whose messages carry their content in `content` (an assistant's may be tool calls).
+_CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
+
+
+def _check_contents(messages: list[dict[str, Any]]) -> None:
+    for index, message in enumerate(messages):
+        if message.get("role") in _CONTENT_REQUIRED and message.get("content") is None:
+            param = f"messages[{index}].content"
+            if "content" not in message:
+                raise OpenAIError(
+                    400,
+                    f"Missing required parameter: '{param}'.",
+                    param=param,
+                    code="missing_required_parameter",
+                )
+            raise OpenAIError(
+                400,
+                f"Invalid type for '{param}': expected one of a string or array of objects, "
+                "but got null instead.",
+                param=param,
+                code="invalid_type",
+            )
+
+
+def parse_body(raw: bytes, endpoint: str) -> dict[str, Any]:
+    """The client's JSON object, checked against OpenAI's shapes; it is passed on as it is."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise OpenAIError(
+            400,
+            "We could not parse the JSON body of your request. The body must be valid JSON.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(data, dict):
+        raise OpenAIError(400, "The request body must be a JSON object.", code="invalid_json")
+    try:
+        REQUEST_MODELS[endpoint].model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc, data) from None
+    if endpoint == "chat/completions":
+        _check_contents(data["messages"])
+    return data

@@ -1,20 +1,18 @@
-"""Relaying a backend's SSE stream to the client: pass-through, a total deadline, live stats,
-and the stream's usage for the cost ledger."""
+"""Relaying a backend's SSE stream to the client: pass-through, the first-token and total
+deadlines, the stream's usage for the ledger, and one attempt around all of it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import orjson
 
 from deployments import BackendError
-from gateway.accounting import Trace
-from gateway.resilience import timeout_error
-from gateway.routing import GatewayRouter
+from gateway.attempts import Attempt
+from gateway.resilience import Limits, timeout_error
+from llmops import RequestRecord
 
 logger = logging.getLogger("ray.serve")
 _USAGE = b'"usage":{'  # compact JSON, as vLLM, OpenAI and our own translators write it
@@ -43,19 +41,18 @@ def take_usage(events: bytes, strip: bool) -> tuple[dict[str, object] | None, by
 class _Deadline:
     """Cancels the relaying task if the deadline passes while it waits on the upstream.
 
-    One timer per stream instead of a timeout per chunk: chunks cost nothing extra.
+    One timer per stream instead of a timeout per chunk: chunks cost nothing extra. The task
+    is the one waiting at the time (the stream is primed by one task and relayed by another).
     """
 
     def __init__(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        self.task = asyncio.current_task()
-        self.waiting = False
+        self.task: asyncio.Task[object] | None = None
         self.expired = False
-        self._timer = loop.call_later(seconds, self._expire)
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
 
     def _expire(self) -> None:
         self.expired = True
-        if self.waiting and self.task is not None:
+        if self.task is not None:
             self.task.cancel()
 
     def cancel(self) -> None:
@@ -79,85 +76,84 @@ class _Framer:
         return data[: cut + 2]
 
 
-@dataclass(slots=True)
-class StreamBooks:
-    """Who gets told what about a stream."""
-
-    name: str
-    routing: GatewayRouter
-    started: float
-    total_s: float
-    on_failure: Callable[[BackendError], None]
-    trace: Trace | None = None
-    strip_usage: bool = False  # the gateway asked upstream for usage, the client did not
-    on_done: Callable[[Trace], None] | None = None
-
-
 async def relay(
-    first: bytes, rest: AsyncIterator[bytes], books: StreamBooks
+    attempt: Attempt,
+    chunks: AsyncIterator[bytes],
+    limits: Limits,
+    record: RequestRecord,
+    strip_usage: bool,
 ) -> AsyncIterator[bytes]:
-    """Pass events through as they come; a failure or the total timeout mid-stream ends the
-    stream with an SSE error event (tokens already sent cannot be taken back)."""
-    name, trace = books.name, books.trace
-    first_at = time.perf_counter()
+    """One streamed attempt. The first item comes only once the upstream's first chunk did
+    (a failure before it raises, so the caller may still fall back or answer with a status);
+    a failure after it ends the stream with an SSE error event (tokens already sent cannot
+    be taken back). The caller primes it with `anext` and must `aclose` it."""
+    name = attempt.outcome.backend
     frame = _Framer()
-    events, usage, completed = 0, None, False
-    deadline = _Deadline(max(0.0, books.total_s - (first_at - books.started)))
+    events, usage, completed, deadline = 0, None, False, None
 
     def account(chunk: bytes) -> bytes:
         nonlocal events, usage
         ready = frame(chunk)
         if _USAGE in ready:
-            found, ready = take_usage(ready, books.strip_usage)
+            found, ready = take_usage(ready, strip_usage)
             usage = found or usage
         events += ready.count(b"data: {")
         return ready
 
-    try:
-        if ready := account(first):
-            yield ready
-        while True:
-            if deadline.expired:
-                raise timeout_error(name, "the end of the stream", books.total_s)
-            deadline.waiting = True
+    async with attempt:
+        try:
             try:
-                chunk = await anext(rest)
+                async with asyncio.timeout(limits.first_token_s):
+                    first = await anext(chunks)
             except StopAsyncIteration:
-                break
-            except asyncio.CancelledError:
-                if deadline.expired and deadline.task is not None and deadline.task.uncancel() == 0:
-                    raise timeout_error(name, "the end of the stream", books.total_s) from None
-                raise
-            finally:
-                deadline.waiting = False
-            if ready := account(chunk):
-                yield ready
-        if frame.tail:
-            yield frame.tail
-        completed = True
-    except BackendError as exc:
-        logger.warning("backend %s failed mid-stream: %s", name, exc.message)
-        books.on_failure(exc)
-        if trace is not None:
-            trace.status, trace.error_code = exc.status, exc.code or "stream_broken"
-        yield b"data: " + orjson.dumps(exc.to_dict()) + b"\n\ndata: [DONE]\n\n"
-    finally:
-        deadline.cancel()
-        books.routing.finished(name)
-        await rest.aclose()  # type: ignore[attr-defined]
-        ended = time.perf_counter()
-        tokens = usage.get("completion_tokens") if usage else None
-        if not isinstance(tokens, int):
-            tokens = max(1, events - 1)  # no usage from upstream: one event per token
-        if completed:
-            books.routing.record_stream(
-                name, (first_at - books.started) * 1000, (ended - first_at) * 1000, tokens
-            )
-        if trace is not None and books.on_done is not None:
-            trace.ttft_ms = (first_at - books.started) * 1000
-            if not completed and trace.status == 200:
-                trace.status, trace.error_code = 499, "client_disconnected"
-            trace.take_usage(usage)
-            if trace.usage_source == "none":
-                trace.completion_tokens = tokens
-            books.on_done(trace)
+                first = b""
+            except TimeoutError:
+                raise timeout_error(name, "the first token", limits.first_token_s) from None
+            attempt.first_byte()
+            started = attempt.outcome.started
+            first_at = attempt.outcome.first_byte or started
+            deadline = _Deadline(max(0.0, limits.total_s - (first_at - started)))
+            record.ttft_ms = (first_at - started) * 1000
+            yield account(first)
+            try:
+                while True:
+                    if deadline.expired:
+                        raise timeout_error(name, "the end of the stream", limits.total_s)
+                    deadline.task = asyncio.current_task()
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.CancelledError:
+                        task = deadline.task
+                        if deadline.expired and task is not None and task.uncancel() == 0:
+                            raise timeout_error(
+                                name, "the end of the stream", limits.total_s
+                            ) from None
+                        raise
+                    finally:
+                        deadline.task = None
+                    if ready := account(chunk):
+                        yield ready
+                if frame.tail:
+                    yield frame.tail
+                completed = True
+            except BackendError as exc:
+                logger.warning("backend %s failed mid-stream: %s", name, exc.message)
+                attempt.fail(exc)
+                record.fail(exc.status, exc.code or "stream_broken")
+                yield b"data: " + orjson.dumps(exc.to_dict()) + b"\n\ndata: [DONE]\n\n"
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+            await chunks.aclose()  # type: ignore[attr-defined]
+            tokens = usage.get("completion_tokens") if usage else None
+            if not isinstance(tokens, int):
+                tokens = max(1, events - 1)  # no usage from upstream: one event per token
+            attempt.outcome.tokens = tokens
+            if attempt.outcome.first_byte is not None:
+                if not completed and record.status == 200:
+                    record.fail(499, "client_disconnected")
+                record.take_usage(usage)
+                if record.usage_source == "none":
+                    record.completion_tokens = tokens

@@ -1,6 +1,8 @@
 """Timeouts, retries with backoff, fallbacks and circuit breakers around backend calls.
 
-The state machines are the router's (pure); this module runs them on the event loop.
+The state machines are the router's (pure); this module runs them on the event loop. The
+breakers learn each attempt's outcome from the feedback channel (`Resilience` is an observer);
+the attempt loop only asks them for permission.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from deployments import BackendConfig, BackendError
+from deployments import BackendConfig, BackendError, CredentialsRejected, Recovery
+from gateway.attempts import AttemptOutcome, Observer
 from router import (
     Availability,
     BreakerSettings,
@@ -28,16 +31,6 @@ from router import (
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
 
-# Failures another try on the same backend cannot mend (a fallback still may).
-_NOT_RETRIED_HERE = frozenset(
-    {
-        "backend_auth_failed",
-        "backend_not_found",
-        "backend_unavailable",
-        "unsupported_endpoint",
-        "unsupported_parameter",
-    }
-)
 # A provider that rejects our key stays out of rotation at least this long.
 AUTH_FAILURE_COOLDOWN_S = 60.0
 
@@ -86,7 +79,7 @@ def timeout_error(name: str, what: str, seconds: float) -> BackendError:
     )
 
 
-class Resilience:
+class Resilience(Observer):
     """Per ingress replica: guards for every backend, and the attempt loop."""
 
     def __init__(self, backends: Mapping[str, BackendConfig], seed: int | None = None) -> None:
@@ -121,11 +114,19 @@ class Resilience:
             "failures": guard.failures,
         }
 
-    # ---- outcomes ------------------------------------------------------------------------------
+    # ---- outcomes (from the feedback channel) ----------------------------------------------------
+
+    def attempt_ended(self, outcome: AttemptOutcome) -> None:
+        if outcome.error is not None:
+            self.record_failure(outcome.backend, outcome.error)
+        elif outcome.cancelled:
+            self.guards[outcome.backend].breaker.release()  # no verdict on the backend
+        else:
+            self.guards[outcome.backend].breaker.record_success()
 
     def record_failure(self, name: str, exc: BackendError) -> None:
         guard, now = self.guards[name], time.monotonic()
-        if exc.code == "backend_auth_failed":
+        if isinstance(exc, CredentialsRejected):
             cooldown = max(guard.breaker.settings.cooldown_s, AUTH_FAILURE_COOLDOWN_S)
             guard.breaker.trip(now, "the provider rejected the credentials", cooldown)
         elif exc.status >= 500:
@@ -137,12 +138,6 @@ class Resilience:
             guard.breaker.record_success()  # it answered: the request was the problem
         if guard.breaker.state(now) != "closed":
             self._not_closed.add(name)
-
-    def record_success(self, name: str) -> None:
-        self.guards[name].breaker.record_success()
-
-    def release(self, name: str) -> None:
-        self.guards[name].breaker.release()
 
     # ---- the attempt loop ------------------------------------------------------------------
 
@@ -161,10 +156,12 @@ class Resilience:
         route: RouteConfig | None,
         headers: dict[str, str],
         attempt: Callable[[str, Limits], Awaitable[T]],
-        tried: list[str] | None = None,
     ) -> T:
         """Try the decision's backends in order (no waiting), then retry those whose failure
-        another try may mend, after a jittered backoff. A client error (4xx) ends it at once."""
+        another try may mend, after a jittered backoff. A client error (4xx) ends it at once.
+
+        `attempt` must report its outcome through the feedback channel (which frees the
+        breaker's probe slot taken here), whatever happens."""
         max_attempts = route.max_attempts if route is not None else None
         made, tries = 0, dict.fromkeys(decision.attempts, 0)
         last_error: BackendError | None = None
@@ -187,27 +184,20 @@ class Resilience:
             if tries[name] > 1:
                 guard.retries += 1
             headers["x-gateway-backend"] = name
-            if tried is not None:
-                tried.append(name)
             try:
                 result = await attempt(name, self.limits(name, route))
             except BackendError as exc:
-                self.record_failure(name, exc)
                 last_error = exc
-                if not exc.retryable:
+                if exc.recovery is Recovery.NONE:
                     raise
                 logger.warning("backend %s failed (%s: %s)", name, exc.code, exc.message)
                 wait = None
-                if exc.code not in _NOT_RETRIED_HERE:
+                if exc.recovery is Recovery.RETRY:
                     wait = retry_delay(guard.retry, tries[name], exc.retry_after_s, self._rng)
                 if wait is not None:
                     queue.append((time.monotonic() + wait, name))
                     queue.sort()
                 continue
-            except BaseException:
-                self.release(name)  # cancelled (client left) or a bug: no verdict on the backend
-                raise
-            self.record_success(name)
             if made > 1:
                 headers["x-gateway-attempts"] = str(made)
             return result

@@ -1,23 +1,23 @@
-"""Feeds the pure router: request summary, hints, task, live stats; turns decisions into
-headers and explanations. One instance per ingress replica."""
+"""Feeds the pure router: the prepared request, its task, live stats; turns a decision into
+headers, an explanation and the start of the request record."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import zlib
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from deployments import Endpoint
+from gateway.attempts import AttemptOutcome, Observer
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError
-from gateway.experiments import Assignment, Experiments
 from gateway.profiles import profile_for
 from gateway.templates import apply as apply_template
+from llmops import Assignment, Experiments, RequestRecord
 from router import (
     Availability,
     BackendStats,
@@ -25,14 +25,12 @@ from router import (
     Embedder,
     HintError,
     LatencySnapshot,
-    NoBackendAvailable,
     RequestSummary,
     Router,
+    RoutingHints,
     TaskClassifier,
     parse_hints,
 )
-
-logger = logging.getLogger("ray.serve")
 
 
 def prompt_text(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
@@ -52,151 +50,38 @@ def prompt_text(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _max_tokens(body: Mapping[str, Any]) -> int | None:
+def max_tokens(body: Mapping[str, Any]) -> int | None:
+    """The output limit a request sets (`max_completion_tokens` wins over `max_tokens`)."""
     value = body.get("max_completion_tokens") or body.get("max_tokens")
     return value if isinstance(value, int) else None
 
 
-class GatewayRouter:
-    def __init__(
-        self, config: GatewayConfig, project_root: Path, embed: Embedder | None = None
-    ) -> None:
-        """`embed` defaults to all-MiniLM-L6-v2 when any task has examples."""
-        self.config = config
-        profiles = {n: profile_for(n, b, project_root) for n, b in config.backends.items()}
-        self.router = Router(config, profiles, {n: b.model for n, b in config.backends.items()})
-        self.stats = {n: BackendStats(p.latency_prior) for n, p in profiles.items()}
-        self._snapshots: dict[str, LatencySnapshot] = {}
-        self.known_tasks = {config.default_task, *config.tasks}
-        for backend in config.backends.values():
-            self.known_tasks.update(backend.tasks or ())
-        if embed is None and any(task.examples for task in config.tasks.values()):
-            from router._embedding import MiniLMEmbedder
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request ready to route: gateway-only fields removed, its template applied."""
 
-            embed = MiniLMEmbedder()
-        self.classifier = TaskClassifier(config, embed)
-        self.experiments = Experiments(config.experiments)
+    endpoint: Endpoint
+    body: dict[str, Any]
+    hints: RoutingHints
+    kind: str  # "route" or "backend": what `model` names
+    target: str
+    template: str | None  # `name@version` applied
+    assignment: Assignment | None  # experiment arm, on a route with an experiment
 
-    # ---- deciding ---------------------------------------------------------------------------
 
-    async def decide(
-        self,
-        endpoint: Endpoint,
-        body: dict[str, Any],
-        headers: Mapping[str, str],
-        availability: Mapping[str, Availability],
-        request_id: str,
-    ) -> Decision:
-        """Route a validated body; removes the gateway-only `routing` field from it."""
-        try:
-            hints = parse_hints(body.pop("routing", None), headers)
-        except HintError as exc:
-            raise OpenAIError(400, str(exc), param=exc.field, code="invalid_routing_hint") from None
-        if hints.task is not None and hints.task not in self.known_tasks:
-            raise OpenAIError(
-                400,
-                f"unknown task {hints.task!r}; known: {', '.join(sorted(self.known_tasks))}",
-                param="routing.task",
-                code="invalid_routing_hint",
-            )
-        model = body.get("model")
-        kind, target = self.router.resolve_target(model)
-        assignment = None
-        if kind == "route":
-            assignment = self.experiments.assign(target, body, headers, request_id)
-        # An arm's template is its treatment; else the request's, else the route's.
-        template_ref = (
-            (assignment.template if assignment else None)
-            or hints.template
-            or (self.config.routes[target].template if kind == "route" else None)
-        )
-        applied = None
-        if template_ref is not None:
-            variables = dict(hints.variables)
-            applied = apply_template(
-                self.config.prompt_templates, template_ref, endpoint, body, variables
-            )
-        text = prompt_text(endpoint, body)
-        if kind == "backend":
-            # A backend named directly is not routed: skip the classifier's ~14 ms.
-            task = self.classifier.classify("", hints.task)
-        elif hints.task is None and self.classifier.uses_embeddings:
-            # ~14 ms of CPU: off the event loop, so other requests keep flowing.
-            task = await asyncio.to_thread(self.classifier.classify, text)
-        else:
-            task = self.classifier.classify(text, hints.task)
-        summary = RequestSummary(
-            prompt_text=text,
-            max_tokens=_max_tokens(body),
-            hints=hints,
-            task=task.task,
-            task_source=task.source,
-            task_similarity=task.similarity,
-            seed=zlib.crc32(request_id.encode()) if request_id else time.monotonic_ns(),
-        )
-        decision = self._decide(model, target, assignment, availability, summary)
-        if assignment is not None:
-            decision = replace(decision, experiment=assignment.experiment, arm=assignment.arm)
-        return replace(decision, template=applied) if applied else decision
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A prepared request and the router's decision for it."""
 
-    def _decide(
-        self,
-        model: str | None,
-        route: str,
-        assignment: Assignment | None,
-        availability: Mapping[str, Availability],
-        summary: RequestSummary,
-    ) -> Decision:
-        snapshots = self.snapshots()
-        if assignment is None or assignment.backend is None:
-            return self.router.decide(model, availability, summary, snapshots)
-        try:
-            arm = self.router.decide(assignment.backend, availability, summary, snapshots)
-        except NoBackendAvailable:  # the arm's backend is down: the route serves as usual
-            return self.router.decide(model, availability, summary, snapshots)
-        fallbacks = tuple(
-            name
-            for name in self.config.routes[route].fallbacks
-            if name != assignment.backend and availability.get(name, Availability()).available
-        )
-        return replace(
-            arm,
-            route=route,
-            policy=f"experiment:{assignment.experiment}",
-            attempts=(assignment.backend, *fallbacks),
-        )
+    prepared: Prepared
+    decision: Decision
 
-    def snapshots(self) -> dict[str, LatencySnapshot]:
-        result = {}
-        for name, stats in self.stats.items():
-            cached = self._snapshots.get(name)
-            if cached is None:
-                cached = self._snapshots[name] = stats.snapshot()
-            result[name] = replace(cached, in_flight=stats.in_flight)
-        return result
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.prepared.body
 
-    # ---- measuring --------------------------------------------------------------------------
-
-    def started(self, backend: str) -> None:
-        self.stats[backend].in_flight += 1
-
-    def finished(self, backend: str) -> None:
-        self.stats[backend].in_flight -= 1
-
-    def record_total(self, backend: str, total_ms: float, output_tokens: int) -> None:
-        self.stats[backend].record_total(total_ms, output_tokens)
-        self._snapshots.pop(backend, None)
-
-    def record_stream(self, backend: str, ttft_ms: float, rest_ms: float, tokens: int) -> None:
-        tpot = rest_ms / (tokens - 1) if tokens > 1 else None
-        self.stats[backend].record(ttft_ms, tpot, tokens)
-        self._snapshots.pop(backend, None)
-
-    # ---- telling ----------------------------------------------------------------------------
-
-    @staticmethod
-    def headers(decision: Decision) -> dict[str, str]:
-        headers = {"x-gateway-task": decision.task}
+    def headers(self) -> dict[str, str]:
+        decision, headers = self.decision, {"x-gateway-task": self.decision.task}
         if decision.route:
             headers["x-gateway-route"] = decision.route
         chosen = decision.chosen_evaluation
@@ -205,14 +90,30 @@ class GatewayRouter:
             headers["x-gateway-predicted-latency-ms"] = f"{chosen.estimate.latency_ms:.1f}"
         if decision.budget_infeasible:
             headers["x-gateway-budget-infeasible"] = "true"
-        if decision.template:
-            headers["x-gateway-template"] = decision.template
-        if decision.experiment:
-            headers["x-gateway-experiment"] = f"{decision.experiment}/{decision.arm}"
+        if self.prepared.template:
+            headers["x-gateway-template"] = self.prepared.template
+        assignment = self.prepared.assignment
+        if assignment is not None:
+            headers["x-gateway-experiment"] = f"{assignment.experiment}/{assignment.arm}"
         return headers
 
-    @staticmethod
-    def explain(decision: Decision) -> dict[str, Any]:
+    def start_record(self, record: RequestRecord, log_body: bool) -> None:
+        """Everything the decision tells the request record."""
+        decision, assignment = self.decision, self.prepared.assignment
+        record.stream = bool(self.body.get("stream"))
+        record.route, record.task = decision.route, decision.task
+        record.template = self.prepared.template
+        if assignment is not None:
+            record.experiment, record.arm = assignment.experiment, assignment.arm
+        chosen = decision.chosen_evaluation
+        if chosen is not None:
+            record.estimated_cost_usd = chosen.estimate.cost_usd
+            record.estimated_prompt_tokens = chosen.estimate.prompt_tokens
+        if log_body:
+            record.request_body = self.body
+
+    def explain(self) -> dict[str, Any]:
+        decision, assignment = self.decision, self.prepared.assignment
         return {
             "route": decision.route,
             "policy": decision.policy,
@@ -224,9 +125,9 @@ class GatewayRouter:
             "chosen": decision.chosen,
             "attempts": list(decision.attempts),
             "budget_infeasible": decision.budget_infeasible,
-            "template": decision.template,
-            "experiment": decision.experiment,
-            "arm": decision.arm,
+            "template": self.prepared.template,
+            "experiment": assignment.experiment if assignment else None,
+            "arm": assignment.arm if assignment else None,
             "candidates": [
                 {
                     "backend": e.backend,
@@ -246,3 +147,144 @@ class GatewayRouter:
                 for e in decision.evaluations
             ],
         }
+
+
+class LiveStats(Observer):
+    """In-flight counts and measured latency per backend, from the feedback channel."""
+
+    def __init__(self, stats: Mapping[str, BackendStats]) -> None:
+        self.stats = dict(stats)
+        self._snapshots: dict[str, LatencySnapshot] = {}
+
+    def attempt_started(self, backend: str) -> None:
+        self.stats[backend].started()
+
+    def attempt_ended(self, outcome: AttemptOutcome) -> None:
+        stats = self.stats[outcome.backend]
+        stats.finished()
+        if not outcome.succeeded or outcome.first_byte is None or outcome.ended is None:
+            return
+        if outcome.streamed:
+            tokens = outcome.tokens or 1
+            ttft_ms = (outcome.first_byte - outcome.started) * 1000
+            rest_ms = (outcome.ended - outcome.first_byte) * 1000
+            stats.record(ttft_ms, rest_ms / (tokens - 1) if tokens > 1 else None, tokens)
+        elif outcome.tokens is not None:
+            stats.record_total((outcome.ended - outcome.started) * 1000, outcome.tokens)
+        else:
+            return
+        self._snapshots.pop(outcome.backend, None)
+
+    def snapshots(self) -> dict[str, LatencySnapshot]:
+        result = {}
+        for name, stats in self.stats.items():
+            cached = self._snapshots.get(name)
+            if cached is None:
+                cached = self._snapshots[name] = stats.snapshot()
+            result[name] = replace(cached, in_flight=stats.in_flight)
+        return result
+
+
+class Routing:
+    """Prepares requests and asks the router. One instance per ingress replica."""
+
+    def __init__(
+        self, config: GatewayConfig, project_root: Path, embed: Embedder | None = None
+    ) -> None:
+        """`embed` defaults to all-MiniLM-L6-v2 when any task has examples."""
+        self.config = config
+        profiles = {n: profile_for(n, b, project_root) for n, b in config.backends.items()}
+        self.router = Router(config, profiles, {n: b.model for n, b in config.backends.items()})
+        self.live = LiveStats({n: BackendStats(p.latency_prior) for n, p in profiles.items()})
+        self.known_tasks = {config.default_task, *config.tasks}
+        for backend in config.backends.values():
+            self.known_tasks.update(backend.tasks or ())
+        if embed is None and any(task.examples for task in config.tasks.values()):
+            from router._embedding import MiniLMEmbedder
+
+            embed = MiniLMEmbedder()
+        self.classifier = TaskClassifier(config, embed)
+        self.experiments = Experiments(config.experiments)
+
+    def prepare(
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        request_id: str,
+    ) -> Prepared:
+        """Resolve the target, assign an experiment arm, apply the template; the body given
+        is the client's and is not changed."""
+        body = dict(body)
+        try:
+            hints = parse_hints(body.pop("routing", None), headers)
+        except HintError as exc:
+            raise OpenAIError(400, str(exc), param=exc.field, code="invalid_routing_hint") from None
+        if hints.task is not None and hints.task not in self.known_tasks:
+            raise OpenAIError(
+                400,
+                f"unknown task {hints.task!r}; known: {', '.join(sorted(self.known_tasks))}",
+                param="routing.task",
+                code="invalid_routing_hint",
+            )
+        kind, target = self.router.resolve_target(body.get("model"))
+        assignment = None
+        if kind == "route":
+            assignment = self.experiments.assign(target, body, headers, request_id)
+        # An arm's template is its treatment; else the request's, else the route's.
+        template_ref = (
+            (assignment.template if assignment else None)
+            or hints.template
+            or (self.config.routes[target].template if kind == "route" else None)
+        )
+        applied = None
+        if template_ref is not None:
+            applied = apply_template(
+                self.config.prompt_templates, template_ref, endpoint, body, dict(hints.variables)
+            )
+        return Prepared(endpoint, body, hints, kind, target, applied, assignment)
+
+    async def decide(
+        self, prepared: Prepared, availability: Mapping[str, Availability], request_id: str
+    ) -> Routed:
+        text = prompt_text(prepared.endpoint, prepared.body)
+        hints = prepared.hints
+        if prepared.kind == "backend":
+            # A backend named directly is not routed: skip the classifier's ~14 ms.
+            task = self.classifier.classify("", hints.task)
+        elif hints.task is None and self.classifier.uses_embeddings:
+            # Milliseconds of CPU: off the event loop, so other requests keep flowing.
+            task = await asyncio.to_thread(self.classifier.classify, text)
+        else:
+            task = self.classifier.classify(text, hints.task)
+        summary = RequestSummary(
+            prompt_text=text,
+            max_tokens=max_tokens(prepared.body),
+            hints=hints,
+            task=task.task,
+            task_source=task.source,
+            task_similarity=task.similarity,
+            seed=zlib.crc32(request_id.encode()) if request_id else time.monotonic_ns(),
+        )
+        assignment = prepared.assignment
+        snapshots = self.live.snapshots()
+        decision = self.router.decide_target(
+            prepared.kind,
+            prepared.target,
+            availability,
+            summary,
+            snapshots,
+            pinned=assignment.backend if assignment else None,
+        )
+        return Routed(prepared, decision)
+
+    async def route(
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        availability: Mapping[str, Availability],
+        request_id: str,
+    ) -> Routed:
+        prepared = self.prepare(endpoint, body, headers, request_id)
+        return await self.decide(prepared, availability, request_id)

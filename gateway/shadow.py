@@ -8,10 +8,26 @@ import logging
 from typing import Any
 
 from deployments import Backend, BackendError, Endpoint
-from gateway.accounting import Accounting, Trace, response_text
+from gateway.attempts import Feedback
+from llmops import RequestRecord, response_text
 
 logger = logging.getLogger("ray.serve")
 SHADOW_TIMEOUT_S = 120.0
+
+
+def shadow_record(name: str, primary: RequestRecord) -> RequestRecord:
+    return RequestRecord(
+        request_id=f"{primary.request_id}#shadow",
+        endpoint=primary.endpoint,
+        stream=False,
+        key_id=primary.key_id,
+        route=primary.route,
+        task=primary.task,
+        experiment=primary.experiment,
+        arm="shadow",
+        template=primary.template,
+        shadow_of=primary.request_id,
+    )
 
 
 async def run_shadow(
@@ -19,34 +35,29 @@ async def run_shadow(
     backend: Backend,
     endpoint: Endpoint,
     body: dict[str, Any],
-    primary: Trace,
-    accounting: Accounting,
+    record: RequestRecord,
+    feedback: Feedback,
+    log_bodies: bool,
 ) -> None:
-    trace = Trace(
-        request_id=f"{primary.request_id}#shadow",
-        endpoint=endpoint,
-        stream=False,
-        key_id=primary.key_id,
-        route=primary.route,
-        task=primary.task,
-        backend=name,
-        attempts=[name],
-        experiment=primary.experiment,
-        arm="shadow",
-        template=primary.template,
-        shadow_of=primary.request_id,
-    )
+    """Ask `backend` too; its answer (or failure) goes to the feedback channel only."""
     plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     try:
-        result = await asyncio.wait_for(backend.complete(endpoint, plain), SHADOW_TIMEOUT_S)
-        trace.take_usage(result.get("usage"))
-        if accounting.log_bodies:
-            trace.response_text = response_text(result)
+        async with feedback.attempt(name, record, streamed=False) as attempt:
+            try:
+                result = await asyncio.wait_for(backend.complete(endpoint, plain), SHADOW_TIMEOUT_S)
+            except TimeoutError:
+                record.fail(504, "shadow_timeout")
+                raise BackendError(f"shadow {name!r} timed out", status=504) from None
+            usage = result.get("usage") or {}
+            attempt.answered(usage.get("completion_tokens"))
+        record.take_usage(result.get("usage"))
+        if log_bodies:
+            record.response_text = response_text(result)
     except BackendError as exc:
-        trace.status, trace.error_code = exc.status, exc.code
-    except TimeoutError:
-        trace.status, trace.error_code = 504, "shadow_timeout"
+        if record.status == 200:
+            record.fail(exc.status, exc.code)
     except Exception:
         logger.exception("shadow request to %s failed", name)
-        trace.status, trace.error_code = 500, "shadow_failed"
-    accounting.finish(trace)
+        record.fail(500, "shadow_failed")
+    finally:
+        feedback.request_finished(record)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray import serve
-
-from deployments import Backend, BackendConfig
-from deployments.serving import UnavailableBackend
+from deployments import Backend, BackendConfig, deployment_name
 from router import Availability, LatencySnapshot
 
 
 def replica_states(names: list[str]) -> dict[str, Any]:
     """Serve status and replica states per backend deployment (blocking: a controller call)."""
+    from ray import serve
+
     try:
         app_name = serve.get_replica_context().app_name
         deployments = serve.status().applications[app_name].deployments
@@ -20,7 +19,7 @@ def replica_states(names: list[str]) -> dict[str, Any]:
         return {"error": type(exc).__name__}
     states: dict[str, Any] = {}
     for name in names:
-        deployment = deployments.get(f"backend-{name}")
+        deployment = deployments.get(deployment_name(name))
         if deployment is not None:
             states[name] = {
                 "status": str(getattr(deployment.status, "value", deployment.status)),
@@ -34,7 +33,7 @@ def replica_states(names: list[str]) -> dict[str, Any]:
 
 def placement(config: BackendConfig, backend: Backend) -> dict[str, str]:
     """Where a backend without a deployment of its own runs."""
-    if isinstance(backend, UnavailableBackend):
+    if not backend.deployed:
         return {"status": "NOT_DEPLOYED"}
     if getattr(config, "in_ingress", False):
         return {"status": "IN_INGRESS"}

@@ -2,7 +2,6 @@
 
 from router._config import BalanceWeights, RouteConfig, RoutingConfig, TaskConfig
 from router._estimate import Estimate
-from router._experiments import assign_arm, unit_hash
 from router._hints import HintError, RoutingHints, parse_hints
 from router._policies import (
     Balanced,
@@ -33,6 +32,7 @@ from router._router import (
     Evaluation,
     ModelNotFound,
     NoBackendAvailable,
+    Reason,
     RequestSummary,
     Router,
     RoutingError,
@@ -66,6 +66,7 @@ __all__ = [
     "Ordered",
     "Policy",
     "PolicyOptions",
+    "Reason",
     "RequestSummary",
     "RetrySettings",
     "RouteConfig",
@@ -78,11 +79,9 @@ __all__ = [
     "TaskDecision",
     "Weighted",
     "approximate_tokens",
-    "assign_arm",
     "available_policies",
     "parse_hints",
     "policy_class",
     "register_policy",
     "retry_delay",
-    "unit_hash",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from router._config import RouteConfig, RoutingConfig
 from router._estimate import Estimate, estimate
@@ -69,6 +70,17 @@ class Availability:
         return self.available or not self.definite
 
 
+class Reason(StrEnum):
+    """Why a candidate is not eligible: what code branches on (the text is for people)."""
+
+    UNAVAILABLE = "unavailable"
+    CONTEXT_WINDOW = "context_window"
+    TASK_NOT_SERVED = "task_not_served"
+    QUALITY = "quality"
+    COST = "cost"
+    LATENCY_BUDGET = "latency_budget"
+
+
 @dataclass(frozen=True, slots=True)
 class RequestSummary:
     """What the router needs to know about a request."""
@@ -88,10 +100,15 @@ class Evaluation:
 
     backend: str
     eligible: bool
-    reasons: tuple[str, ...]
+    reasons: tuple[str, ...]  # for people, one per code
     estimate: Estimate
     quality: float
     tokenizer: str
+    codes: tuple[Reason, ...] = ()
+
+    def only(self, *codes: Reason) -> bool:
+        """Whether it is ineligible for these reasons and no other."""
+        return bool(self.codes) and all(code in codes for code in self.codes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +126,7 @@ class Decision:
     task_similarity: float | None = None
     budget_infeasible: bool = False
     scores: Mapping[str, float] = field(default_factory=dict)  # eligible backend -> score
-    template: str | None = None  # prompt template applied by the caller, `name@version`
-    experiment: str | None = None  # A/B experiment and arm the caller assigned
-    arm: str | None = None
+    pinned: bool = False  # the caller pinned `chosen` (e.g. an experiment arm)
 
     @property
     def chosen_evaluation(self) -> Evaluation | None:
@@ -171,8 +186,24 @@ class Router:
         availability: Mapping[str, Availability],
         request: RequestSummary = RequestSummary(),
         stats: Mapping[str, LatencySnapshot] | None = None,
+        pinned: str | None = None,
     ) -> Decision:
+        """`pinned`: a backend that serves a routed request in place of the policy's choice
+        (an experiment arm), unless it is down for good or too small for the request; the
+        route's fallbacks still follow it."""
         kind, name = self.resolve_target(model)
+        return self.decide_target(kind, name, availability, request, stats, pinned)
+
+    def decide_target(
+        self,
+        kind: str,
+        name: str,
+        availability: Mapping[str, Availability],
+        request: RequestSummary = RequestSummary(),
+        stats: Mapping[str, LatencySnapshot] | None = None,
+        pinned: str | None = None,
+    ) -> Decision:
+        """`decide` for a target `resolve_target` already found (`kind`: route or backend)."""
         if kind == "backend":
             state = availability.get(name, Availability())
             if not state.usable_as_last_resort:
@@ -191,6 +222,10 @@ class Router:
 
         route = self._config.routes[name]
         up = Availability()
+        if pinned is not None:
+            decision = self._pinned(name, route, pinned, availability, request, stats or {})
+            if decision is not None:
+                return decision
         evaluations = self._evaluate(route.candidates, route, availability, request, stats or {})
         eligible = [e for e in evaluations if e.eligible]
         infeasible = False
@@ -220,19 +255,11 @@ class Router:
         ]
         scores = dict(zip([c.name for c in candidates], policy.scores(candidates), strict=True))
         chosen = policy.choose(candidates, request.seed).name
-        attempts = [chosen]
-        too_small = {
-            e.backend for e in evaluations if any(r.startswith("context window") for r in e.reasons)
-        }
-        for fallback in route.fallbacks:
-            state = availability.get(fallback, Availability())
-            if fallback not in attempts and state.available and fallback not in too_small:
-                attempts.append(fallback)
         return Decision(
             route=name,
             policy=route.policy,
             chosen=chosen,
-            attempts=tuple(attempts),
+            attempts=self._with_fallbacks(chosen, route, evaluations, availability),
             skipped={e.backend: "; ".join(e.reasons) for e in evaluations if not e.eligible},
             evaluations=evaluations,
             task=request.task,
@@ -243,6 +270,52 @@ class Router:
         )
 
     # ---- internals --------------------------------------------------------------------------
+
+    def _with_fallbacks(
+        self,
+        chosen: str,
+        route: RouteConfig,
+        evaluations: tuple[Evaluation, ...],
+        availability: Mapping[str, Availability],
+    ) -> tuple[str, ...]:
+        """The chosen backend, then the route's fallbacks that are up and big enough."""
+        too_small = {e.backend for e in evaluations if Reason.CONTEXT_WINDOW in e.codes}
+        attempts = [chosen]
+        for fallback in route.fallbacks:
+            state = availability.get(fallback, Availability())
+            if fallback not in attempts and state.available and fallback not in too_small:
+                attempts.append(fallback)
+        return tuple(attempts)
+
+    def _pinned(
+        self,
+        name: str,
+        route: RouteConfig,
+        pinned: str,
+        availability: Mapping[str, Availability],
+        request: RequestSummary,
+        stats: Mapping[str, LatencySnapshot],
+    ) -> Decision | None:
+        """The decision for a pinned backend, or None when the route must decide instead."""
+        if pinned not in self._profiles:
+            raise KeyError(f"pinned backend {pinned!r} is not a backend")
+        state = availability.get(pinned, Availability())
+        backends = (pinned, *(f for f in route.fallbacks if f != pinned))
+        evaluations = self._evaluate(backends, route, availability, request, stats)
+        if not state.usable_as_last_resort or Reason.CONTEXT_WINDOW in evaluations[0].codes:
+            return None
+        return Decision(
+            route=name,
+            policy=route.policy,
+            chosen=pinned,
+            attempts=self._with_fallbacks(pinned, route, evaluations, availability),
+            skipped={e.backend: "; ".join(e.reasons) for e in evaluations if not e.eligible},
+            evaluations=evaluations,
+            task=request.task,
+            task_source=request.task_source,
+            task_similarity=request.task_similarity,
+            pinned=True,
+        )
 
     def _evaluate(
         self,
@@ -275,30 +348,45 @@ class Router:
             quality = profile.quality_for(task_name)
             state = availability.get(backend, up)
             reasons: list[str] = []
+            codes: list[Reason] = []
             if not state.available:
+                codes.append(Reason.UNAVAILABLE)
                 reasons.append(f"unavailable: {state.reason or 'health check failed'}")
             window = profile.context_window
             if window is not None and guess.prompt_tokens + guess.output_tokens > window:
+                codes.append(Reason.CONTEXT_WINDOW)
                 reasons.append(
                     f"context window {window} < {guess.prompt_tokens} prompt + "
                     f"{guess.output_tokens} output tokens"
                 )
             if profile.tasks is not None and task_name not in profile.tasks:
+                codes.append(Reason.TASK_NOT_SERVED)
                 reasons.append(f"does not serve task {task_name!r}")
             if quality < min_quality:
+                codes.append(Reason.QUALITY)
                 reasons.append(
                     f"quality {quality:.2f} < min_quality {min_quality:.2f} for task {task_name!r}"
                 )
             if max_cost is not None and guess.cost_usd > max_cost:
+                codes.append(Reason.COST)
                 reasons.append(
                     f"estimated cost ${guess.cost_usd:.6f} > max_cost_usd ${max_cost:.6f}"
                 )
             if budget is not None and guess.latency_ms > budget:
+                codes.append(Reason.LATENCY_BUDGET)
                 reasons.append(
                     f"predicted latency {guess.latency_ms:.0f} ms > budget {budget:.0f} ms"
                 )
             results.append(
-                Evaluation(backend, not reasons, tuple(reasons), guess, quality, profile.tokenizer)
+                Evaluation(
+                    backend,
+                    not reasons,
+                    tuple(reasons),
+                    guess,
+                    quality,
+                    profile.tokenizer,
+                    tuple(codes),
+                )
             )
         return tuple(results)
 
@@ -319,11 +407,7 @@ class Router:
     ) -> tuple[list[Evaluation], bool]:
         """Eligible candidates when none fully qualified, or raise why there are none."""
         budget = request.hints.latency_budget_ms
-        only_slow = [
-            e
-            for e in evaluations
-            if e.reasons and all(r.startswith("predicted latency") for r in e.reasons)
-        ]
+        only_slow = [e for e in evaluations if e.only(Reason.LATENCY_BUDGET)]
         if only_slow and budget is not None:
             if route.on_infeasible == "reject":
                 fastest = min(e.estimate.latency_ms for e in only_slow)
@@ -336,7 +420,7 @@ class Router:
             e
             for e in evaluations
             if availability.get(e.backend, Availability()).usable_as_last_resort
-            and all(r.startswith("unavailable") for r in e.reasons)
+            and e.only(Reason.UNAVAILABLE)
         ]
         if last_resort:
             return last_resort, False

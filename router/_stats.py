@@ -78,6 +78,12 @@ class BackendStats:
         self.output_tokens = Ewma(alpha=0.1)
         self.in_flight = 0
 
+    def started(self) -> None:
+        self.in_flight += 1
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+
     def record(self, ttft_ms: float, tpot_ms: float | None, output_tokens: int) -> None:
         self.ttft.add(ttft_ms)
         self.ttft_window.add(ttft_ms)

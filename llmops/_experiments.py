@@ -1,5 +1,6 @@
-"""A/B experiments on a route: arms by backend and/or prompt template, sticky per user/key/header,
-an optional shadow backend that gets a copy of each request (answer logged, not returned).
+"""A/B experiments on a route (config and sticky assignment): arms by backend and/or prompt
+template, sticky per user/key/header, an optional shadow backend that gets a copy of each
+request (answer logged, not returned).
 
 ```yaml
 experiments:
@@ -15,21 +16,41 @@ experiments:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from gateway.accounting import key_id
-from router import assign_arm
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from llmops._config import Strict
+from llmops._record import key_id
 
 
-class ArmConfig(_Strict):
+def unit_hash(experiment: str, key: str) -> float:
+    """A uniform number in [0, 1) from (experiment, key): the same key, the same number."""
+    digest = hashlib.sha256(f"{experiment}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_arm(experiment: str, key: str, arms: Sequence[tuple[str, float]]) -> str:
+    """The arm for `key`, in proportion to the arms' weights (which need not sum to 1).
+
+    Changing one arm's weight moves only the keys near the changed boundaries; adding an arm
+    at the end keeps everyone else where they were only if the others' shares are unchanged.
+    """
+    total = sum(weight for _, weight in arms)
+    if not arms or total <= 0:
+        raise ValueError("an experiment needs arms with positive total weight")
+    point, edge = unit_hash(experiment, key) * total, 0.0
+    for name, weight in arms:
+        edge += weight
+        if point < edge:
+            return name
+    return arms[-1][0]
+
+
+class ArmConfig(Strict):
     backend: str | None = Field(default=None, description="Backend serving this arm.")
     template: str | None = Field(
         default=None, description="Prompt template (`name@version`) this arm applies."
@@ -43,7 +64,7 @@ class ArmConfig(_Strict):
         return self
 
 
-class ExperimentConfig(_Strict):
+class ExperimentConfig(Strict):
     route: str = Field(description="The route whose requests take part.")
     sticky_by: str = Field(
         default="user",

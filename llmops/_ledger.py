@@ -1,39 +1,22 @@
-"""The cost ledger: one SQLite row per request (WAL mode), written off the event loop.
+"""The cost ledger: one SQLite row per request (WAL mode), written by the shared batch writer.
 
-Writes go through a queue to one writer thread, in batches; reads (`totals`) open their own
-connection, which WAL lets run beside the writer.
+The columns are `RequestRecord`'s ledger fields, so renaming a field renames its column (an
+older ledger file gains new columns on open) instead of silently writing NULL. Reads open
+their own connection, which WAL lets run beside the writer.
 """
 
 from __future__ import annotations
 
-import queue
 import sqlite3
-import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-COLUMNS = (
-    "ts",
-    "request_id",
-    "key_id",
-    "endpoint",
-    "route",
-    "task",
-    "backend",
-    "experiment",
-    "arm",
-    "template",
-    "status",
-    "stream",
-    "prompt_tokens",
-    "completion_tokens",
-    "usage_source",
-    "estimated_cost_usd",
-    "cost_usd",
-    "ttft_ms",
-    "latency_ms",
-)
+from llmops._batch import BatchWriter
+from llmops._record import LEDGER_COLUMNS, RequestRecord
+
+COLUMNS = LEDGER_COLUMNS
 GROUPS = {
     "backend": "backend",
     "route": "route",
@@ -51,12 +34,15 @@ CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS feedback (request_id, ts, score REAL, label, comment);
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
 """
-_STOP = object()
 BATCH_S = 0.25
+_INSERT = (
+    f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))})"
+)
 
 
 class Ledger:
-    """Append-only request ledger at `path` (created with its folder)."""
+    """Append-only request ledger at `path` (created with its folder). A sink."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -64,54 +50,42 @@ class Ledger:
         with self._connect() as db:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             db.executescript(_SCHEMA)
+            known = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+            for column in COLUMNS:
+                if column not in known:  # a ledger written by an older gateway
+                    db.execute(f"ALTER TABLE requests ADD COLUMN {column}")
         self.journal_mode = str(mode)
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._writer = threading.Thread(target=self._write_forever, name="ledger", daemon=True)
-        self._writer.start()
+        self._db: sqlite3.Connection | None = None  # the writer thread's own
+        self._writer: BatchWriter[tuple[Any, ...]] = BatchWriter("ledger", self._insert, BATCH_S)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
         return db
 
-    def add(self, row: dict[str, Any]) -> None:
-        """Queue one request's row (keys from COLUMNS; missing ones are NULL). Never blocks."""
-        self._idle.clear()
-        self._queue.put(tuple(row.get(column) for column in COLUMNS))
+    def write(self, record: RequestRecord) -> None:
+        """Queue one request's row. Never blocks."""
+        self._writer.add(tuple(getattr(record, column) for column in COLUMNS))
 
-    def _write_forever(self) -> None:
-        db = self._connect()
-        insert = (
-            f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(COLUMNS))})"
-        )
-        while True:
-            rows = [self._queue.get()]
-            # Batch for a moment: fewer wake-ups of this thread, fewer GIL hand-overs that
-            # would delay the ingress's event loop (by up to the 5 ms switch interval each).
-            time.sleep(BATCH_S)
-            while not self._queue.empty():
-                rows.append(self._queue.get_nowait())
-            stop = _STOP in rows
-            rows = [row for row in rows if row is not _STOP]
-            if rows:
-                with db:
-                    db.executemany(insert, rows)
-            if self._queue.empty():
-                self._idle.set()
-            if stop:
-                db.close()
-                return
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Queue a row given as a mapping (keys from COLUMNS; missing ones are NULL)."""
+        self._writer.add(tuple(row.get(column) for column in COLUMNS))
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        if self._db is None:
+            self._db = self._connect()
+        with self._db:
+            self._db.executemany(_INSERT, rows)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
-        """Wait until every queued row is written (tests, shutdown)."""
-        return self._idle.wait(timeout_s)
+        """Wait until every queued row is written (reads, tests, shutdown)."""
+        return self._writer.flush(timeout_s)
 
     def close(self) -> None:
-        self._queue.put(_STOP)
-        self._writer.join(5)
+        self._writer.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def totals(self, group_by: str, since: float | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and cost per group since a Unix time (blocking: run in a thread)."""

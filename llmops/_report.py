@@ -1,5 +1,6 @@
-"""`python -m gateway report --experiment NAME`: per arm requests, latency, cost, feedback with a
-95% interval, a significance test between the leading arms, and a plain-language verdict.
+"""The experiment report (`python -m gateway report --experiment NAME`): per arm requests,
+latency, cost, feedback with a 95% interval, a significance test between the leading arms,
+and a plain-language verdict.
 
 Statistics without assumptions about the score distribution: bootstrap percentile intervals for
 the mean feedback, a two-sided permutation test for the difference of means (seeded, so a report
@@ -14,7 +15,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.ledger import Ledger
+from llmops._ledger import Ledger
 
 RESAMPLES = 4000
 ALPHA = 0.05
@@ -33,11 +34,10 @@ class ArmSummary:
     feedback_ci95: tuple[float, float] | None
 
 
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def _percentile(values: list[float], percent: int) -> float | None:
+    if len(values) < 2:
+        return values[0] if values else None
+    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
 
 
 def bootstrap_ci(values: list[float], rng: random.Random) -> tuple[float, float] | None:
@@ -60,7 +60,7 @@ def permutation_p(a: list[float], b: list[float], rng: random.Random) -> float:
     return (extreme + 1) / (RESAMPLES + 1)
 
 
-def build(ledger: Ledger, experiment: str, since: float | None = None) -> dict[str, Any]:
+def build_report(ledger: Ledger, experiment: str, since: float | None = None) -> dict[str, Any]:
     rows = [r for r in ledger.rows(since) if r["experiment"] == experiment and r["arm"] != "shadow"]
     scores = ledger.feedback_scores()
     rng = random.Random(0)
@@ -77,8 +77,8 @@ def build(ledger: Ledger, experiment: str, since: float | None = None) -> dict[s
                 arm=arm,
                 requests=len(arm_rows),
                 errors=sum(1 for r in arm_rows if (r["status"] or 0) >= 400),
-                latency_p50_ms=_quantile(latencies, 0.5),
-                latency_p95_ms=_quantile(latencies, 0.95),
+                latency_p50_ms=_percentile(latencies, 50),
+                latency_p95_ms=_percentile(latencies, 95),
                 cost_per_request_usd=sum(r["cost_usd"] or 0.0 for r in arm_rows) / len(arm_rows),
                 feedback_n=len(feedback),
                 feedback_mean=statistics.fmean(feedback) if feedback else None,

@@ -1,18 +1,23 @@
 """Prometheus metrics through `ray.serve.metrics`, exported by Ray's metrics agent on each node.
 
 Scrape `http://<node>:<metrics-export-port>/metrics` (`ray start --metrics-export-port=8080`);
-Ray prefixes every name with `ray_`. `configs/grafana-dashboard.json` charts them.
+Ray prefixes every name with `ray_`. `configs/grafana-dashboard.json` charts them. Ray is
+imported when a `GatewayMetrics` is built (inside a Serve replica), never at module import.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from gateway.accounting import Trace
+from llmops._batch import BatchWriter
+from llmops._record import RequestRecord
 
 LATENCY_MS: list[float] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
 TPOT_MS: list[float] = [1, 2, 5, 10, 20, 50, 100, 250, 500]
 CIRCUIT_LEVEL = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+# A metric call costs several microseconds: batched once a second, off the event loop.
+BATCH_S = 1.0
 
 
 def _tags(*keys: str) -> Any:
@@ -21,7 +26,7 @@ def _tags(*keys: str) -> Any:
 
 
 class GatewayMetrics:
-    """Every metric is derived from a finished request's `Trace` or a circuit's state."""
+    """A sink: every metric is derived from a finished request's record or a circuit's state."""
 
     def __init__(self) -> None:
         from ray.serve import metrics
@@ -67,48 +72,53 @@ class GatewayMetrics:
         self.arms = metrics.Counter(
             "gateway_experiment_arms", "Requests per experiment arm.", _tags("experiment", "arm")
         )
-        self._pending: list[Trace] = []
         self.circuit = metrics.Gauge(
             "gateway_circuit_state", "0 closed, 1 half-open, 2 open.", _tags("backend")
         )
+        self._writer: BatchWriter[RequestRecord] = BatchWriter("metrics", self._observe, BATCH_S)
 
-    def record(self, trace: Trace) -> None:
-        """Queue a finished request; `flush` turns the queue into Ray metric calls."""
-        self._pending.append(trace)
+    def write(self, record: RequestRecord) -> None:
+        self._writer.add(record)
 
-    def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for trace in pending:
-            self._observe(trace)
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        return self._writer.flush(timeout_s)
 
-    def _observe(self, trace: Trace) -> None:
-        backend, route = trace.backend or "none", trace.route or "none"
-        self.requests.inc(tags={"route": route, "backend": backend, "status": str(trace.status)})
-        if trace.task:
-            self.tasks.inc(tags={"task": trace.task})
-        if trace.experiment:
-            self.arms.inc(tags={"experiment": trace.experiment, "arm": trace.arm or "none"})
-        if len(trace.attempts) > 1:
-            self.retries.inc(len(trace.attempts) - 1, tags={"route": route})
-            if trace.attempts[-1] != trace.attempts[0]:
+    def close(self) -> None:
+        self._writer.close()
+
+    def _observe(self, records: list[RequestRecord]) -> None:
+        for record in records:
+            self._observe_one(record)
+
+    def _observe_one(self, record: RequestRecord) -> None:
+        backend, route = record.backend or "none", record.route or "none"
+        self.requests.inc(tags={"route": route, "backend": backend, "status": str(record.status)})
+        if record.task:
+            self.tasks.inc(tags={"task": record.task})
+        if record.experiment:
+            self.arms.inc(tags={"experiment": record.experiment, "arm": record.arm or "none"})
+        if len(record.attempts) > 1:
+            self.retries.inc(len(record.attempts) - 1, tags={"route": route})
+            if record.attempts[-1] != record.attempts[0]:
                 self.fallbacks.inc(tags={"route": route})
-        if trace.backend is None:
+        if record.backend is None:
             return
-        if trace.prompt_tokens:
-            self.tokens.inc(trace.prompt_tokens, tags={"backend": backend, "direction": "in"})
-        if trace.completion_tokens:
-            self.tokens.inc(trace.completion_tokens, tags={"backend": backend, "direction": "out"})
-        if trace.cost_usd:
-            self.cost.inc(trace.cost_usd, tags={"backend": backend, "route": route})
-        if trace.latency_ms is not None:
-            self.latency.observe(trace.latency_ms, tags={"backend": backend, "route": route})
-        if trace.ttft_ms is not None:
-            self.ttft.observe(trace.ttft_ms, tags={"backend": backend})
-            tokens = trace.completion_tokens or 0
-            if tokens > 1 and trace.latency_ms is not None:
-                per_token = (trace.latency_ms - trace.ttft_ms) / (tokens - 1)
+        if record.prompt_tokens:
+            self.tokens.inc(record.prompt_tokens, tags={"backend": backend, "direction": "in"})
+        if record.completion_tokens:
+            tokens = record.completion_tokens
+            self.tokens.inc(tokens, tags={"backend": backend, "direction": "out"})
+        if record.cost_usd:
+            self.cost.inc(record.cost_usd, tags={"backend": backend, "route": route})
+        if record.latency_ms is not None:
+            self.latency.observe(record.latency_ms, tags={"backend": backend, "route": route})
+        if record.ttft_ms is not None:
+            self.ttft.observe(record.ttft_ms, tags={"backend": backend})
+            tokens = record.completion_tokens or 0
+            if tokens > 1 and record.latency_ms is not None:
+                per_token = (record.latency_ms - record.ttft_ms) / (tokens - 1)
                 self.tpot.observe(per_token, tags={"backend": backend})
 
-    def circuits(self, states: dict[str, Any]) -> None:
+    def circuits(self, states: Mapping[str, str]) -> None:
         for backend, state in states.items():
             self.circuit.set(CIRCUIT_LEVEL.get(state, 0.0), tags={"backend": backend})

@@ -1,0 +1,135 @@
+"""The one feedback channel: every call to a backend is an `Attempt`, and every finished
+request a record. Observers (live stats, health, circuit breakers, accounting) subscribe here
+and nowhere else, so what they count cannot drift apart.
+
+```python
+async with feedback.attempt("smollm2", record, streamed=False) as attempt:
+    result = await backend.complete(endpoint, body)
+    attempt.answered(tokens=result["usage"]["completion_tokens"])
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from deployments import BackendError
+from llmops import RequestRecord
+
+logger = logging.getLogger("ray.serve")
+
+
+@dataclass(slots=True)
+class AttemptOutcome:
+    """How one call to one backend went."""
+
+    backend: str
+    streamed: bool
+    started: float
+    first_byte: float | None = None  # first chunk of a stream, or the whole answer
+    ended: float | None = None
+    tokens: int | None = None  # output tokens, when known
+    error: BackendError | None = None
+    # Ended without a verdict on the backend: the client left, the caller gave up, or a bug
+    # of ours. Neither a success nor a failure.
+    cancelled: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None and not self.cancelled
+
+
+class Observer:
+    """Subscriber to the feedback channel; override what you need. Calls must not block."""
+
+    def attempt_started(self, backend: str) -> None:
+        """A call to `backend` begins."""
+
+    def attempt_ended(self, outcome: AttemptOutcome) -> None:
+        """The call ended (exactly once per start)."""
+
+    def request_finished(self, record: RequestRecord) -> None:
+        """A request is over: answered, failed, or abandoned by its client."""
+
+
+class Attempt:
+    """One call to one backend; an async context manager that reports its start and end.
+
+    An exception leaving the block decides the outcome: a `BackendError` is a failure,
+    cancellation (or any other exception) ends without a verdict. `fail` records a failure
+    the caller handled itself (an error event sent mid-stream)."""
+
+    __slots__ = ("_feedback", "_record", "outcome")
+
+    def __init__(
+        self, feedback: Feedback, backend: str, streamed: bool, record: RequestRecord | None
+    ) -> None:
+        self._feedback = feedback
+        self._record = record
+        self.outcome = AttemptOutcome(backend, streamed, started=0.0)
+
+    async def __aenter__(self) -> Attempt:
+        self.outcome.started = self._feedback.clock()
+        if self._record is not None:
+            self._record.attempts.append(self.outcome.backend)
+            self._record.backend = self.outcome.backend
+        self._feedback.emit("attempt_started", self.outcome.backend)
+        return self
+
+    def first_byte(self) -> None:
+        self.outcome.first_byte = self._feedback.clock()
+
+    def answered(self, tokens: int | None) -> None:
+        """A non-streamed answer arrived."""
+        self.outcome.first_byte = self._feedback.clock()
+        self.outcome.tokens = tokens
+
+    def fail(self, error: BackendError) -> None:
+        self.outcome.error = error
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        outcome = self.outcome
+        if isinstance(exc, BackendError):
+            outcome.error = exc
+        elif exc is not None:
+            outcome.cancelled = True
+            if not isinstance(exc, asyncio.CancelledError | GeneratorExit):
+                logger.error("attempt on %s ended by %r", outcome.backend, exc)
+        outcome.ended = self._feedback.clock()
+        self._feedback.emit("attempt_ended", outcome)
+
+
+class Feedback:
+    """Fans attempt and request events out to the observers, in order. An observer that
+    raises is logged and skipped: bookkeeping never fails a request."""
+
+    def __init__(
+        self, observers: Sequence[Observer] = (), clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.observers = list(observers)
+        self.clock = clock
+
+    def attempt(
+        self, backend: str, record: RequestRecord | None = None, *, streamed: bool
+    ) -> Attempt:
+        return Attempt(self, backend, streamed, record)
+
+    def request_finished(self, record: RequestRecord) -> None:
+        self.emit("request_finished", record)
+
+    def emit(self, event: str, payload: object) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(payload)
+            except Exception:
+                logger.exception("%s.%s failed", type(observer).__name__, event)

@@ -1,0 +1,105 @@
+"""Wiring: a `Gateway` from a config and the backends the ingress connected to."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from deployments import Backend
+from gateway.attempts import Feedback, Observer
+from gateway.config import GatewayConfig
+from gateway.health import HealthMonitor
+from gateway.pipeline import Gateway
+from gateway.resilience import Resilience
+from gateway.routing import Routing
+from llmops import (
+    Accounting,
+    GatewayMetrics,
+    Ledger,
+    Price,
+    Redactor,
+    RequestLog,
+    RequestRecord,
+    Sink,
+)
+from router import Embedder
+
+logger = logging.getLogger("ray.serve")
+
+
+class Books(Observer):
+    """Accounting as an observer: finished requests are costed and written to the sinks."""
+
+    def __init__(self, accounting: Accounting) -> None:
+        self.accounting = accounting
+
+    def request_finished(self, record: RequestRecord) -> None:
+        self.accounting.finish(record)
+
+    def close(self) -> None:
+        self.accounting.close()
+
+
+def sinks_for(
+    config: GatewayConfig, project_root: Path, metrics: GatewayMetrics | None
+) -> tuple[Ledger | None, list[Sink]]:
+    """The ledger (also read by the usage and feedback endpoints) and every sink."""
+    sinks: list[Sink] = []
+    ledger = Ledger(project_root / config.ledger.path) if config.ledger.enabled else None
+    if ledger is not None:
+        sinks.append(ledger)
+    log = config.request_log
+    if log.enabled:
+        redact = Redactor(log.redact)
+        path = project_root / log.path
+        sinks.append(RequestLog(path, log.max_bytes, log.backups, log.bodies, redact))
+    if metrics is not None:
+        sinks.append(metrics)
+    return ledger, sinks
+
+
+def build_gateway(
+    config: GatewayConfig,
+    backends: Mapping[str, Backend],
+    project_root: Path,
+    *,
+    unavailable: Mapping[str, str] | None = None,
+    metrics: GatewayMetrics | None = None,
+    embed: Embedder | None = None,
+    extra_observers: Sequence[Observer] = (),
+    clock: Callable[[], float] | None = None,
+) -> tuple[Gateway, Ledger | None]:
+    """A gateway over `backends` with the config's routing, resilience, health probes and
+    sinks. `metrics` needs a Serve replica (Ray's metrics agent); None records none."""
+    routing = Routing(config, project_root, embed)
+    resilience = Resilience(config.backends)
+
+    def publish_circuits(names: list[str]) -> None:
+        if metrics is not None:
+            metrics.circuits({name: resilience.describe(name)["state"] for name in names})
+
+    health = HealthMonitor(
+        backends,
+        unavailable or {},
+        config.ingress.health_check_interval_s,
+        publish_circuits,
+    )
+    prices = {
+        name: Price(b.pricing.input_per_mtok, b.pricing.output_per_mtok)
+        for name, b in config.backends.items()
+    }
+    ledger, sinks = sinks_for(config, project_root, metrics)
+    observers: list[Observer] = [routing.live, health, resilience, Books(Accounting(prices, sinks))]
+    feedback = Feedback([*observers, *extra_observers], **({"clock": clock} if clock else {}))
+    gateway = Gateway(
+        backends,
+        routing,
+        resilience,
+        health,
+        feedback,
+        routes=config.routes,
+        experiments=config.experiments,
+        log_bodies=config.request_log.enabled and config.request_log.bodies,
+    )
+    return gateway, ledger

@@ -1,0 +1,262 @@
+"""The request pipeline, as plain Python: read, prepare, route, call backends with
+fallbacks and retries, relay, account. No Ray, no HTTP framework: the Serve ingress
+(`gateway.app`) and the HTTP layer (`gateway.http`) only adapt it.
+
+Every collaborator is injected (backends, routing, resilience, health, feedback), the way
+Ray Serve LLM's `LLMServer` takes its engine, so tests build one around `FakeBackend`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from deployments import Backend, BackendError, Endpoint
+from gateway.attempts import Feedback
+from gateway.errors import OpenAIError, from_exception
+from gateway.health import HealthMonitor
+from gateway.protocol import parse_body
+from gateway.relay import relay
+from gateway.resilience import Limits, Resilience, timeout_error
+from gateway.routing import Routed, Routing
+from gateway.shadow import run_shadow, shadow_record
+from llmops import ExperimentConfig, RequestRecord, key_id, response_text
+from router import RouteConfig, RoutingError
+
+logger = logging.getLogger("ray.serve")
+SHADOW_DRAIN_S = 10.0
+
+
+@dataclass(slots=True)
+class Reply:
+    """A whole answer: status, JSON body, headers."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def error(cls, error: OpenAIError, headers: Mapping[str, str] | None = None) -> Reply:
+        return cls(error.status, orjson.dumps(error.body()), {**error.headers, **(headers or {})})
+
+
+class StreamReply:
+    """A streamed answer (SSE bytes). Whoever sends it must `aclose` it, sent or not: that
+    ends the backend call and finishes the request's record, exactly once."""
+
+    status = 200
+
+    def __init__(
+        self,
+        headers: dict[str, str],
+        first: bytes,
+        rest: AsyncIterator[bytes],
+        finish: Any,
+    ) -> None:
+        self.headers = headers
+        self._first: bytes | None = first
+        self._rest = rest
+        self._finish = finish
+        self._closed = False
+
+    def __aiter__(self) -> StreamReply:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            if first:
+                return first
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._rest.aclose()  # type: ignore[attr-defined]
+        finally:
+            self._finish()
+
+
+class Gateway:
+    """One per ingress replica. `handle` serves chat completions and completions."""
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        routing: Routing,
+        resilience: Resilience,
+        health: HealthMonitor,
+        feedback: Feedback,
+        *,
+        routes: Mapping[str, RouteConfig],
+        experiments: Mapping[str, ExperimentConfig],
+        log_bodies: bool = False,
+    ) -> None:
+        self.backends = dict(backends)
+        self.routing = routing
+        self.resilience = resilience
+        self.health = health
+        self.feedback = feedback
+        self.routes = dict(routes)
+        self.experiments = dict(experiments)
+        self.log_bodies = log_bodies
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    # ---- serving ------------------------------------------------------------------------
+
+    async def route(
+        self, endpoint: Endpoint, raw_body: bytes, headers: Mapping[str, str], request_id: str
+    ) -> Routed:
+        """Validate, prepare and route a body: what serving and explaining share."""
+        body = parse_body(raw_body, endpoint)
+        availability = self.resilience.overlay(self.health.availability)
+        return await self.routing.route(endpoint, body, headers, availability, request_id)
+
+    async def explain(
+        self, raw_body: bytes, headers: Mapping[str, str], request_id: str
+    ) -> Reply:
+        """The routing decision for a chat completion body, without calling any backend."""
+        try:
+            routed = await self.route("chat/completions", raw_body, headers, request_id)
+        except Exception as exc:
+            return Reply.error(from_exception(exc))
+        explanation = routed.explain()
+        for candidate in explanation["candidates"]:
+            candidate["circuit"] = self.resilience.describe(candidate["backend"])["state"]
+        return Reply(200, orjson.dumps(explanation), routed.headers())
+
+    async def handle(
+        self, endpoint: Endpoint, raw_body: bytes, headers: Mapping[str, str], request_id: str
+    ) -> Reply | StreamReply:
+        record = RequestRecord(
+            request_id=request_id,
+            endpoint=endpoint,
+            stream=False,
+            key_id=key_id(headers.get("authorization")),
+        )
+        reply_headers: dict[str, str] = {}
+        try:
+            routed = await self.route(endpoint, raw_body, headers, request_id)
+            reply_headers.update(routed.headers())
+            routed.start_record(record, self.log_bodies)
+            self._start_shadow(routed, record)
+            if record.stream:
+                return await self._stream(routed, reply_headers, record)
+            return await self._complete(routed, reply_headers, record)
+        except asyncio.CancelledError:  # the client left before an answer
+            record.fail(499, "client_disconnected")
+            self.feedback.request_finished(record)
+            raise
+        except Exception as exc:
+            error = from_exception(exc)
+            if error.status >= 500 and not isinstance(
+                exc, BackendError | OpenAIError | RoutingError
+            ):
+                logger.exception("request %s failed", request_id)
+            record.fail(error.status, error.code)
+            self.feedback.request_finished(record)
+            return Reply.error(error, reply_headers)
+
+    async def _complete(
+        self, routed: Routed, headers: dict[str, str], record: RequestRecord
+    ) -> Reply:
+        endpoint, body = routed.prepared.endpoint, routed.body
+
+        async def attempt(name: str, limits: Limits) -> dict[str, Any]:
+            async with self.feedback.attempt(name, record, streamed=False) as attempt:
+                try:
+                    async with asyncio.timeout(limits.total_s):
+                        result = await self.backends[name].complete(endpoint, body)
+                except TimeoutError:
+                    raise timeout_error(name, "the answer", limits.total_s) from None
+                tokens = (result.get("usage") or {}).get("completion_tokens")
+                attempt.answered(tokens if isinstance(tokens, int) else None)
+            return result
+
+        result = await self.resilience.first_success(
+            routed.decision, self._route_config(routed), headers, attempt
+        )
+        record.take_usage(result.get("usage"))
+        if self.log_bodies:
+            record.response_text = response_text(result)
+        self.feedback.request_finished(record)
+        return Reply(200, orjson.dumps(result), headers)
+
+    async def _stream(
+        self, routed: Routed, headers: dict[str, str], record: RequestRecord
+    ) -> StreamReply:
+        endpoint, body = routed.prepared.endpoint, routed.body
+        # The ledger needs the stream's usage: ask for it, and drop it if the client did not.
+        options = body.get("stream_options") or {}
+        strip_usage = not options.get("include_usage")
+        if strip_usage:
+            body = {**body, "stream_options": {**options, "include_usage": True}}
+
+        async def attempt(name: str, limits: Limits) -> tuple[bytes, AsyncIterator[bytes]]:
+            chunks = self.backends[name].stream(endpoint, body)
+            attempt = self.feedback.attempt(name, record, streamed=True)
+            events = relay(attempt, chunks, limits, record, strip_usage)
+            try:
+                # The first chunk before answering: a backend failing early still yields a
+                # proper HTTP status, or falls back invisibly.
+                first = await anext(events)
+            except BaseException:
+                await events.aclose()  # type: ignore[attr-defined]
+                raise
+            return first, events
+
+        first, rest = await self.resilience.first_success(
+            routed.decision, self._route_config(routed), headers, attempt
+        )
+        return StreamReply(headers, first, rest, lambda: self.feedback.request_finished(record))
+
+    def _route_config(self, routed: Routed) -> RouteConfig | None:
+        route = routed.decision.route
+        return self.routes.get(route) if route else None
+
+    def _start_shadow(self, routed: Routed, record: RequestRecord) -> None:
+        assignment = routed.prepared.assignment
+        experiment = self.experiments.get(assignment.experiment) if assignment else None
+        if experiment is None or experiment.shadow is None:
+            return
+        name = experiment.shadow
+        shadow = run_shadow(
+            name,
+            self.backends[name],
+            routed.prepared.endpoint,
+            routed.body,
+            shadow_record(name, record),
+            self.feedback,
+            self.log_bodies,
+        )
+        task = asyncio.get_running_loop().create_task(shadow)
+        self._shadows.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._shadows.discard)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Background work (health probes); needs a running event loop."""
+        self.health.start()
+
+    async def aclose(self) -> None:
+        """Stop probing, let shadow requests end, close backends, write every record."""
+        await self.health.stop()
+        if self._shadows:
+            await asyncio.wait(set(self._shadows), timeout=SHADOW_DRAIN_S)
+        for backend in self.backends.values():
+            try:
+                await backend.close()
+            except Exception:
+                logger.exception("closing a backend failed")
+        for observer in self.feedback.observers:
+            close = getattr(observer, "close", None)
+            if close is not None:
+                close()

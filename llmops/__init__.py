@@ -1,0 +1,50 @@
+"""LLMOps records: what each request did and cost, where it is written, experiments and their
+report. No HTTP; Ray only inside `GatewayMetrics` (imported when one is built)."""
+
+from llmops._accounting import Accounting, Price, Sink
+from llmops._batch import BatchWriter
+from llmops._config import LedgerConfig, RequestLogConfig, Strict
+from llmops._experiments import (
+    ArmConfig,
+    Assignment,
+    ExperimentConfig,
+    Experiments,
+    assign_arm,
+    unit_hash,
+)
+from llmops._ledger import GROUPS, Ledger, parse_since
+from llmops._metrics import GatewayMetrics
+from llmops._record import LEDGER_COLUMNS, RequestRecord, key_id, response_text
+from llmops._redact import DEFAULT_REDACTIONS, Redactor
+from llmops._report import build_report, render_html, render_table
+from llmops._request_log import RequestLog
+
+__all__ = [
+    "DEFAULT_REDACTIONS",
+    "GROUPS",
+    "LEDGER_COLUMNS",
+    "Accounting",
+    "ArmConfig",
+    "Assignment",
+    "BatchWriter",
+    "ExperimentConfig",
+    "Experiments",
+    "GatewayMetrics",
+    "Ledger",
+    "LedgerConfig",
+    "Price",
+    "Redactor",
+    "RequestLog",
+    "RequestLogConfig",
+    "RequestRecord",
+    "Sink",
+    "Strict",
+    "assign_arm",
+    "build_report",
+    "key_id",
+    "parse_since",
+    "render_html",
+    "render_table",
+    "response_text",
+    "unit_hash",
+]

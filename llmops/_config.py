@@ -1,0 +1,43 @@
+"""The `ledger:` and `request_log:` sections of the gateway config, owned by llmops."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmops._redact import DEFAULT_REDACTIONS
+
+
+class Strict(BaseModel):
+    """Base of llmops' config sections: unknown keys are mistakes, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LedgerConfig(Strict):
+    """Where actual cost per request is stored (SQLite, WAL mode)."""
+
+    enabled: bool = Field(default=True, description="False keeps no ledger.")
+    path: str = Field(
+        default="var/ledger.sqlite",
+        description="SQLite file; relative paths resolve against the project root. One per "
+        "ingress host: replicas on one host share it (WAL allows concurrent writers).",
+    )
+
+
+class RequestLogConfig(Strict):
+    """One JSON line per request."""
+
+    enabled: bool = Field(default=True, description="False writes no request log.")
+    path: str = Field(
+        default="var/requests.jsonl", description="Log file; relative to the project root."
+    )
+    max_bytes: int = Field(default=100 * 2**20, ge=1024, description="Rotate beyond this size.")
+    backups: int = Field(default=5, ge=0, description="Rotated files kept.")
+    bodies: bool = Field(
+        default=False, description="Also log prompts and completions (after redaction)."
+    )
+    redact: tuple[str, ...] = Field(
+        default=DEFAULT_REDACTIONS,
+        description="Regular expressions replaced by [REDACTED] in logged bodies (defaults: "
+        "e-mail addresses, API-key-like strings, card numbers).",
+    )

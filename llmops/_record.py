@@ -1,0 +1,82 @@
+"""What one request did: the record every sink (ledger, request log, metrics) is written from."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# Field metadata: `ledger=False` keeps a field out of the ledger's columns.
+_NOT_IN_LEDGER: dict[str, Any] = {"ledger": False}
+
+
+def key_id(authorization: str | None) -> str | None:
+    """A stable, non-reversible id for the client's API key (never the key itself)."""
+    if not authorization:
+        return None
+    token = authorization.removeprefix("Bearer ").strip()
+    return "key-" + hashlib.sha256(token.encode()).hexdigest()[:12] if token else None
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One request, filled in as it goes. The ledger's columns are these fields' names."""
+
+    request_id: str
+    endpoint: str
+    stream: bool
+    key_id: str | None = None
+    ts: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter, metadata=_NOT_IN_LEDGER)
+    route: str | None = None
+    task: str | None = None
+    backend: str | None = None
+    attempts: list[str] = field(default_factory=list, metadata=_NOT_IN_LEDGER)
+    experiment: str | None = None
+    arm: str | None = None
+    template: str | None = None
+    shadow_of: str | None = None  # a shadow request's primary
+    status: int = 200
+    error_code: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    usage_source: str = "none"  # "upstream", "estimated", or "none"
+    estimated_cost_usd: float | None = None
+    estimated_prompt_tokens: int | None = field(default=None, metadata=_NOT_IN_LEDGER)
+    cost_usd: float | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    request_body: Any = field(default=None, metadata=_NOT_IN_LEDGER)
+    response_text: str | None = field(default=None, metadata=_NOT_IN_LEDGER)
+
+    def take_usage(self, usage: dict[str, Any] | None) -> None:
+        """Token counts from an upstream's `usage` object, when it has both."""
+        if not usage:
+            return
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            self.prompt_tokens, self.completion_tokens = prompt, completion
+            self.usage_source = "upstream"
+
+    def fail(self, status: int, code: str | None) -> None:
+        self.status, self.error_code = status, code
+
+    def as_row(self) -> dict[str, Any]:
+        """Every field by name, shallow (unlike `dataclasses.asdict`, which deep-copies)."""
+        return {name: getattr(self, name) for name in RECORD_FIELDS}
+
+
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
+LEDGER_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in fields(RequestRecord) if f.metadata.get("ledger", True)
+)
+
+
+def response_text(result: dict[str, Any]) -> str:
+    """The generated text of a non-streamed answer (all choices), for the request log."""
+    parts = []
+    for choice in result.get("choices") or []:
+        message = choice.get("message") or {}
+        parts.append(message.get("content") or choice.get("text") or "")
+    return "\n".join(p for p in parts if isinstance(p, str))
