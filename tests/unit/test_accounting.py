@@ -1,4 +1,4 @@
-"""Cost ledger, request log, redaction and stream usage, without Ray."""
+"""Cost ledger, request log, redaction, costing and stream usage, without Ray."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ from pathlib import Path
 import orjson
 import pytest
 
-from deployments import FakeBackendConfig
-from gateway.accounting import Accounting, LedgerConfig, RequestLogConfig, Trace, key_id
-from gateway.ledger import Ledger, parse_since
-from gateway.relay import StreamBooks, relay, take_usage
-from gateway.request_log import DEFAULT_REDACTIONS, Redactor, RequestLog
+from gateway.attempts import Feedback
+from gateway.relay import relay, take_usage
+from gateway.resilience import Limits
+from llmops import (
+    DEFAULT_REDACTIONS,
+    LEDGER_COLUMNS,
+    Accounting,
+    Ledger,
+    Price,
+    Redactor,
+    RequestLog,
+    RequestRecord,
+    key_id,
+    parse_since,
+)
 
 
 def test_ledger_is_wal_and_groups_totals(tmp_path: Path) -> None:
@@ -73,7 +83,7 @@ def test_redaction_leaves_ordinary_text() -> None:
 def test_request_log_rotates(tmp_path: Path) -> None:
     log = RequestLog(tmp_path / "r.jsonl", max_bytes=2048, backups=2)
     for index in range(100):
-        log.write({"request_id": f"r{index}", "padding": "x" * 100})
+        log.write(RequestRecord(f"r{index}", "chat/completions", False, error_code="x" * 100))
     log.flush()
     log.close()
     files = sorted(p.name for p in tmp_path.iterdir())
@@ -89,32 +99,46 @@ def test_key_id_is_stable_and_not_the_key() -> None:
     assert key_id(None) is None
 
 
-def _accounting(tmp_path: Path, bodies: bool = True) -> Accounting:
-    backend = FakeBackendConfig.model_validate(
-        {"kind": "fake", "model": "m", "pricing": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}}
+def _accounting(tmp_path: Path, bodies: bool = True) -> tuple[Accounting, Ledger, RequestLog]:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    log = RequestLog(
+        tmp_path / "requests.jsonl", 2**20, 1, bodies=bodies, redact=Redactor(DEFAULT_REDACTIONS)
     )
-    return Accounting(
-        {"fake": backend},
-        LedgerConfig(path="ledger.sqlite"),
-        RequestLogConfig(path="requests.jsonl", bodies=bodies),
-        tmp_path,
-    )
+    return Accounting({"fake": Price(2.0, 8.0)}, [ledger, log]), ledger, log
+
+
+def test_ledger_columns_are_the_record_fields_and_old_ledgers_gain_new_ones(
+    tmp_path: Path,
+) -> None:
+    record_fields = set(RequestRecord.__dataclass_fields__)
+    assert set(LEDGER_COLUMNS) <= record_fields and "request_id" in LEDGER_COLUMNS
+    assert "request_body" not in LEDGER_COLUMNS  # bodies go to the request log only
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # a ledger from before `error_code` was a column
+        db.execute("CREATE TABLE requests (ts, request_id, status, PRIMARY KEY (request_id, ts))")
+    ledger = Ledger(path)
+    ledger.write(RequestRecord("r1", "chat/completions", False, status=502, error_code="boom"))
+    assert ledger.flush()
+    (row,) = ledger.rows()
+    assert (row["status"], row["error_code"]) == (502, "boom")
+    ledger.close()
 
 
 def test_finish_costs_from_actual_usage_and_logs_redacted_bodies(tmp_path: Path) -> None:
-    accounting = _accounting(tmp_path)
-    trace = Trace(request_id="req-1", endpoint="chat/completions", stream=False, key_id="key-1")
+    accounting, ledger, log = _accounting(tmp_path)
+    trace = RequestRecord(
+        request_id="req-1", endpoint="chat/completions", stream=False, key_id="key-1"
+    )
     trace.backend, trace.route, trace.attempts = "fake", "auto", ["broken", "fake"]
     trace.request_body = {"messages": [{"role": "user", "content": "I am bob@corp.example"}]}
     trace.response_text = "noted, sk-live-0123456789abcdefXYZ"
     trace.take_usage({"prompt_tokens": 1000, "completion_tokens": 500})
     accounting.finish(trace)
-    assert accounting.ledger is not None and accounting.log is not None
-    accounting.ledger.flush()
-    (row,) = accounting.ledger.rows()
+    ledger.flush()
+    (row,) = ledger.rows()
     assert row["cost_usd"] == pytest.approx((1000 * 2.0 + 500 * 8.0) / 1e6)
     assert row["usage_source"] == "upstream"
-    accounting.log.flush()
+    log.flush()
     entry = orjson.loads((tmp_path / "requests.jsonl").read_text().splitlines()[-1])
     assert entry["request_id"] == "req-1" and entry["fallback_chain"] == ["broken", "fake"]
     assert entry["api_key_id"] == "key-1" and entry["cost_usd"] == row["cost_usd"]
@@ -125,13 +149,12 @@ def test_finish_costs_from_actual_usage_and_logs_redacted_bodies(tmp_path: Path)
 
 
 def test_finish_estimates_when_upstream_reports_no_usage(tmp_path: Path) -> None:
-    accounting = _accounting(tmp_path, bodies=False)
-    trace = Trace(request_id="req-2", endpoint="chat/completions", stream=True)
+    accounting, ledger, _ = _accounting(tmp_path, bodies=False)
+    trace = RequestRecord(request_id="req-2", endpoint="chat/completions", stream=True)
     trace.backend, trace.estimated_prompt_tokens, trace.completion_tokens = "fake", 40, 10
     accounting.finish(trace)
-    assert accounting.ledger is not None
-    accounting.ledger.flush()
-    (row,) = accounting.ledger.rows()
+    ledger.flush()
+    (row,) = ledger.rows()
     assert row["usage_source"] == "estimated" and row["prompt_tokens"] == 40
     assert row["cost_usd"] == pytest.approx((40 * 2.0 + 10 * 8.0) / 1e6)
     accounting.close()
@@ -149,38 +172,22 @@ def test_take_usage_strips_only_the_usage_chunk() -> None:
     assert take_usage(events, strip=False)[1] == events
 
 
-class _Routing:
-    def finished(self, name: str) -> None:
-        pass
-
-    def record_stream(self, *args: object) -> None:
-        pass
-
-
 async def test_relay_finds_usage_split_across_chunks_and_hides_it() -> None:
     stream = TOKEN + b"\n\n" + USAGE_CHUNK + b"\n\ndata: [DONE]\n\n"
-    pieces = [stream[i : i + 7] for i in range(7, len(stream), 7)]  # cut mid-event
+    pieces = [stream[i : i + 7] for i in range(0, len(stream), 7)]  # cut mid-event
 
     async def rest() -> AsyncIterator[bytes]:
         for piece in pieces:
             yield piece
 
-    done: list[Trace] = []
-    trace = Trace(request_id="r", endpoint="chat/completions", stream=True)
-    books = StreamBooks(
-        name="fake",
-        routing=_Routing(),  # type: ignore[arg-type]
-        started=time.perf_counter(),
-        total_s=10,
-        on_failure=lambda exc: None,
-        trace=trace,
-        strip_usage=True,
-        on_done=done.append,
-    )
-    out = b"".join([chunk async for chunk in relay(stream[:7], rest(), books)])
+    trace = RequestRecord(request_id="r", endpoint="chat/completions", stream=True)
+    attempt = Feedback().attempt("fake", trace, streamed=True)
+    events = relay(attempt, rest(), Limits(10, 10), trace, strip_usage=True)
+    out = b"".join([chunk async for chunk in events])
     assert out == TOKEN + b"\n\ndata: [DONE]\n\n"  # whole events, usage hidden
-    assert done == [trace] and trace.usage_source == "upstream"
+    assert trace.usage_source == "upstream" and attempt.outcome.succeeded
     assert (trace.prompt_tokens, trace.completion_tokens) == (3, 2)
+    assert attempt.outcome.tokens == 2 and trace.attempts == ["fake"]
 
 
 async def test_feedback_attaches_to_a_known_request_only(tmp_path: Path) -> None:

@@ -9,7 +9,13 @@ import httpx
 import orjson
 import pytest
 
-from deployments import BackendError, BackendUnavailable, FakeBackend, FakeBackendConfig
+from deployments import (
+    BackendError,
+    BackendUnavailable,
+    FakeBackend,
+    FakeBackendConfig,
+    Recovery,
+)
 from deployments._openai import _upstream_error
 from deployments._remote import as_backend_error
 
@@ -62,21 +68,29 @@ async def test_fake_failure_is_backend_error() -> None:
 
 
 def test_backend_errors_survive_pickling() -> None:
-    error = BackendUnavailable("gone", code="x", retryable=False)
+    error = BackendUnavailable("gone", code="x", recovery=Recovery.NONE)
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is BackendUnavailable
-    assert (copy.message, copy.status, copy.code, copy.retryable) == ("gone", 503, "x", False)
+    assert (copy.message, copy.status, copy.code, copy.recovery) == ("gone", 503, "x", "none")
 
 
 def test_remote_errors_unwrap_to_backend_error() -> None:
-    inner = BackendError("upstream said no", status=400, retryable=False)
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError
+
+    inner = BackendError("upstream said no", status=400, recovery=Recovery.NONE)
 
     class Wrapped(Exception):
         cause = inner
 
     assert as_backend_error("b", Wrapped()) is inner
-    mapped = as_backend_error("b", RuntimeError("BackPressureError: queue full"))
-    assert mapped.status == 429
+    overloaded = as_backend_error("b", BackPressureError(num_queued_requests=3, max_queued_requests=2))
+    assert (overloaded.status, overloaded.recovery) == (429, Recovery.RETRY)
+    lost = as_backend_error("b", ActorDiedError())
+    assert lost.code == "backend_replica_lost" and lost.recovery is Recovery.RETRY
+    # Classified by type, never by wording: a message naming a Ray error is just a failure.
+    mentioned = as_backend_error("b", RuntimeError("BackPressureError: queue full"))
+    assert (mentioned.status, mentioned.code) == (502, "backend_failed")
 
 
 def response(status: int, body: object) -> tuple[httpx.Response, bytes]:

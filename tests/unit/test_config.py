@@ -197,7 +197,7 @@ def test_deployment_options_reach_serve() -> None:
 
 def test_in_ingress_backend_is_not_a_deployment() -> None:
     from deployments.serving import connect_backend, plan_backend
-    from gateway.app import PROJECT_ROOT
+    from gateway.config import PROJECT_ROOT
 
     config = minimal()
     config["backends"]["local"]["in_ingress"] = True

@@ -16,7 +16,7 @@ def test_dashboard_queries_name_defined_metrics() -> None:
         for target in panel["targets"]
         for name in re.findall(r"ray_(gateway_[a-z_]+)", target["expr"])
     }
-    source = (ROOT / "gateway" / "metrics.py").read_text()
+    source = (ROOT / "llmops" / "_metrics.py").read_text()
     defined = set(re.findall(r'"(gateway_[a-z_]+)"', source))
     assert queried and queried <= defined, queried - defined
     assert defined <= queried, f"metrics nobody charts: {defined - queried}"

@@ -12,12 +12,11 @@ import orjson
 import pytest
 
 from gateway.__main__ import main
-from gateway.app import PROJECT_ROOT
-from gateway.config import ConfigError, GatewayConfig
-from gateway.ledger import Ledger
-from gateway.report import build, render_html
-from gateway.routing import GatewayRouter
-from router import assign_arm
+from gateway.config import PROJECT_ROOT, ConfigError, GatewayConfig
+from gateway.routing import Routing
+from llmops import Ledger, assign_arm, render_html
+from llmops import build_report as build
+from router import Availability
 
 CONFIG: dict[str, Any] = {
     "backends": {
@@ -53,19 +52,47 @@ def test_assignment_is_sticky_and_follows_the_weights() -> None:
 
 
 async def test_arm_picks_backend_and_template_and_keeps_route_fallbacks() -> None:
-    router = GatewayRouter(GatewayConfig.load(CONFIG), PROJECT_ROOT)
+    routing = Routing(GatewayConfig.load(CONFIG), PROJECT_ROOT)
     arms = {}
     for user in ("u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"):
         body = {"model": "auto", "user": user, "messages": [{"role": "user", "content": "hi"}]}
-        decision = await router.decide("chat/completions", body, {}, {}, f"req-{user}")
-        arms[user] = decision.arm
-        assert decision.experiment == "ab1" and decision.route == "auto"
-        assert decision.chosen == decision.arm and decision.attempts[-1] == "spare"
-        headers = GatewayRouter.headers(decision)
-        assert headers["x-gateway-experiment"] == f"ab1/{decision.arm}"
-        if decision.arm == "b":
-            assert decision.template == "terse@v1" and body["messages"][0]["role"] == "system"
+        routed = await routing.route("chat/completions", body, {}, {}, f"req-{user}")
+        decision, assignment = routed.decision, routed.prepared.assignment
+        assert assignment is not None and assignment.experiment == "ab1"
+        arms[user] = assignment.arm
+        assert decision.route == "auto" and decision.pinned
+        assert decision.chosen == assignment.arm and decision.attempts[-1] == "spare"
+        headers = routed.headers()
+        assert headers["x-gateway-experiment"] == f"ab1/{assignment.arm}"
+        if assignment.arm == "b":
+            assert routed.prepared.template == "terse@v1"
+            assert routed.body["messages"][0]["role"] == "system"
     assert set(arms.values()) == {"a", "b"}
+
+
+async def test_arm_whose_backend_is_down_is_served_by_the_route() -> None:
+    routing = Routing(GatewayConfig.load(CONFIG), PROJECT_ROOT)
+    down = {
+        "a": Availability(False, "disabled", definite=True),
+        "b": Availability(False, "disabled", definite=True),
+    }
+    body = {"model": "auto", "user": "u1", "messages": [{"role": "user", "content": "hi"}]}
+    routed = await routing.route("chat/completions", body, {}, down, "req-1")
+    assert routed.prepared.assignment is not None and not routed.decision.pinned
+    assert routed.decision.chosen == "spare"  # the route's fallback, chosen by the router
+
+
+async def test_arm_fallbacks_exclude_backends_too_small_for_the_prompt() -> None:
+    config = {
+        **CONFIG,
+        "backends": {**CONFIG["backends"], "spare": {"kind": "fake", "model": "s",
+                                                     "context_window": 8}},
+    }  # fmt: skip
+    routing = Routing(GatewayConfig.load(config), PROJECT_ROOT)
+    body = {"model": "auto", "user": "u1", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    routed = await routing.route("chat/completions", body, {}, {}, "req-1")
+    assert routed.decision.pinned and "spare" not in routed.decision.attempts
 
 
 def test_config_names_experiment_mistakes() -> None:

@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 
-from gateway.app import PROJECT_ROOT
-from gateway.config import GatewayConfig
+from gateway.config import PROJECT_ROOT, GatewayConfig
 from gateway.errors import OpenAIError
-from gateway.routing import GatewayRouter, prompt_text
+from gateway.routing import Routing, prompt_text
 from tests.unit.test_routing_decisions import bag_of_words
 
 CONFIG = {
@@ -30,31 +29,33 @@ CONFIG = {
 }
 
 
-def gateway_router() -> GatewayRouter:
-    return GatewayRouter(GatewayConfig.load(CONFIG), PROJECT_ROOT, embed=bag_of_words)
+def routing() -> Routing:
+    return Routing(GatewayConfig.load(CONFIG), PROJECT_ROOT, embed=bag_of_words)
 
 
 async def decide(model: str, content: str, **extra: Any) -> Any:
     body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-    decision = await gateway_router().decide("chat/completions", body, {}, {}, "req-1")
-    return decision, body
+    routed = await routing().route("chat/completions", body, {}, {}, "req-1")
+    assert "routing" in body or "routing" not in extra  # the client's body is left alone
+    return routed, routed.body
 
 
 async def test_routed_requests_are_classified_and_hints_removed() -> None:
-    decision, body = await decide("r", "please fix this python bug", routing={"max_cost_usd": 1.0})
+    routed, body = await decide("r", "please fix this python bug", routing={"max_cost_usd": 1.0})
+    decision = routed.decision
     assert (decision.task, decision.task_source) == ("code", "classifier")
     assert decision.chosen == "coder"
     assert "routing" not in body
-    headers = GatewayRouter.headers(decision)
+    headers = routed.headers()
     assert headers["x-gateway-task"] == "code" and headers["x-gateway-route"] == "r"
     assert float(headers["x-gateway-estimated-cost-usd"]) > 0
 
 
 async def test_direct_backend_requests_skip_the_classifier() -> None:
-    decision, _ = await decide("any", "please fix this python bug")
-    assert (decision.task, decision.task_source) == ("chat", "default")
+    routed, _ = await decide("any", "please fix this python bug")
+    assert (routed.decision.task, routed.decision.task_source) == ("chat", "default")
     hinted, _ = await decide("any", "x", routing={"task": "math"})
-    assert (hinted.task, hinted.task_source) == ("math", "hint")
+    assert (hinted.decision.task, hinted.decision.task_source) == ("math", "hint")
 
 
 async def test_unknown_task_hint_is_rejected() -> None:

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from deployments import BackendError, FakeBackendConfig
-from gateway.relay import StreamBooks, relay
+from deployments import BackendError, CredentialsRejected, FakeBackendConfig, Recovery
+from gateway.attempts import AttemptOutcome, Feedback, Observer
+from gateway.relay import relay
 from gateway.resilience import Limits, Resilience
+from llmops import RequestRecord
 from router import (
     Availability,
     BreakerSettings,
@@ -116,16 +118,24 @@ def _decision(*attempts: str) -> Decision:
 
 
 class Script:
-    """Backends that fail with the given errors in turn, then answer with their name."""
+    """Backends that fail with the given errors in turn, then answer with their name; each
+    call is an attempt on the feedback channel, which the breakers (the Resilience) hear."""
 
     def __init__(self, failures: dict[str, list[BackendError]]) -> None:
         self.failures = failures
         self.calls: list[str] = []
+        self.feedback: Feedback | None = None
+
+    def on(self, resilience: Resilience) -> Script:
+        self.feedback = Feedback([resilience])
+        return self
 
     async def __call__(self, name: str, limits: Limits) -> str:
+        assert self.feedback is not None, "call .on(resilience) first"
         self.calls.append(name)
-        if self.failures.get(name):
-            raise self.failures[name].pop(0)
+        async with self.feedback.attempt(name, streamed=False):
+            if self.failures.get(name):
+                raise self.failures[name].pop(0)
         return name
 
 
@@ -136,31 +146,36 @@ def _down(status: int = 502, **kwargs: object) -> BackendError:
 async def test_fallbacks_are_tried_before_retrying_with_backoff() -> None:
     script = Script({"a": [_down()], "b": [_down()]})
     headers: dict[str, str] = {}
-    result = await _resilience().first_success(_decision("a", "b"), None, headers, script)
+    resilience = _resilience()
+    result = await resilience.first_success(
+        _decision("a", "b"), None, headers, script.on(resilience)
+    )
     assert script.calls[:2] == ["a", "b"]  # the fallback first, without waiting
     assert len(script.calls) == 3 and result == script.calls[2]  # then a retry after backoff
     assert headers["x-gateway-backend"] == result and headers["x-gateway-attempts"] == "3"
 
 
 async def test_client_error_ends_the_search_at_once() -> None:
-    refused = BackendError("bad request", status=400, retryable=False)
-    script = Script({"a": [refused]})
+    refused = BackendError("bad request", status=400, recovery=Recovery.NONE)
+    resilience = _resilience()
+    script = Script({"a": [refused]}).on(resilience)
     with pytest.raises(BackendError) as caught:
-        await _resilience().first_success(_decision("a", "b"), None, {}, script)
+        await resilience.first_success(_decision("a", "b"), None, {}, script)
     assert caught.value is refused and script.calls == ["a"]
 
 
 async def test_route_max_attempts_bounds_fallbacks_and_retries() -> None:
     script = Script({"a": [_down()] * 5, "b": [_down()] * 5})
     route = RouteConfig(candidates=("a",), fallbacks=("b",), max_attempts=3)
+    resilience = _resilience()
     with pytest.raises(BackendError):
-        await _resilience().first_success(_decision("a", "b"), route, {}, script)
+        await resilience.first_success(_decision("a", "b"), route, {}, script.on(resilience))
     assert len(script.calls) == 3
 
 
 async def test_open_circuit_makes_backend_definitely_unavailable_with_retry_after() -> None:
     resilience = _resilience()
-    script = Script({"a": [_down()] * 10})
+    script = Script({"a": [_down()] * 10}).on(resilience)
     with pytest.raises(BackendError):
         await resilience.first_success(_decision("a"), None, {}, script)
     assert script.calls == ["a", "a", "a"]  # 1 + 2 retries; the third failure opens it
@@ -179,10 +194,12 @@ async def test_rate_limits_do_not_open_the_circuit_and_auth_failures_do() -> Non
     resilience = _resilience()
     limited = [_down(429, retry_after_s=0.001) for _ in range(9)]
     with pytest.raises(BackendError):
-        await resilience.first_success(_decision("a"), None, {}, Script({"a": limited}))
+        await resilience.first_success(
+            _decision("a"), None, {}, Script({"a": limited}).on(resilience)
+        )
     assert resilience.describe("a")["state"] == "closed"
-    auth = _down(502, code="backend_auth_failed")
-    script = Script({"b": [auth]})
+    auth = CredentialsRejected("rejected", status=502, code="backend_auth_failed")
+    script = Script({"b": [auth]}).on(resilience)
     with pytest.raises(BackendError):
         await resilience.first_success(_decision("b"), None, {}, script)
     assert script.calls == ["b"]  # never retried on the same backend
@@ -191,10 +208,11 @@ async def test_rate_limits_do_not_open_the_circuit_and_auth_failures_do() -> Non
 
 
 async def test_long_retry_after_is_not_waited_for() -> None:
-    script = Script({"a": [_down(429, retry_after_s=120)]})
+    resilience = _resilience()
+    script = Script({"a": [_down(429, retry_after_s=120)]}).on(resilience)
     started = time.monotonic()
     with pytest.raises(BackendError) as caught:
-        await _resilience().first_success(_decision("a"), None, {}, script)
+        await resilience.first_success(_decision("a"), None, {}, script)
     assert time.monotonic() - started < 0.5
     assert caught.value.retry_after_s == 120 and script.calls == ["a"]
 
@@ -202,11 +220,15 @@ async def test_long_retry_after_is_not_waited_for() -> None:
 async def test_cancelled_probe_frees_the_half_open_slot() -> None:
     resilience = _resilience(cooldown_s=0.01)
     with pytest.raises(BackendError):
-        await resilience.first_success(_decision("a"), None, {}, Script({"a": [_down()] * 3}))
+        await resilience.first_success(
+            _decision("a"), None, {}, Script({"a": [_down()] * 3}).on(resilience)
+        )
     await asyncio.sleep(0.02)
+    feedback = Feedback([resilience])
 
     async def hang(name: str, limits: Limits) -> str:
-        await asyncio.sleep(10)
+        async with feedback.attempt(name, streamed=False):
+            await asyncio.sleep(10)
         return name
 
     task = asyncio.create_task(resilience.first_success(_decision("a"), None, {}, hang))
@@ -220,15 +242,12 @@ async def test_cancelled_probe_frees_the_half_open_slot() -> None:
 # ---- the stream relay's total deadline --------------------------------------------------------
 
 
-class _Routing:
+class Outcomes(Observer):
     def __init__(self) -> None:
-        self.finished_calls = 0
+        self.ended: list[AttemptOutcome] = []
 
-    def finished(self, name: str) -> None:
-        self.finished_calls += 1
-
-    def record_stream(self, *args: object) -> None:
-        raise AssertionError("a timed-out stream must not be recorded as complete")
+    def attempt_ended(self, outcome: AttemptOutcome) -> None:
+        self.ended.append(outcome)
 
 
 async def test_stream_past_its_total_timeout_ends_with_an_error_event() -> None:
@@ -236,29 +255,19 @@ async def test_stream_past_its_total_timeout_ends_with_an_error_event() -> None:
 
     async def slow() -> AsyncIterator[bytes]:
         try:
+            yield b"data: {}\n\n"
             for index in range(100):
                 await asyncio.sleep(0.05)
                 yield f'data: {{"n": {index}}}\n\n'.encode()
         finally:
             closed.set()
 
-    failures: list[BackendError] = []
-    routing = _Routing()
-    chunks = [
-        chunk
-        async for chunk in relay(
-            b"data: {}\n\n",
-            slow(),
-            StreamBooks(
-                name="a",
-                routing=routing,  # type: ignore[arg-type]
-                started=time.perf_counter(),
-                total_s=0.2,
-                on_failure=failures.append,
-            ),
-        )
-    ]
+    outcomes = Outcomes()
+    record = RequestRecord("r", "chat/completions", True)
+    attempt = Feedback([outcomes]).attempt("a", record, streamed=True)
+    chunks = [chunk async for chunk in relay(attempt, slow(), Limits(1, 0.2), record, False)]
     assert 2 <= len(chunks) <= 6
     assert b"upstream_timeout" in chunks[-1] and chunks[-1].endswith(b"data: [DONE]\n\n")
-    assert failures and failures[0].status == 504
-    assert closed.is_set() and routing.finished_calls == 1
+    (outcome,) = outcomes.ended  # one attempt, ended once, as a failure
+    assert outcome.error is not None and outcome.error.status == 504
+    assert closed.is_set() and record.status == 504

@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 
-from gateway.app import PROJECT_ROOT
-from gateway.config import ConfigError, GatewayConfig
+from gateway.config import PROJECT_ROOT, ConfigError, GatewayConfig
 from gateway.errors import OpenAIError
-from gateway.routing import GatewayRouter
+from gateway.routing import Routed, Routing
 from router import HintError, parse_hints
 
 TEMPLATES = {
@@ -34,31 +33,32 @@ CONFIG: dict[str, Any] = {
 }
 
 
-async def decide(model: str, content: str, **extra: Any) -> tuple[Any, dict[str, Any]]:
-    router = GatewayRouter(GatewayConfig.load(CONFIG), PROJECT_ROOT)
+async def decide(model: str, content: str, **extra: Any) -> tuple[Routed, dict[str, Any]]:
+    routing = Routing(GatewayConfig.load(CONFIG), PROJECT_ROOT)
     body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-    decision = await router.decide("chat/completions", body, {}, {}, "req-1")
-    return decision, body
+    routed = await routing.route("chat/completions", body, {}, {}, "req-1")
+    assert body["messages"] == [{"role": "user", "content": content}]  # the client's, as sent
+    return routed, routed.body
 
 
 async def test_route_template_applies_its_version() -> None:
-    decision, body = await decide("help", "my order is late")
-    assert decision.template == "support@v1"
+    routed, body = await decide("help", "my order is late")
+    assert routed.prepared.template == "support@v1"
     assert body["messages"] == [
         {"role": "system", "content": "You are a helpful support agent."},
         {"role": "user", "content": "my order is late"},
     ]
-    assert GatewayRouter.headers(decision)["x-gateway-template"] == "support@v1"
-    assert GatewayRouter.explain(decision)["template"] == "support@v1"
+    assert routed.headers()["x-gateway-template"] == "support@v1"
+    assert routed.explain()["template"] == "support@v1"
 
 
 async def test_request_template_wins_with_variables_and_default_version() -> None:
-    decision, body = await decide(
+    routed, body = await decide(
         "help",
         "where is my parcel?",
         routing={"template": "support", "variables": {"product": "Acme"}},
     )
-    assert decision.template == "support@v2"
+    assert routed.prepared.template == "support@v2"
     assert body["messages"][0] == {
         "role": "system", "content": "You are a concise support agent for Acme.",
     }  # fmt: skip
@@ -67,8 +67,8 @@ async def test_request_template_wins_with_variables_and_default_version() -> Non
 
 
 async def test_no_template_leaves_the_body_alone() -> None:
-    decision, body = await decide("plain", "hi")
-    assert decision.template is None and body["messages"] == [{"role": "user", "content": "hi"}]
+    routed, body = await decide("plain", "hi")
+    assert routed.prepared.template is None and body["messages"] == [{"role": "user", "content": "hi"}]
 
 
 @pytest.mark.parametrize(
