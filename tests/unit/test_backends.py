@@ -84,7 +84,8 @@ def test_remote_errors_unwrap_to_backend_error() -> None:
         cause = inner
 
     assert as_backend_error("b", Wrapped()) is inner
-    overloaded = as_backend_error("b", BackPressureError(num_queued_requests=3, max_queued_requests=2))
+    full = BackPressureError(num_queued_requests=3, max_queued_requests=2)
+    overloaded = as_backend_error("b", full)
     assert (overloaded.status, overloaded.recovery) == (429, Recovery.RETRY)
     lost = as_backend_error("b", ActorDiedError())
     assert lost.code == "backend_replica_lost" and lost.recovery is Recovery.RETRY

@@ -68,7 +68,8 @@ async def test_request_template_wins_with_variables_and_default_version() -> Non
 
 async def test_no_template_leaves_the_body_alone() -> None:
     routed, body = await decide("plain", "hi")
-    assert routed.prepared.template is None and body["messages"] == [{"role": "user", "content": "hi"}]
+    assert routed.prepared.template is None
+    assert body["messages"] == [{"role": "user", "content": "hi"}]
 
 
 @pytest.mark.parametrize(
