@@ -11,6 +11,7 @@ from deployments._base import (
     Health,
     Recovery,
     deployment_name,
+    max_output_tokens,
     parse_retry_after,
 )
 from deployments._config import (
@@ -53,5 +54,6 @@ __all__ = [
     "TimeoutConfig",
     "VLLMBackendConfig",
     "deployment_name",
+    "max_output_tokens",
     "parse_retry_after",
 ]

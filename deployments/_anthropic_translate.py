@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from deployments._base import BackendError, Recovery, client_error
+from deployments._base import BackendError, Recovery, client_error, max_output_tokens
 
 # Anthropic stop reasons -> OpenAI finish reasons.
 FINISH_REASONS = {
@@ -217,8 +217,7 @@ def to_messages_params(body: dict[str, Any], model: str, default_max_tokens: int
     params: dict[str, Any] = {
         "model": model,
         "messages": messages,
-        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
-        or default_max_tokens,
+        "max_tokens": max_output_tokens(body) or default_max_tokens,
     }  # fmt: skip
     if system:
         params["system"] = system

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
@@ -15,6 +15,12 @@ ENDPOINTS: tuple[Endpoint, ...] = ("chat/completions", "completions")
 def deployment_name(backend: str) -> str:
     """The Serve deployment that hosts a backend (vLLM replicas or a proxy)."""
     return f"backend-{backend}"
+
+
+def max_output_tokens(body: Mapping[str, Any]) -> int | None:
+    """The output limit a request sets: `max_completion_tokens`, else the older `max_tokens`."""
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Recovery(StrEnum):

@@ -321,7 +321,17 @@ class FakeBackendConfig(_ProxyBase):
     latency_ms: float = Field(default=0.0, ge=0, description="Delay before the first token.")
     token_interval_ms: float = Field(default=0.0, ge=0, description="Delay between tokens.")
     fail_status: int | None = Field(
-        default=None, ge=400, le=599, description="Fail every request with this status."
+        default=None, ge=400, le=599, description="Fail requests with this status."
+    )
+    fail_times: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fail only the first this many requests with `fail_status` (unset: all).",
+    )
+    fail_after_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="Streams break off with an upstream error after this many tokens.",
     )
 
 

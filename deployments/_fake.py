@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from deployments import _openai_shapes as shapes
-from deployments._base import Backend, BackendError, Endpoint, Recovery
+from deployments._base import Backend, BackendError, Endpoint, Recovery, max_output_tokens
 from deployments._config import FakeBackendConfig
 
 
@@ -38,8 +38,8 @@ class FakeBackend(Backend):
 
     def _answer(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[str], int, str]:
         self.calls.append((endpoint, body))
-        if self.config.fail_status is not None:
-            status = self.config.fail_status
+        status, times = self.config.fail_status, self.config.fail_times
+        if status is not None and (times is None or len(self.calls) <= times):
             raise BackendError(
                 f"fake backend configured to fail with {status}",
                 status=status,
@@ -47,9 +47,9 @@ class FakeBackend(Backend):
             )
         prompt = _prompt_text(endpoint, body)
         words = (self.config.reply or prompt).split()
-        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        limit = max_output_tokens(body)
         finish = "stop"
-        if isinstance(limit, int) and len(words) > limit:
+        if limit is not None and len(words) > limit:
             words, finish = words[:limit], "length"
         return words, len(prompt.split()), finish
 
@@ -76,6 +76,8 @@ class FakeBackend(Backend):
         for index, word in enumerate(words):
             if index:
                 await asyncio.sleep(self.config.token_interval_ms / 1000)
+            if index == self.config.fail_after_tokens:
+                raise BackendError("fake backend broke off", code="upstream_stream_broken")
             text = word if index == 0 else " " + word
             yield shapes.sse(shapes.chunk_object(endpoint, chunk_id, model, text))
         yield shapes.sse(shapes.chunk_object(endpoint, chunk_id, model, None, finish))

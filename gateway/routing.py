@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from deployments import Endpoint
+from deployments import Endpoint, max_output_tokens
 from gateway.attempts import AttemptOutcome, Observer
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError
@@ -48,12 +48,6 @@ def prompt_text(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
         elif isinstance(content, list):
             parts.extend(p["text"] for p in content if isinstance(p.get("text"), str))
     return "\n".join(parts)
-
-
-def max_tokens(body: Mapping[str, Any]) -> int | None:
-    """The output limit a request sets (`max_completion_tokens` wins over `max_tokens`)."""
-    value = body.get("max_completion_tokens") or body.get("max_tokens")
-    return value if isinstance(value, int) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +253,7 @@ class Routing:
             task = self.classifier.classify(text, hints.task)
         summary = RequestSummary(
             prompt_text=text,
-            max_tokens=max_tokens(prepared.body),
+            max_tokens=max_output_tokens(prepared.body),
             hints=hints,
             task=task.task,
             task_source=task.source,
