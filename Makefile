@@ -18,6 +18,11 @@ export TOKENIZERS_PARALLELISM := false
 # they take a bare Serve hop here from ~6 ms to ~0.3 ms).
 export RAY_SERVE_THROUGHPUT_OPTIMIZED ?= 1
 export RAY_SERVE_ENABLE_HA_PROXY ?= 1
+# Serve's proxy readiness check (5 s, 3 tries) and HAProxy's start-up wait fail on a busy
+# small machine while engines load: wait for readiness instead of failing the deploy.
+export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
+export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
+export RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S ?= 180
 
 .PHONY: install models serve test test-unit test-integration lint bench clean
 

@@ -134,6 +134,10 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return OpenAIError(exc.status_code, str(exc.detail), code=code).response()
 
+    @app.exception_handler(OpenAIError)
+    async def _client_error(_: Request, exc: OpenAIError) -> Response:
+        return exc.response()  # a body too large or badly encoded
+
     @app.exception_handler(Exception)
     async def _internal_error(_: Request, exc: Exception) -> Response:
         # A bug must still answer in OpenAI's shape, without internals.
@@ -141,10 +145,7 @@ def create_app(
         return from_exception(exc).response()
 
     async def serve(request: Request, endpoint: Endpoint) -> Response:
-        try:
-            raw = await read_body(request, limit)
-        except OpenAIError as exc:
-            return exc.response()
+        raw = await read_body(request, limit)
         return to_response(
             await gateway.handle(endpoint, raw, request.headers, request_id(request))
         )
@@ -160,10 +161,7 @@ def create_app(
     @app.post("/v1/routing/explain")
     async def explain(request: Request) -> Response:
         """The routing decision for a chat completion body, without calling any backend."""
-        try:
-            raw = await read_body(request, limit)
-        except OpenAIError as exc:
-            return exc.response()
+        raw = await read_body(request, limit)
         return to_response(await gateway.explain(raw, request.headers, request_id(request)))
 
     @app.get("/v1/models")
@@ -206,10 +204,6 @@ def create_app(
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:
         """Record an outcome against a request id (`x-request-id` of its response)."""
-        try:
-            raw = await read_body(request, limit)
-        except OpenAIError as exc:
-            return exc.response()
-        return await record_feedback(raw, ledger)
+        return await record_feedback(await read_body(request, limit), ledger)
 
     return app

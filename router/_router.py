@@ -255,6 +255,26 @@ class Router:
         ]
         scores = dict(zip([c.name for c in candidates], policy.scores(candidates), strict=True))
         chosen = policy.choose(candidates, request.seed).name
+        return self._routed(
+            name, route, chosen, evaluations, availability, request,
+            budget_infeasible=infeasible, scores=scores,
+        )  # fmt: skip
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _routed(
+        self,
+        name: str,
+        route: RouteConfig,
+        chosen: str,
+        evaluations: tuple[Evaluation, ...],
+        availability: Mapping[str, Availability],
+        request: RequestSummary,
+        *,
+        budget_infeasible: bool = False,
+        scores: Mapping[str, float] | None = None,
+        pinned: bool = False,
+    ) -> Decision:
         return Decision(
             route=name,
             policy=route.policy,
@@ -265,11 +285,10 @@ class Router:
             task=request.task,
             task_source=request.task_source,
             task_similarity=request.task_similarity,
-            budget_infeasible=infeasible,
-            scores=scores,
+            budget_infeasible=budget_infeasible,
+            scores=scores or {},
+            pinned=pinned,
         )
-
-    # ---- internals --------------------------------------------------------------------------
 
     def _with_fallbacks(
         self,
@@ -304,18 +323,9 @@ class Router:
         evaluations = self._evaluate(backends, route, availability, request, stats)
         if not state.usable_as_last_resort or Reason.CONTEXT_WINDOW in evaluations[0].codes:
             return None
-        return Decision(
-            route=name,
-            policy=route.policy,
-            chosen=pinned,
-            attempts=self._with_fallbacks(pinned, route, evaluations, availability),
-            skipped={e.backend: "; ".join(e.reasons) for e in evaluations if not e.eligible},
-            evaluations=evaluations,
-            task=request.task,
-            task_source=request.task_source,
-            task_similarity=request.task_similarity,
-            pinned=True,
-        )
+        return self._routed(
+            name, route, pinned, evaluations, availability, request, pinned=True
+        )  # fmt: skip
 
     def _evaluate(
         self,

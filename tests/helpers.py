@@ -28,6 +28,12 @@ ENGINE_ENV = {
     # its HAProxy ingress, which hands HTTP straight to the ingress replicas.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Serve's proxy readiness check (5 s, 3 tries) and HAProxy's start-up wait fail on a
+    # busy 2-core machine while engines load: wait longer instead of failing (the Makefile
+    # sets the same for `make serve`).
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
+    "RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S": "180",
 }
 
 

@@ -1,0 +1,176 @@
+"""Stopping the gateway loses no record: SIGINT to `serve run`, `serve.shutdown()` (what
+`serve shutdown` asks the controller) and a redeploy each leave one ledger row and one
+request-log line per answered request, and requests in flight are finished, not cut."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from tests.helpers import ENGINE_ENV, ROOT, free_port, stop_process, wait_until
+
+pytestmark = pytest.mark.e2e
+REQUESTS = 500
+CONCURRENCY = 16
+IN_FLIGHT = 4  # slow streams still running when the stop begins
+
+
+def serve_config(port: int, logs: Path, interval_s: float = 10.0) -> dict[str, Any]:
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {
+                "name": "gateway",
+                "route_prefix": "/",
+                "import_path": "gateway.app:build_app",
+                "args": {
+                    "backends": {
+                        "echo": {"kind": "fake", "model": "echo-1", "in_ingress": True},
+                        "slow": {
+                            "kind": "fake",
+                            "model": "slow-1",
+                            "reply": "one two three four five six",
+                            "token_interval_ms": 250,
+                            "in_ingress": True,
+                        },
+                    },
+                    "ingress": {"health_check_interval_s": interval_s},
+                    "ledger": {"path": str(logs / "ledger.sqlite")},
+                    "request_log": {"path": str(logs / "requests.jsonl")},
+                },
+            }
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Ray cluster of its own, started as operators do (`ray start --head`), in its own
+    process group so that stopping it stops nothing else."""
+    port = free_port()
+    env = {**os.environ, **ENGINE_ENV}
+    ray_cli = Path(sys.executable).with_name("ray")
+    log = tmp_path_factory.mktemp("ray") / "ray-start.log"
+    start = [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=8",
+             "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
+    with log.open("wb") as out:
+        head = subprocess.Popen(
+            start, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_until(lambda: b"Ray runtime started" in log.read_bytes(), 180, "ray", head, log)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        stop_process(head, grace_s=30)
+
+
+def serve_run(
+    address: str, env: dict[str, str], config: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    serve_cli = Path(sys.executable).with_name("serve")
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(serve_cli), "run", "--address", address, str(config)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # A background process may inherit an ignored SIGINT; `serve run` needs it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+
+
+def driver(address: str, env: dict[str, str], code: str) -> None:
+    """Run `code` in a Ray driver attached to the cluster (as `serve` commands do)."""
+    prelude = f"import ray\nfrom ray import serve\nray.init(address={address!r})\n"
+    subprocess.run(
+        [sys.executable, "-c", prelude + code], cwd=ROOT, env=env, check=True, timeout=300
+    )
+
+
+async def drive(base: str) -> tuple[int, list[asyncio.Task[bool]]]:
+    """REQUESTS answered requests, half streamed; returns how many were answered in full,
+    and IN_FLIGHT slow streams started last and still running."""
+
+    async def one(client: httpx.AsyncClient, index: int, model: str = "echo") -> bool:
+        body = {"model": model, "messages": [{"role": "user", "content": f"hello {index}"}],
+                "stream": index % 2 == 0 or model == "slow"}  # fmt: skip
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            data = await response.aread()
+        complete = not body["stream"] or data.endswith(b"[DONE]\n\n")
+        return response.status_code == 200 and complete
+
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        answered = 0
+        for start in range(0, REQUESTS, CONCURRENCY):
+            batch = range(start, min(REQUESTS, start + CONCURRENCY))
+            answered += sum(await asyncio.gather(*(one(client, i) for i in batch)))
+    slow_client = httpx.AsyncClient(base_url=base, timeout=60)
+    slow = [asyncio.create_task(one(slow_client, i, "slow")) for i in range(IN_FLIGHT)]
+    await asyncio.sleep(0.3)  # their first tokens are out: they are in flight
+    return answered, slow
+
+
+def counts(logs: Path) -> tuple[int, int]:
+    with sqlite3.connect(logs / "ledger.sqlite") as db:
+        rows = db.execute("SELECT COUNT(*) FROM requests WHERE status = 200").fetchone()[0]
+    lines = [orjson.loads(line) for line in (logs / "requests.jsonl").read_text().splitlines()]
+    return int(rows), sum(1 for line in lines if line["status"] == 200)
+
+
+@pytest.mark.parametrize("stop", ["sigint", "shutdown", "redeploy"])
+def test_stopping_loses_no_record(
+    cluster: tuple[str, dict[str, str]], tmp_path: Path, stop: str
+) -> None:
+    address, env = cluster
+    port = free_port()
+    config_path = tmp_path / "serve.yaml"
+    config_path.write_text(yaml.safe_dump(serve_config(port, tmp_path)))
+    log = tmp_path / "serve-run.log"
+    proc = serve_run(address, env, config_path, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: httpx.get(f"{base}/v1/models", timeout=5).status_code == 200,
+            300, "serve run", proc, log,
+        )  # fmt: skip
+
+        async def scenario() -> int:
+            answered, slow = await drive(base)
+            if stop == "sigint":
+                proc.send_signal(signal.SIGINT)
+                stopping = asyncio.to_thread(proc.wait, 120)
+            elif stop == "shutdown":
+                stopping = asyncio.to_thread(driver, address, env, "serve.shutdown()\n")
+            else:
+                changed = serve_config(port, tmp_path, interval_s=11.0)["applications"][0]
+                code = (
+                    "from gateway.app import build_app\n"
+                    f"serve.run(build_app({changed['args']!r}), name='gateway', route_prefix='/')\n"
+                )
+                stopping = asyncio.to_thread(driver, address, env, code)
+            finished = await asyncio.gather(*slow)
+            await stopping
+            assert all(finished), f"in-flight streams were cut: {finished}"
+            return answered + len(finished)
+
+        answered = asyncio.run(scenario())
+        assert answered == REQUESTS + IN_FLIGHT
+        # A redeploy stops the old replica after the new one is up: wait for its last write.
+        wait_until(lambda: counts(tmp_path) == (answered, answered), 60, "all records")
+    finally:
+        stop_process(proc, grace_s=60)

@@ -1,0 +1,62 @@
+"""Imports flow one way: `gateway` uses `llmops`, `router` and `deployments`; they never import
+`gateway`, `llmops` never imports `router` or `deployments`, and neither `router` nor `llmops`
+imports Ray when imported."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def imported_packages(package: str) -> set[str]:
+    """Top-level names every module of `package` imports, at any depth of the file."""
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("router", {"gateway", "llmops", "deployments", "ray", "fastapi", "starlette"}),
+        ("deployments", {"gateway", "llmops"}),
+        ("llmops", {"gateway", "router", "deployments", "fastapi", "starlette", "httpx"}),
+    ],
+)
+def test_packages_import_one_way(package: str, forbidden: set[str]) -> None:
+    assert imported_packages(package) & forbidden == set()
+
+
+def test_importing_the_pure_packages_loads_no_gateway_and_no_ray() -> None:
+    code = (
+        "import sys, router, deployments, llmops\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('gateway', 'ray')]\n"
+        "print(','.join(loaded))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == ""
+
+
+def test_the_pipeline_imports_neither_ray_nor_a_web_framework() -> None:
+    code = (
+        "import sys, gateway.pipeline, gateway.build\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('ray', 'fastapi', 'starlette')]\n"
+        "print(','.join(loaded))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == ""
