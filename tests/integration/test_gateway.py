@@ -3,11 +3,13 @@ driven with the official `openai` client."""
 
 from __future__ import annotations
 
+import gzip
 import time
 from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.helpers import TINY_MODEL
@@ -273,6 +275,7 @@ def test_stream_chunks_arrive_as_produced(stack: Stack) -> None:
             404,
             "model_not_found",
         ),
+        (b'{"model": "echo", "messages": [{"role": "user"}]}', 400, "missing_required_parameter"),
     ],
 )
 def test_bad_chat_input(stack: Stack, body: bytes, status: int, code: str) -> None:
@@ -291,6 +294,24 @@ def test_unknown_model_through_sdk(stack: Stack) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         stack.client().chat.completions.create(model="gpt-17", messages=HELLO)
     assert caught.value.code == "model_not_found"
+
+
+def test_compressed_bodies(stack: Stack) -> None:
+    body = orjson.dumps({"model": "echo", "messages": [{"role": "user", "content": "zip me"}]})
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    zipped = post(stack, "/chat/completions", content=gzip.compress(body), headers=headers)
+    assert zipped.status_code == 200, zipped.text
+    assert zipped.json()["choices"][0]["message"]["content"] == "zip me"
+    plain = post(stack, "/chat/completions", content=body, headers=headers)  # header lies
+    assert_openai_error(plain, 400, "invalid_content_encoding")
+    brotli = post(stack, "/chat/completions", content=body, headers={**headers,
+                  "content-encoding": "br"})  # fmt: skip
+    assert_openai_error(brotli, 415, "unsupported_content_encoding")
+    bomb = gzip.compress(b" " * 200_000)  # inflates past max_body_bytes (64 KiB here)
+    assert len(bomb) < 65536
+    assert_openai_error(
+        post(stack, "/chat/completions", content=bomb, headers=headers), 413, "body_too_large"
+    )
 
 
 def test_body_too_large(stack: Stack) -> None:
