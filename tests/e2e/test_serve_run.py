@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import ENGINE_ENV, ROOT, SMOLLM2_MODEL, stop_process, wait_until
+from tests.helpers import ROOT, SMOLLM2_MODEL, cluster_env, stop_process, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     log = tmp_path_factory.mktemp("serve") / "serve-run.log"
     env = {
         **os.environ,
-        **ENGINE_ENV,
+        **cluster_env(),
         "RAY_ADDRESS": "local",
         "RAY_OVERRIDE_RESOURCES": '{"CPU": 8}',
     }

@@ -22,7 +22,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.helpers import ENGINE_ENV, ROOT, free_port, stop_process, wait_until
+from tests.helpers import ROOT, cluster_env, free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.e2e
 REQUESTS = 500
@@ -66,7 +66,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
     port = free_port()
     env = {
         **os.environ,
-        **ENGINE_ENV,
+        **cluster_env(),
         # One node on loopback: Ray otherwise advertises (and dials) the machine's address.
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         # Token authentication, with a token of this cluster's own for `serve run` and drivers.

@@ -22,7 +22,16 @@ import openai
 import pytest
 
 from bench.task_examples import TASKS
-from tests.helpers import ENGINE_ENV, ROOT, TINY_MODEL, free_port, stop_process, wait_until
+from tests.helpers import (
+    ENGINE_ENV,
+    ROOT,
+    TINY_MODEL,
+    cluster_env,
+    free_port,
+    kill_orphaned_haproxy,
+    stop_process,
+    wait_until,
+)
 
 UPSTREAM_KEY_ENV = "GATEWAY_TEST_UPSTREAM_KEY"
 MISSING_KEY_ENV = "GATEWAY_TEST_MISSING_KEY"
@@ -321,7 +330,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     blackhole = Blackhole()
 
-    os.environ.update(ENGINE_ENV)
+    kill_orphaned_haproxy()
+    os.environ.update(cluster_env())
     os.environ[UPSTREAM_KEY_ENV] = upstream_key
     os.environ[ANTHROPIC_KEY_ENV] = anthropic_key
     os.environ[WRONG_KEY_ENV] = wrong_key
@@ -383,6 +393,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             serve.shutdown()
         finally:
             ray.shutdown()
+            kill_orphaned_haproxy()
             blackhole.close()
             for _, process in (("upstream", upstream), *processes.values()):
                 stop_process(process)
