@@ -45,8 +45,11 @@ $(PREPARED): $(INSTALLED) scripts/prepare_models.py
 	$(BIN)/python scripts/prepare_models.py --out $(MODELS)
 	@touch $@
 
+# A fresh local Ray cluster unless RAY_ADDRESS names one: `serve run` would otherwise try the
+# last cluster `ray start` recorded, even one that has since died.
 serve: models
-	RAY_OVERRIDE_RESOURCES='{"CPU": $(RAY_CPUS)}' $(BIN)/serve run configs/local.yaml
+	RAY_ADDRESS=$${RAY_ADDRESS:-local} RAY_OVERRIDE_RESOURCES='{"CPU": $(RAY_CPUS)}' \
+		$(BIN)/serve run configs/local.yaml
 
 test: models
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -87,6 +87,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
         yield f"127.0.0.1:{port}", env
     finally:
         stop_process(head, grace_s=30)
+        # `ray start` records its address for later `ray.init()` calls; a dead one would
+        # send the next `serve run` (without an address) looking for this cluster.
+        recorded = Path("/tmp/ray/ray_current_cluster")
+        if recorded.exists() and recorded.read_text().strip().endswith(f":{port}"):
+            recorded.unlink()
 
 
 def serve_run(
