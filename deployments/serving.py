@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from deployments._config import (
 from deployments._fake import FakeBackend
 from deployments._openai import OpenAICompatibleBackend
 from deployments._remote import HEALTH_TIMEOUT_S, as_backend_error
-from deployments._vllm import VLLMBackend, build_vllm_application
+from deployments._vllm import VLLMBackend, build_vllm_application, engine_dtype
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -173,6 +173,7 @@ class BackendPlan:
     config: BackendConfig
     application: Application | None  # None: runs in the ingress, or unavailable (see reason)
     unavailable_reason: str = ""
+    facts: dict[str, str] = field(default_factory=dict)  # decided at deploy, e.g. the dtype
 
 
 def plan_backend(name: str, config: BackendConfig, project_root: Path) -> BackendPlan:
@@ -180,7 +181,9 @@ def plan_backend(name: str, config: BackendConfig, project_root: Path) -> Backen
     if not config.enabled:
         return BackendPlan(name, config, None, "disabled in config (enabled: false)")
     if isinstance(config, VLLMBackendConfig):
-        return BackendPlan(name, config, build_vllm_application(name, config, project_root))
+        dtype, why = engine_dtype(config)
+        application = build_vllm_application(name, config, project_root)
+        return BackendPlan(name, config, application, facts={"dtype": dtype, "dtype_choice": why})
     if isinstance(config, OpenAIBackendConfig | AnthropicBackendConfig):
         key, reason = config.api_key()
         if key is None and isinstance(config, AnthropicBackendConfig):

@@ -45,6 +45,7 @@ class GatewayIngress:
         config: dict[str, Any],
         handles: dict[str, DeploymentHandle[Any]],
         unavailable: dict[str, str],
+        facts: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.config = GatewayConfig.load(config)
         backends = {
@@ -58,6 +59,7 @@ class GatewayIngress:
             unavailable=unavailable,
             metrics=GatewayMetrics(),
         )
+        self.facts = facts or {}
         self.gateway.start()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -67,6 +69,7 @@ class GatewayIngress:
             self.ledger,
             request_id=serve_request_id,
             replica_states=replica_states,
+            facts=self.facts,
         )
 
     async def __del__(self) -> None:
@@ -79,8 +82,13 @@ def build_app(args: dict[str, Any]) -> Application:
     config = GatewayConfig.load(args)
     applications: dict[str, Application] = {}
     unavailable: dict[str, str] = {}
+    facts: dict[str, dict[str, str]] = {}
     for name, backend in config.backends.items():
         plan = plan_backend(name, backend, PROJECT_ROOT)
+        if plan.facts:
+            facts[name] = plan.facts
+            told = ", ".join(f"{key}={value}" for key, value in plan.facts.items())
+            logger.info("backend %s: %s", name, told)
         if plan.unavailable_reason:
             unavailable[name] = plan.unavailable_reason
             logger.warning("backend %s is unavailable: %s", name, plan.unavailable_reason)
@@ -88,6 +96,6 @@ def build_app(args: dict[str, Any]) -> Application:
             applications[name] = plan.application
     options = config.ingress.deployment.serve_options()
     application: Application = GatewayIngress.options(**options).bind(  # type: ignore[attr-defined]
-        config.model_dump(mode="json"), applications, unavailable
+        config.model_dump(mode="json"), applications, unavailable, facts
     )
     return application

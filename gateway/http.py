@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -120,9 +120,11 @@ def create_app(
     *,
     request_id: Callable[[Request], str] = lambda r: r.headers.get("x-request-id", ""),
     replica_states: ReplicaStates = lambda names: {},
+    facts: Mapping[str, Mapping[str, str]] | None = None,
 ) -> FastAPI:
     """The ASGI app serving `gateway`. `request_id` names each request (Serve's id in a
-    replica); `replica_states` reports Serve deployments (blocking, run in a thread)."""
+    replica); `replica_states` reports Serve deployments (blocking, run in a thread); `facts`
+    are what the deploy decided per backend (e.g. an engine's dtype)."""
     app = FastAPI(title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(FreshUpstreamConnections)
     limit = config.ingress.max_body_bytes
@@ -193,7 +195,7 @@ def create_app(
         if loop.time() - replicas["at"] > REPLICAS_TTL_S:
             states = await asyncio.to_thread(replica_states, list(config.backends))
             replicas.update(at=loop.time(), states=states)
-        data = backend_states(config, gateway, replicas["states"])
+        data = backend_states(config, gateway, replicas["states"], facts or {})
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
     @app.get("/v1/gateway/usage")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from deployments import Backend, BackendConfig, deployment_name
@@ -47,8 +48,9 @@ def backend_state(
     stats: LatencySnapshot,
     circuit: dict[str, Any],
     deployment: dict[str, Any],
+    facts: Mapping[str, str],
 ) -> dict[str, Any]:
-    return {
+    state = {
         "id": name,
         "kind": config.kind,
         "model": config.model,
@@ -65,3 +67,6 @@ def backend_state(
         "in_flight": stats.in_flight,
         "deployment": deployment,
     }
+    if facts:
+        state["engine"] = dict(facts)
+    return state

@@ -61,7 +61,10 @@ async def health_report(config: GatewayConfig, gateway: Gateway) -> tuple[int, d
 
 
 def backend_states(
-    config: GatewayConfig, gateway: Gateway, replicas: Mapping[str, Any]
+    config: GatewayConfig,
+    gateway: Gateway,
+    replicas: Mapping[str, Any],
+    facts: Mapping[str, Mapping[str, str]],
 ) -> list[dict[str, Any]]:
     snapshots = gateway.routing.live.snapshots()
     return [
@@ -72,6 +75,7 @@ def backend_states(
             snapshots[name],
             gateway.resilience.describe(name),
             replicas.get(name) or placement(backend, gateway.backends[name]),
+            facts.get(name, {}),
         )
         for name, backend in config.backends.items()
     ]

@@ -71,6 +71,10 @@ def test_backends_endpoint_reports_health_circuits_latency_and_replicas(stack: S
     assert data["nokey"]["deployment"]["status"] == "NOT_DEPLOYED"
     assert data["nokey"]["health"]["reason"]
     assert {"ttft_ms", "ttft_p90_ms", "tpot_ms", "samples", "source"} <= set(echo["latency"])
+    # The engine's dtype as the deploy chose it (TINY_ENGINE leaves `dtype` to auto).
+    engine = data["tiny"]["engine"]
+    assert engine["dtype"] in ("bfloat16", "float32") and engine["dtype_choice"].startswith("auto")
+    assert "engine" not in echo
 
 
 def test_explain_shows_circuit_state(stack: Stack) -> None:

@@ -163,3 +163,31 @@ async def test_coalesce_raises_upstream_errors_after_data() -> None:
         async for chunk in coalesce(source()):
             seen.append(chunk)
     assert seen == [b"a"]
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "engine_kwargs", "flags", "expected"),
+    [
+        ("cpu", {}, {"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
+        ("cpu", {"dtype": "auto"}, {"avx2", "amx_bf16"}, "bfloat16"),
+        ("cpu", {}, {"avx2", "fma"}, "float32"),  # emulated bf16 would be ~3x slower
+        ("cpu", {}, {"avx2", "avx512f"}, "float32"),  # AVX-512 without its BF16 extension
+        ("cpu", {"dtype": "bfloat16"}, {"avx2"}, "bfloat16"),  # what the config says
+        ("gpu", {}, set(), "auto"),  # vLLM's own choice on GPUs
+    ],
+)
+def test_engine_dtype_on_cpu_is_bfloat16_only_where_native(
+    accelerator: str, engine_kwargs: dict[str, str], flags: set[str], expected: str
+) -> None:
+    from deployments import VLLMBackendConfig
+    from deployments._vllm import cpu_flags, engine_dtype
+
+    config = VLLMBackendConfig.model_validate(
+        {"kind": "vllm", "model": "m", "source": "x", "accelerator": accelerator,
+         "engine_kwargs": engine_kwargs}
+    )  # fmt: skip
+    dtype, why = engine_dtype(config, flags)
+    assert dtype == expected and why
+    assert cpu_flags("processor : 0\nflags\t\t: fpu avx2 avx512_bf16\n") == {
+        "fpu", "avx2", "avx512_bf16",
+    }  # fmt: skip
