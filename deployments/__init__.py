@@ -26,6 +26,7 @@ from deployments._config import (
     RetryConfig,
     TimeoutConfig,
     VLLMBackendConfig,
+    WarmupConfig,
 )
 from deployments._fake import FakeBackend
 from deployments._openai import OpenAICompatibleBackend
@@ -53,6 +54,7 @@ __all__ = [
     "RetryConfig",
     "TimeoutConfig",
     "VLLMBackendConfig",
+    "WarmupConfig",
     "deployment_name",
     "max_output_tokens",
     "parse_retry_after",

@@ -198,6 +198,24 @@ class _BackendBase(_Strict):
         return (options.max_ongoing_requests or 64) * replicas
 
 
+class WarmupConfig(_Strict):
+    """Requests the gateway sends an engine before it reports ready, so that the first real
+    requests do not pay for first-time work (kernels for new shapes, allocations)."""
+
+    enabled: bool = Field(default=True, description="False reports ready without warming.")
+    concurrency: int = Field(
+        default=4, ge=1, le=64, description="Requests in flight at once (decode batch sizes)."
+    )
+    rounds: int = Field(default=2, ge=1, le=20, description="How many such batches.")
+    prompt_words: int = Field(
+        default=96, ge=1, le=4096, description="Words per warm-up prompt (about 1.3 tokens each)."
+    )
+    max_tokens: int = Field(default=32, ge=1, le=1024, description="Tokens each one generates.")
+    timeout_s: float = Field(
+        default=900.0, gt=0, description="Give up waiting for the engine (and warming) after this."
+    )
+
+
 class VLLMBackendConfig(_BackendBase):
     """An open-weights model served by vLLM replicas through Ray Serve LLM."""
 
@@ -223,6 +241,10 @@ class VLLMBackendConfig(_BackendBase):
     )
     runtime_env: dict[str, Any] = Field(
         default_factory=dict, description="Ray runtime_env for the engine (env_vars, ...)."
+    )
+    warmup: WarmupConfig = Field(
+        default_factory=WarmupConfig,
+        description="Warm-up requests before the gateway reports ready (GET /health).",
     )
 
     def resolved_source(self, project_root: Path) -> str:

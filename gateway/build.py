@@ -13,6 +13,7 @@ from gateway.health import HealthMonitor
 from gateway.pipeline import Gateway
 from gateway.resilience import Resilience
 from gateway.routing import Routing
+from gateway.warmup import to_warm
 from llmops import (
     Accounting,
     GatewayMetrics,
@@ -101,5 +102,6 @@ def build_gateway(
         routes=config.routes,
         experiments=config.experiments,
         log_bodies=config.request_log.enabled and config.request_log.bodies,
+        warmups=to_warm(config.backends, backends),
     )
     return gateway, ledger

@@ -9,6 +9,7 @@ Ray Serve LLM's `LLMServer` takes its engine, so tests build one around `FakeBac
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from deployments import Backend, BackendError, Endpoint
+from deployments import Backend, BackendError, Endpoint, WarmupConfig
 from gateway.attempts import Feedback
 from gateway.errors import OpenAIError, from_exception
 from gateway.health import HealthMonitor
@@ -25,6 +26,7 @@ from gateway.relay import relay
 from gateway.resilience import Limits, Resilience, timeout_error
 from gateway.routing import Routed, Routing
 from gateway.shadow import run_shadow, shadow_record
+from gateway.warmup import warm_up
 from llmops import ExperimentConfig, RequestRecord, key_id, response_text
 from router import RouteConfig, RoutingError
 
@@ -98,6 +100,7 @@ class Gateway:
         routes: Mapping[str, RouteConfig],
         experiments: Mapping[str, ExperimentConfig],
         log_bodies: bool = False,
+        warmups: Mapping[str, WarmupConfig] | None = None,
     ) -> None:
         self.backends = dict(backends)
         self.routing = routing
@@ -108,6 +111,11 @@ class Gateway:
         self.experiments = dict(experiments)
         self.log_bodies = log_bodies
         self._shadows: set[asyncio.Task[None]] = set()
+        self.warmups = dict(warmups or {})
+        # What is still warming up: engines by backend name, and "router" (tokenizers and the
+        # task classifier). `GET /health` says `starting` until it is empty.
+        self.warming: set[str] = set()
+        self._warmup_tasks: set[asyncio.Task[object]] = set()
 
     # ---- serving ------------------------------------------------------------------------
 
@@ -243,12 +251,29 @@ class Gateway:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Background work (health probes); needs a running event loop."""
+        """Background work (health probes, warm-ups); needs a running event loop."""
         self.health.start()
+        jobs: dict[str, Any] = {"router": asyncio.to_thread(self.routing.warm)}
+        for name, settings in self.warmups.items():
+            jobs[name] = warm_up(name, self.backends[name], settings)
+        for name, job in jobs.items():
+            self.warming.add(name)
+            task = asyncio.get_running_loop().create_task(job)
+            self._warmup_tasks.add(task)
+            task.add_done_callback(functools.partial(self._warmed, name))
+
+    def _warmed(self, name: str, task: asyncio.Task[object]) -> None:
+        self._warmup_tasks.discard(task)
+        self.warming.discard(name)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("warm-up of %s failed", name, exc_info=task.exception())
 
     async def aclose(self) -> None:
-        """Stop probing, let shadow requests end, close backends, write every record."""
+        """Stop probing and warming, let shadow requests end, close backends, write every
+        record."""
         await self.health.stop()
+        for task in list(self._warmup_tasks):
+            task.cancel()
         if self._shadows:
             await asyncio.wait(set(self._shadows), timeout=SHADOW_DRAIN_S)
         for backend in self.backends.values():

@@ -200,6 +200,13 @@ class Routing:
         self.classifier = TaskClassifier(config, embed)
         self.experiments = Experiments(config.experiments)
 
+    def warm(self) -> None:
+        """First-time work of the tokenizers and the task classifier, done before the first
+        request (blocking: run it in a thread)."""
+        text = "warm up: what is the capital of France? def f(x): return x * 2"
+        self.classifier.classify(text)
+        self.router.count_tokens(text)
+
     def prepare(
         self,
         endpoint: Endpoint,

@@ -57,7 +57,11 @@ async def health_report(config: GatewayConfig, gateway: Gateway) -> tuple[int, d
     }
     up = sum(state.available for state in monitor.availability.values())
     status = "ok" if up == len(backends) else "degraded" if up else "unavailable"
-    return (200 if up else 503), {"status": status, "backends": backends}
+    report: dict[str, Any] = {"status": status, "backends": backends}
+    if gateway.warming:  # not ready: the first requests would run cold
+        report["status"], report["warming"] = "starting", sorted(gateway.warming)
+        return 503, report
+    return (200 if up else 503), report
 
 
 def backend_states(

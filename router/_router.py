@@ -166,6 +166,10 @@ class Router:
             for name, route in config.routes.items()
         }
 
+    def count_tokens(self, text: str) -> dict[str, int]:
+        """`text`'s length by each backend's token counter (also loads lazy tokenizers)."""
+        return {name: profile.count_tokens(text) for name, profile in self._profiles.items()}
+
     def resolve_target(self, model: str | None) -> tuple[str, str]:
         """('route' | 'backend', name) for a request's `model`, or raise ModelNotFound."""
         if model is None or model == "":

@@ -301,6 +301,14 @@ class Blackhole:
             conn.close()
 
 
+def warmed(root: str) -> bool:
+    """The gateway answers /health in JSON, and no longer says `starting`."""
+    response = httpx.get(f"{root}/health")
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return False  # Serve's own plain-text answer while the app deploys
+    return bool(response.json().get("status") != "starting")
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     import ray
@@ -374,8 +382,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 process,
                 logs / f"{name}.log",
             )
-        print(f"\nstack ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
         root = f"http://127.0.0.1:{gateway_port}"
+        wait_until(lambda: warmed(root), 600, "gateway warm-up (GET /health says starting)")
+        print(f"\nstack ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
         yield Stack(
             f"{root}/v1",
             root,

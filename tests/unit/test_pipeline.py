@@ -277,3 +277,29 @@ async def test_a_thousand_mixed_requests_leave_every_counter_at_zero(harness: Ha
     harness.assert_settled()
     statuses = {r["status"] for r in primaries}
     assert {200, 400, 499, 502, 504} <= statuses
+
+
+async def test_warm_up_before_ready_records_nothing(harness: Harness) -> None:
+    from deployments import WarmupConfig
+    from gateway.config import GatewayConfig
+    from gateway.views import health_report
+
+    harness.gateway.warmups = {"trickle": WarmupConfig(concurrency=3, rounds=2, prompt_words=5)}
+    harness.gateway.start()
+    assert harness.gateway.warming == {"router", "trickle"}
+    config = GatewayConfig.load(CONFIG)
+    status, report = await health_report(config, harness.gateway)
+    assert (status, report["status"]) == (503, "starting")
+    assert report["warming"] == ["router", "trickle"]
+    for _ in range(200):
+        if not harness.gateway.warming:
+            break
+        await asyncio.sleep(0.05)
+    assert harness.gateway.warming == set()
+    calls = harness.backends["trickle"].calls
+    assert len(calls) == 6 and sum(bool(body.get("stream")) for _, body in calls) == 3
+    assert len({body["messages"][0]["content"] for _, body in calls}) == 6  # no shared prompt
+    status, report = await health_report(config, harness.gateway)
+    assert status == 200 and "warming" not in report
+    assert await harness.rows() == []  # warm-up is not traffic: no ledger rows
+    harness.assert_settled()
