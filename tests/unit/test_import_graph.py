@@ -38,25 +38,22 @@ def test_packages_import_one_way(package: str, forbidden: set[str]) -> None:
     assert imported_packages(package) & forbidden == set()
 
 
-def test_importing_the_pure_packages_loads_no_gateway_and_no_ray() -> None:
+def loaded_after(imports: str, roots: tuple[str, ...]) -> list[str]:
+    """Modules under `roots` that a fresh interpreter has loaded after `import {imports}`."""
     code = (
-        "import sys, router, deployments, llmops\n"
-        "loaded = [m for m in sys.modules if m.split('.')[0] in ('gateway', 'ray')]\n"
-        "print(','.join(loaded))"
+        f"import sys, {imports}\n"
+        f"print(','.join(m for m in sys.modules if m.split('.')[0] in {roots!r}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
-    assert result.stdout.strip() == ""
+    return [name for name in result.stdout.strip().split(",") if name]
+
+
+def test_importing_the_pure_packages_loads_no_gateway_and_no_ray() -> None:
+    assert loaded_after("router, deployments, llmops", ("gateway", "ray")) == []
 
 
 def test_the_pipeline_imports_neither_ray_nor_a_web_framework() -> None:
-    code = (
-        "import sys, gateway.pipeline, gateway.build\n"
-        "loaded = [m for m in sys.modules if m.split('.')[0] in ('ray', 'fastapi', 'starlette')]\n"
-        "print(','.join(loaded))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    assert result.stdout.strip() == ""
+    roots = ("ray", "fastapi", "starlette")
+    assert loaded_after("gateway.pipeline, gateway.build", roots) == []
