@@ -65,7 +65,7 @@ lint: install
 	$(BIN)/mypy  # strict on router/ and llmops/
 
 bench: models
-	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/router_decision.py
 
 clean:
