@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ class StreamReply:
         headers: dict[str, str],
         first: bytes,
         rest: AsyncIterator[bytes],
-        finish: Any,
+        finish: Callable[[], None],
     ) -> None:
         self.headers = headers
         self._first: bytes | None = first
