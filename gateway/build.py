@@ -100,7 +100,6 @@ def build_gateway(
         health,
         feedback,
         routes=config.routes,
-        experiments=config.experiments,
         log_bodies=config.request_log.enabled and config.request_log.bodies,
         warmups=to_warm(config.backends, backends),
     )

@@ -27,7 +27,7 @@ from gateway.resilience import Limits, Resilience, timeout_error
 from gateway.routing import Routed, Routing
 from gateway.shadow import run_shadow, shadow_record
 from gateway.warmup import warm_up
-from llmops import ExperimentConfig, RequestRecord, key_id, response_text
+from llmops import RequestRecord, key_id, response_text
 from router import RouteConfig, RoutingError
 
 logger = logging.getLogger("ray.serve")
@@ -98,7 +98,6 @@ class Gateway:
         feedback: Feedback,
         *,
         routes: Mapping[str, RouteConfig],
-        experiments: Mapping[str, ExperimentConfig],
         log_bodies: bool = False,
         warmups: Mapping[str, WarmupConfig] | None = None,
     ) -> None:
@@ -108,7 +107,6 @@ class Gateway:
         self.health = health
         self.feedback = feedback
         self.routes = dict(routes)
-        self.experiments = dict(experiments)
         self.log_bodies = log_bodies
         self._shadows: set[asyncio.Task[None]] = set()
         self.warmups = dict(warmups or {})
@@ -231,10 +229,9 @@ class Gateway:
 
     def _start_shadow(self, routed: Routed, record: RequestRecord) -> None:
         assignment = routed.prepared.assignment
-        experiment = self.experiments.get(assignment.experiment) if assignment else None
-        if experiment is None or experiment.shadow is None:
+        if assignment is None or assignment.shadow is None:
             return
-        name = experiment.shadow
+        name = assignment.shadow
         shadow = run_shadow(
             name,
             self.backends[name],

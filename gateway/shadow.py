@@ -46,16 +46,15 @@ async def run_shadow(
             try:
                 result = await asyncio.wait_for(backend.complete(endpoint, plain), SHADOW_TIMEOUT_S)
             except TimeoutError:
-                record.fail(504, "shadow_timeout")
-                raise BackendError(f"shadow {name!r} timed out", status=504) from None
+                message = f"shadow {name!r} timed out"
+                raise BackendError(message, status=504, code="shadow_timeout") from None
             usage = result.get("usage") or {}
             attempt.answered(usage.get("completion_tokens"))
         record.take_usage(result.get("usage"))
         if log_bodies:
             record.response_text = response_text(result)
     except BackendError as exc:
-        if record.status == 200:
-            record.fail(exc.status, exc.code)
+        record.fail(exc.status, exc.code)
     except Exception:
         logger.exception("shadow request to %s failed", name)
         record.fail(500, "shadow_failed")
