@@ -1,11 +1,12 @@
 """The gateway against the floor of what Python can do, under closed-loop load.
 
 Starts an instant upstream (`bench/stub_upstream.py`), the bare relay (`bench/relay.py`) and
-the gateway as users run it (`serve run`, HAProxy ingress, a proxy backend as its own
-deployment, the default, and one `in_ingress`). Then, in interleaved rounds, each target gets
-c=1 and c=32 closed-loop load, streamed and not. Prints JSON and a table: added latency over
-calling the upstream directly (p50/p99), its ratio to the relay's, requests/s, CPU ms per
-request (everything but the load generator and the upstream), and the PSS of each target.
+the gateway as users run it (`serve run`, HAProxy ingress, a proxy backend in the ingress,
+the default placement, and one with `placement: deployment`). Then, in interleaved rounds,
+each target gets c=1 and c=32 closed-loop load, streamed and not. Prints JSON and a table:
+added latency over calling the upstream directly (p50/p99), its ratio to the relay's,
+requests/s, CPU ms per request (everything but the load generator and the upstream), and the
+PSS of each target.
 
 Run: make bench   (or .venv/bin/python bench/floor.py --rounds 2)
 """
@@ -117,8 +118,8 @@ def measure(url: str, model: str, stream: bool, workers: int, each: int,
 def gateway_config(port: int, upstream: str, folder: Path) -> dict[str, Any]:
     backends = {
         "proxy": {"kind": "openai", "model": "stub", "base_url": upstream},
-        "proxy-inline": {"kind": "openai", "model": "stub", "base_url": upstream,
-                         "in_ingress": True},
+        "proxy-deployment": {"kind": "openai", "model": "stub", "base_url": upstream,
+                             "placement": "deployment"},
     }  # fmt: skip
     return {
         "proxy_location": "HeadOnly",
@@ -153,8 +154,8 @@ def main() -> None:
         "direct": (f"{upstream}/chat/completions", "stub"),
         "relay": (f"http://127.0.0.1:{relay_port}/v1/chat/completions", "stub"),
         "gateway": (f"http://127.0.0.1:{gateway_port}/v1/chat/completions", "proxy"),
-        "gateway-in-ingress": (f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
-                               "proxy-inline"),
+        "gateway-deployment": (f"http://127.0.0.1:{gateway_port}/v1/chat/completions",
+                               "proxy-deployment"),
     }  # fmt: skip
     results: dict[str, list[dict[str, float]]] = {}
     try:

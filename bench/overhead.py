@@ -1,7 +1,8 @@
 """Gateway overhead per request: the same requests sent directly to an instant upstream and
-through the gateway (Serve proxy -> ingress -> proxy backend deployment -> upstream).
+through the gateway (HAProxy -> ingress, where the proxy backend runs by default -> upstream),
+and through a proxy backend with `placement: deployment` (one handle hop more).
 
-Also times the ingress alone, answering from the in-process fake backend deployment.
+Also times the ingress alone, answering from the in-process fake backend.
 Run: make bench   (or .venv/bin/python bench/overhead.py --requests 400)
 Prints a JSON summary; docs/performance.md records the figures.
 """
@@ -72,11 +73,11 @@ def main() -> None:
     config = {
         "backends": {
             "proxy": {"kind": "openai", "model": "stub", "base_url": upstream},
-            "proxy-inline": {
+            "proxy-deployment": {
                 "kind": "openai",
                 "model": "stub",
                 "base_url": upstream,
-                "in_ingress": True,
+                "placement": "deployment",
             },
             "fake": {"kind": "fake", "model": "fake", "reply": "ok"},
         }
@@ -99,7 +100,7 @@ def main() -> None:
                     timed(client, f"{upstream}/chat/completions", "stub", stream, args.requests)
                 )
                 via = summary(timed(client, gateway, "proxy", stream, args.requests))
-                inline = summary(timed(client, gateway, "proxy-inline", stream, args.requests))
+                own = summary(timed(client, gateway, "proxy-deployment", stream, args.requests))
                 fake = summary(timed(client, gateway, "fake", stream, args.requests))
                 results[kind] = {
                     "direct_p50_ms": direct["p50_ms"],
@@ -107,8 +108,8 @@ def main() -> None:
                     "added_p50_ms": round(via["p50_ms"] - direct["p50_ms"], 3),
                     "added_mean_ms": round(via["mean_ms"] - direct["mean_ms"], 3),
                     "gateway_p90_ms": via["p90_ms"],
-                    "in_ingress_p50_ms": inline["p50_ms"],
-                    "in_ingress_added_p50_ms": round(inline["p50_ms"] - direct["p50_ms"], 3),
+                    "own_deployment_p50_ms": own["p50_ms"],
+                    "own_deployment_added_p50_ms": round(own["p50_ms"] - direct["p50_ms"], 3),
                     "fake_backend_p50_ms": fake["p50_ms"],
                 }
         settings = {

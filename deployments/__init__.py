@@ -14,6 +14,7 @@ from deployments._base import (
     max_output_tokens,
     parse_retry_after,
 )
+from deployments._bounded import BoundedBackend
 from deployments._config import (
     AnthropicBackendConfig,
     AutoscalingOptions,
@@ -40,6 +41,7 @@ __all__ = [
     "BackendConfig",
     "BackendError",
     "BackendUnavailable",
+    "BoundedBackend",
     "CircuitBreakerConfig",
     "CredentialsRejected",
     "DeploymentOptions",

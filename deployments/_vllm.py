@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle
 
 
-
 # CPU features that make bfloat16 arithmetic native (otherwise it is emulated: slower than
 # float32, about 3x in vLLM on an AVX2-only CPU).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -15,6 +15,7 @@ from ray import serve
 
 from deployments._anthropic import AnthropicBackend
 from deployments._base import Backend, BackendUnavailable, Endpoint, Health, deployment_name
+from deployments._bounded import BoundedBackend
 from deployments._config import (
     AnthropicBackendConfig,
     BackendConfig,
@@ -190,7 +191,7 @@ def plan_backend(name: str, config: BackendConfig, project_root: Path) -> Backen
             reason = reason or "no api_key_env or api_key_file configured"
         if key is None and reason:
             return BackendPlan(name, config, None, reason)
-    if config.in_ingress:
+    if config.runs_in_ingress:
         return BackendPlan(name, config, None)
     options = {"name": deployment_name(name), **config.deployment.serve_options()}
     deployment = BackendDeployment.options(**options)  # type: ignore[attr-defined]
@@ -207,8 +208,8 @@ def connect_backend(
     """The gateway-side `Backend` for a planned backend, given the handle Serve bound."""
     if unavailable_reason:
         return UnavailableBackend(name, unavailable_reason)
-    if not isinstance(config, VLLMBackendConfig) and config.in_ingress:
-        return make_local_backend(name, config)
+    if not isinstance(config, VLLMBackendConfig) and config.runs_in_ingress:
+        return BoundedBackend(name, make_local_backend(name, config), *config.ingress_limits())
     if handle is None:
         return UnavailableBackend(name, "not deployed")
     if isinstance(config, VLLMBackendConfig):

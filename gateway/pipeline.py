@@ -125,9 +125,7 @@ class Gateway:
         availability = self.resilience.overlay(self.health.availability)
         return await self.routing.route(endpoint, body, headers, availability, request_id)
 
-    async def explain(
-        self, raw_body: bytes, headers: Mapping[str, str], request_id: str
-    ) -> Reply:
+    async def explain(self, raw_body: bytes, headers: Mapping[str, str], request_id: str) -> Reply:
         """The routing decision for a chat completion body, without calling any backend."""
         try:
             routed = await self.route("chat/completions", raw_body, headers, request_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from deployments import Backend, BackendConfig, deployment_name
+from deployments import Backend, BackendConfig, BoundedBackend, deployment_name
 from router import Availability, LatencySnapshot
 
 
@@ -32,12 +32,12 @@ def replica_states(names: list[str]) -> dict[str, Any]:
     return states
 
 
-def placement(config: BackendConfig, backend: Backend) -> dict[str, str]:
+def placement(backend: Backend) -> dict[str, Any]:
     """Where a backend without a deployment of its own runs."""
     if not backend.deployed:
         return {"status": "NOT_DEPLOYED"}
-    if getattr(config, "in_ingress", False):
-        return {"status": "IN_INGRESS"}
+    if isinstance(backend, BoundedBackend):
+        return {"status": "IN_INGRESS", **backend.load()}
     return {"status": "UNKNOWN"}
 
 

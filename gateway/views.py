@@ -78,7 +78,7 @@ def backend_states(
             gateway.health.availability[name],
             snapshots[name],
             gateway.resilience.describe(name),
-            replicas.get(name) or placement(backend, gateway.backends[name]),
+            replicas.get(name) or placement(gateway.backends[name]),
             facts.get(name, {}),
         )
         for name, backend in config.backends.items()

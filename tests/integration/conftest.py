@@ -74,15 +74,17 @@ class Stack:
 
 
 def chaos_backends(urls: dict[str, str], blackhole_url: str) -> dict[str, Any]:
-    """Backends over the scripted upstreams; each its own deployment, as users run them."""
+    """Backends over the scripted upstreams, in the ingress (the default placement) unless a
+    test needs the other placement too."""
     fast_breaker = {"consecutive_failures": 2, "cooldown_s": 60}
     backends: dict[str, Any] = {
         name: {"kind": "openai", "model": "stub", "base_url": urls[name]}
         for name in ("doomed", "backup", "flaky30")
     }
     backends["flaky30"]["circuit_breaker"] = {"enabled": False}  # the retries are under test
-    backends["dawdler"] = {"kind": "openai", "model": "stub", "base_url": urls["dawdler"]}
-    backends["dawdler-local"] = {**backends["dawdler"], "in_ingress": True}
+    dawdler = {"kind": "openai", "model": "stub", "base_url": urls["dawdler"]}
+    backends["dawdler"] = {**dawdler, "placement": "deployment"}
+    backends["dawdler-local"] = {**dawdler, "in_ingress": True}  # the older spelling
     backends["blackhole"] = {
         "kind": "openai",
         "model": "stub",
@@ -91,13 +93,15 @@ def chaos_backends(urls: dict[str, str], blackhole_url: str) -> dict[str, Any]:
         "retry": {"max_retries": 0},
         "circuit_breaker": fast_breaker,
     }
-    backends["narrow"] = {
+    narrow = {
         "kind": "fake",
         "model": "narrow-1",
         "latency_ms": 1500,
         "deployment": {"max_ongoing_requests": 1, "max_queued_requests": 1},
         "retry": {"max_retries": 0},
     }
+    backends["narrow"] = {**narrow, "placement": "deployment"}  # Serve's back pressure
+    backends["narrow-local"] = narrow  # the ingress's own bound
     return backends
 
 
@@ -137,10 +141,12 @@ def gateway_config(
                 "base_url": upstream_url,
                 "api_key_env": UPSTREAM_KEY_ENV,
                 "timeouts": {"total_s": 60},
+                "placement": "deployment",
             },
             "echo": {
                 "kind": "fake",
                 "model": "echo-1",
+                "placement": "deployment",
                 "deployment": {
                     "autoscaling_config": {
                         "min_replicas": 1,

@@ -83,9 +83,10 @@ def test_explain_shows_circuit_state(stack: Stack) -> None:
     assert {c["circuit"] for c in explanation["candidates"]} == {"closed"}
 
 
-async def test_overload_is_429_with_retry_after(stack: Stack) -> None:
+@pytest.mark.parametrize("backend", ["narrow", "narrow-local"])
+async def test_overload_is_429_with_retry_after(stack: Stack, backend: str) -> None:
     async with httpx.AsyncClient(timeout=30) as client:
-        body = {"model": "narrow", "messages": HI}
+        body = {"model": backend, "messages": HI}
         responses = await asyncio.gather(
             *(client.post(f"{stack.base_url}/chat/completions", json=body) for _ in range(6))
         )

@@ -187,3 +187,35 @@ def test_engine_dtype_on_cpu_is_bfloat16_only_where_native(
     assert cpu_flags("processor : 0\nflags\t\t: fpu avx2 avx512_bf16\n") == {
         "fpu", "avx2", "avx512_bf16",
     }  # fmt: skip
+
+
+async def test_bounded_backend_runs_so_many_queues_so_many_then_429() -> None:
+    import asyncio
+
+    from deployments import BoundedBackend
+
+    bounded = BoundedBackend("slow", fake(latency_ms=200), max_ongoing=2, max_queued=1)
+    calls = [asyncio.create_task(bounded.chat(CHAT)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert bounded.load()["ongoing"] == 2 and bounded.load()["waiting"] == 1
+    with pytest.raises(BackendError) as caught:
+        await bounded.chat(CHAT)
+    assert (caught.value.status, caught.value.code) == (429, "backend_overloaded")
+    assert caught.value.recovery is Recovery.RETRY  # fallbacks or a later try serve it
+    assert all(r["object"] == "chat.completion" for r in await asyncio.gather(*calls))
+    assert bounded.load()["ongoing"] == bounded.load()["waiting"] == 0
+
+
+async def test_bounded_stream_holds_its_slot_until_it_ends() -> None:
+    import asyncio
+
+    from deployments import BoundedBackend
+
+    bounded = BoundedBackend("b", fake(token_interval_ms=20), max_ongoing=1, max_queued=0)
+    stream = bounded.stream("chat/completions", CHAT)
+    await anext(stream)
+    with pytest.raises(BackendError):  # the stream holds the only slot; no line allowed
+        await bounded.chat(CHAT)
+    await stream.aclose()  # a client that went away frees it at once
+    assert bounded.load()["ongoing"] == 0
+    assert (await asyncio.wait_for(bounded.chat(CHAT), 5))["object"] == "chat.completion"

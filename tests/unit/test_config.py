@@ -182,6 +182,7 @@ def test_not_a_mapping() -> None:
 
 def test_deployment_options_reach_serve() -> None:
     config = minimal()
+    config["backends"]["local"]["placement"] = "deployment"
     config["backends"]["local"]["deployment"] = {
         "autoscaling_config": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 8},
         "max_ongoing_requests": 32,
@@ -195,16 +196,47 @@ def test_deployment_options_reach_serve() -> None:
     assert "num_replicas" not in options
 
 
-def test_in_ingress_backend_is_not_a_deployment() -> None:
+def test_proxy_backends_run_in_the_ingress_by_default_bounded() -> None:
+    from deployments import BoundedBackend
     from deployments.serving import connect_backend, plan_backend
     from gateway.config import PROJECT_ROOT
 
     config = minimal()
-    config["backends"]["local"]["in_ingress"] = True
+    config["backends"]["local"]["deployment"] = {"max_ongoing_requests": 3}
     backend = GatewayConfig.load(config).backends["local"]
+    assert backend.placement == "ingress"
     plan = plan_backend("local", backend, PROJECT_ROOT)
     assert plan.application is None and plan.unavailable_reason == ""
-    assert type(connect_backend("local", backend, None)).__name__ == "FakeBackend"
+    connected = connect_backend("local", backend, None)
+    assert isinstance(connected, BoundedBackend)
+    assert type(connected.inner).__name__ == "FakeBackend"
+    assert (connected.max_ongoing, connected.max_queued) == (3, 1024)
+
+
+def test_placement_deployment_is_its_own_deployment() -> None:
+    from deployments.serving import plan_backend
+    from gateway.config import PROJECT_ROOT
+
+    config = minimal()
+    config["backends"]["local"]["placement"] = "deployment"
+    plan = plan_backend("local", GatewayConfig.load(config).backends["local"], PROJECT_ROOT)
+    assert plan.application is not None
+
+
+@pytest.mark.parametrize(("in_ingress", "placement"), [(True, "ingress"), (False, "deployment")])
+def test_in_ingress_is_the_older_spelling_of_placement(in_ingress: bool, placement: str) -> None:
+    config = minimal()
+    config["backends"]["local"]["in_ingress"] = in_ingress
+    assert GatewayConfig.load(config).backends["local"].placement == placement
+    config["backends"]["local"]["placement"] = "deployment" if in_ingress else "ingress"
+    assert "backends.local: in_ingress: " in error_of(config)
+
+
+def test_replica_options_of_an_ingress_backend_are_a_config_error() -> None:
+    config = minimal()
+    config["backends"]["local"]["deployment"] = {"autoscaling_config": {"max_replicas": 3}}
+    message = error_of(config)
+    assert "backends.local: deployment.autoscaling_config applies only to `placement: " in message
 
 
 def test_vllm_backend_cannot_run_in_ingress() -> None:
@@ -222,3 +254,11 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     bad.write_text("backends:\n  a: {kind: fake, model: m, colour: red}\n")
     assert main(["check", str(bad)]) == 1
     assert "backends.a.colour: unknown field" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_a_dumped_config_loads_again(path: Path) -> None:
+    """The ingress receives `model_dump()` of the deployed config: it must validate again."""
+    config = GatewayConfig.load(path)
+    again = GatewayConfig.load(config.model_dump(mode="json"))
+    assert again.backends.keys() == config.backends.keys()

@@ -91,9 +91,7 @@ class Harness:
 
     async def call(self, model: str, **body: Any) -> Reply | StreamReply:
         body = {"model": model, "messages": [{"role": "user", "content": "hi there"}], **body}
-        return await self.gateway.handle(
-            "chat/completions", orjson.dumps(body), {}, next(self.ids)
-        )
+        return await self.gateway.handle("chat/completions", orjson.dumps(body), {}, next(self.ids))
 
     async def read(self, reply: Reply | StreamReply) -> bytes:
         assert isinstance(reply, StreamReply)
