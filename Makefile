@@ -45,11 +45,12 @@ $(PREPARED): $(INSTALLED) scripts/prepare_models.py
 	$(BIN)/python scripts/prepare_models.py --out $(MODELS)
 	@touch $@
 
-# A fresh local Ray cluster unless RAY_ADDRESS names one: `serve run` would otherwise try the
-# last cluster `ray start` recorded, even one that has since died.
+# `serve run configs/local.yaml` on a fresh local Ray cluster (unless RAY_ADDRESS names one:
+# `serve run` would otherwise try the last cluster `ray start` recorded, even a dead one),
+# started without the Ray dashboard, which the gateway does not use (DASHBOARD=1 keeps it).
 serve: models
 	RAY_ADDRESS=$${RAY_ADDRESS:-local} RAY_OVERRIDE_RESOURCES='{"CPU": $(RAY_CPUS)}' \
-		$(BIN)/serve run configs/local.yaml
+		$(BIN)/python -m gateway serve configs/local.yaml $(if $(DASHBOARD),--dashboard)
 
 test: models
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -65,6 +66,7 @@ lint: install
 	$(BIN)/mypy  # strict on router/ and llmops/
 
 bench: models
+	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/router_decision.py
 

@@ -14,7 +14,6 @@ Run: make bench   (or .venv/bin/python bench/floor.py --rounds 2)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -23,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +32,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import loadgen  # noqa: E402
 from tests.helpers import cluster_env, free_port, stop_process, wait_until  # noqa: E402
 
 BODY = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
-LOADS = ((1, 200), (32, 20))  # (concurrency, requests per worker)
+LOADS = ((1, 4.0), (32, 5.0))  # (connections, seconds of load per round)
 
 
 def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -78,40 +77,23 @@ def busy_cpu_s() -> float:
     return times.user + times.system + times.nice + times.irq + times.softirq
 
 
-async def closed_loop(url: str, model: str, stream: bool, workers: int, each: int) -> list[float]:
-    body = {**BODY, "model": model, "stream": stream}
-    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-
-        async def worker() -> list[float]:
-            samples = []
-            for _ in range(each):
-                started = time.perf_counter()
-                async with client.stream("POST", url, json=body) as response:
-                    async for _ in response.aiter_raw():
-                        pass
-                assert response.status_code == 200, response.status_code
-                samples.append((time.perf_counter() - started) * 1000)
-            return samples
-
-        results = await asyncio.gather(*(worker() for _ in range(workers)))
-    return [sample for samples in results for sample in samples]
-
-
-def measure(url: str, model: str, stream: bool, workers: int, each: int,
+def measure(url: str, model: str, stream: bool, connections: int, seconds: float,
             excluded: list[psutil.Process]) -> dict[str, float]:  # fmt: skip
+    """Closed-loop load from wrk; CPU ms per request is the machine's busy time less wrk's and
+    the excluded processes' (the upstream's)."""
+    body = {**BODY, "model": model, "stream": stream}
     me = psutil.Process()
-    busy, mine = busy_cpu_s(), cpu_s([me, *excluded])
-    started = time.perf_counter()
-    samples = asyncio.run(closed_loop(url, model, stream, workers, each))
-    wall = time.perf_counter() - started
-    cpu = (busy_cpu_s() - busy) - (cpu_s([me, *excluded]) - mine)
-    ordered = sorted(samples)
+    busy, others = busy_cpu_s(), cpu_s([me, *excluded])
+    outcome = loadgen.run(url, body, connections, seconds)
+    cpu = (busy_cpu_s() - busy) - (cpu_s([me, *excluded]) - others) - outcome["generator_cpu_s"]
+    if outcome["failed"]:
+        raise RuntimeError(f"{url} {model}: {outcome['failed']} requests failed")
+    requests = outcome["rps"] * seconds
     return {
-        "p50_ms": statistics.median(ordered),
-        "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-        "rps": len(samples) / wall,
-        "cpu_ms_per_request": max(0.0, cpu) * 1000 / len(samples),
+        "p50_ms": outcome["p50_ms"],
+        "p99_ms": outcome["p99_ms"],
+        "rps": outcome["rps"],
+        "cpu_ms_per_request": max(0.0, cpu) * 1000 / requests,
     }
 
 
@@ -148,8 +130,7 @@ def main() -> None:
     config.write_text(yaml.safe_dump(gateway_config(gateway_port, upstream, folder)))
     env = {**os.environ, **cluster_env(), "RAY_ADDRESS": "local",
            "RAY_OVERRIDE_RESOURCES": '{"CPU": 8}'}  # fmt: skip
-    gateway = start([str(Path(python).with_name("serve")), "run", str(config)],
-                    folder / "serve.log", env)  # fmt: skip
+    gateway = start([python, "-m", "gateway", "serve", str(config)], folder / "serve.log", env)
     targets = {
         "direct": (f"{upstream}/chat/completions", "stub"),
         "relay": (f"http://127.0.0.1:{relay_port}/v1/chat/completions", "stub"),
@@ -168,11 +149,11 @@ def main() -> None:
             "gateway_pss_mb_rest": pss_mb(gateway.pid),
         }
         for _ in range(args.rounds):
-            for workers, each in LOADS:
+            for connections, seconds in LOADS:
                 for stream in (False, True):
                     for name, (url, model) in targets.items():
-                        key = f"{name} c={workers} {'stream' if stream else 'plain'}"
-                        outcome = measure(url, model, stream, workers, each, excluded)
+                        key = f"{name} c={connections} {'stream' if stream else 'plain'}"
+                        outcome = measure(url, model, stream, connections, seconds, excluded)
                         results.setdefault(key, []).append(outcome)
         memory |= {"relay_pss_mb_loaded": pss_mb(relay.pid),
                    "gateway_pss_mb_loaded": pss_mb(gateway.pid)}  # fmt: skip
@@ -185,8 +166,8 @@ def main() -> None:
 
 def table(results: dict[str, list[dict[str, float]]], memory: dict[str, float]) -> str:
     """At c=1: latency added over a direct call, and its ratio to the relay's. At c=32 the
-    load generator shares the 2 cores, so added latency means little: throughput and p99,
-    each against the relay's."""
+    target, the upstream and wrk share the 2 cores, so added latency means little: throughput
+    and p99, each against the relay's."""
 
     def median(key: str, field: str) -> float:
         return statistics.median(run[field] for run in results[key])
@@ -200,7 +181,7 @@ def table(results: dict[str, list[dict[str, float]]], memory: dict[str, float]) 
         floor = [median(relay, f) - median(direct, f) for f in ("p50_ms", "p99_ms")]
         shown = f"{added[0]:.1f} / {added[1]:.1f}"
         if load == "c=1" and name not in ("direct", "relay") and min(floor) > 0:
-            shown += f" ({added[0] / floor[0]:.1f}x / {added[1] / floor[1]:.1f}x)"
+            shown += f" ({added[0] / floor[0]:.2f}x / {added[1] / floor[1]:.2f}x)"
         elif load != "c=1":
             shown = "-"
         rps, p99 = median(key, "rps"), median(key, "p99_ms")

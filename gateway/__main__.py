@@ -4,11 +4,15 @@
 (plus duplicate YAML keys, which `serve run` itself silently merges).
 `python -m gateway report --experiment ab1 [--since 7d] [--format table|json|html]` reports an
 A/B experiment from the cost ledger (`--ledger PATH`, or the one `--config` names).
+`python -m gateway serve configs/local.yaml [--dashboard]` is `serve run` on a fresh local
+Ray cluster without the Ray dashboard (`make serve` uses it; docs/performance.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -27,9 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--ledger", default=None, help="SQLite ledger file")
     report.add_argument("--config", default="configs/local.yaml", help="config naming the ledger")
     report.add_argument("--output", default=None, help="write here instead of stdout")
+    serve = commands.add_parser("serve", help="serve a config, like `serve run`")
+    serve.add_argument("config")
+    serve.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="start the Ray dashboard too (for `serve status`, `serve deploy`, the web UI)",
+    )
     args = parser.parse_args(argv)
     if args.command == "report":
         return _report(args)
+    if args.command == "serve":
+        return _serve(args.config, args.dashboard)
     failed = False
     for path in args.paths:
         try:
@@ -40,6 +53,34 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{path}: ok ({len(config.backends)} backends, {len(config.routes)} routes)")
     return 1 if failed else 0
+
+
+def _serve(config_path: str, dashboard: bool) -> int:
+    """`serve run CONFIG`, on a local Ray cluster started here unless RAY_ADDRESS names one.
+
+    Started here, the cluster leaves out the dashboard's head processes (about 250 MB here):
+    the gateway does not use them, and Ray's Prometheus endpoint (the per-node agent) stays.
+    `serve run` keeps the cluster it finds, so everything else is `serve run`'s own behaviour.
+    """
+    try:
+        GatewayConfig.load(config_path)
+    except ConfigError as exc:
+        print(f"{config_path}: {exc}", file=sys.stderr)
+        return 2
+    import ray
+    from ray.serve._private.constants import SERVE_NAMESPACE
+    from ray.serve.scripts import cli
+
+    if os.environ.get("RAY_ADDRESS", "local") == "local":
+        ray.init(
+            address="local",
+            namespace=SERVE_NAMESPACE,
+            include_dashboard=dashboard,
+            log_to_driver=True,
+        )
+    with contextlib.suppress(KeyboardInterrupt):  # serve run shut Serve down already
+        cli.main(["run", config_path], prog_name="serve", standalone_mode=False)
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
