@@ -1,7 +1,8 @@
 """vLLM's own OpenAI server against the gateway serving the same model with the same engine
 arguments, measured by vLLM's serving benchmark (`vllm.benchmarks.serve`, what `vllm bench
 serve` runs). Each target is started fresh; the benchmark starts the moment it is ready
-(vLLM: `GET /v1/models` 200; gateway: `GET /health` 200, i.e. after its warm-up).
+(vLLM: `GET /v1/models` 200, then 8 untimed requests, since it reports ready cold; gateway:
+`GET /health` 200, i.e. after its own warm-up, and nothing else: its first requests count).
 
 Workload: random dataset, 128 input / 32 output tokens (ignore_eos), 32 prompts at
 concurrency 4, streamed /v1/chat/completions (the `openai-chat` backend), fixed seed,
@@ -39,7 +40,6 @@ from deployments._vllm import engine_dtype  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from tests.helpers import ENGINE_ENV, cluster_env, free_port, stop_process, wait_until  # noqa: E402
 
-SERVE = str(Path(sys.executable).with_name("serve"))
 RAY_CURRENT = Path("/tmp/ray/ray_current_cluster")
 KEYS = {"output_tok_s": "output_throughput", "req_s": "request_throughput",
         "ttft_p50_ms": "median_ttft_ms", "ttft_p99_ms": "p99_ttft_ms",
@@ -117,7 +117,9 @@ def terminate(proc: subprocess.Popen[bytes], grace_s: float = 60) -> None:
     proc.wait(10)
 
 
-def benchmark(base: str, model: str, tokenizer: str, opts: argparse.Namespace) -> dict[str, Any]:
+def benchmark(
+    base: str, model: str, tokenizer: str, opts: argparse.Namespace, warmups: int = 0
+) -> dict[str, Any]:
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
@@ -129,7 +131,8 @@ def benchmark(base: str, model: str, tokenizer: str, opts: argparse.Namespace) -
             "--random-output-len", str(opts.output_len), "--num-prompts", str(opts.num_prompts),
             "--max-concurrency", str(opts.concurrency), "--ignore-eos", "--temperature", "0",
             "--seed", str(opts.seed), "--percentile-metrics", "ttft,tpot,itl,e2el",
-            "--metric-percentiles", "50,99", "--disable-tqdm"]  # fmt: skip
+            "--metric-percentiles", "50,99", "--disable-tqdm",
+            "--num-warmups", str(warmups)]  # fmt: skip
     result = main(parser.parse_args(argv))
     if result["failed"]:
         raise RuntimeError(f"{base}: {result['failed']} of {opts.num_prompts} requests failed")
@@ -173,6 +176,11 @@ def main() -> None:
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--vllm-warmups", type=int, default=8,
+        help="untimed requests to vLLM's own server first: it reports ready cold, the gateway "
+        "only after its own warm-up (2 rounds of 4 by default); 0 compares with it cold",
+    )  # fmt: skip
     opts = parser.parse_args()
     targets = [t.strip() for t in opts.targets.split(",") if t.strip()]
     if not targets or set(targets) - {"vllm", "gateway"}:
@@ -199,7 +207,8 @@ def main() -> None:
         clear_stale_ray_address()
         env = {**cluster_env(), "RAY_ADDRESS": "local", "RAY_OVERRIDE_RESOURCES": '{"CPU": 8}'}
         base = f"http://127.0.0.1:{port}"
-        proc = launch([SERVE, "run", str(path)], env, folder / "server.log")
+        command = [sys.executable, "-m", "gateway", "serve", str(path)]  # what make serve runs
+        proc = launch(command, env, folder / "server.log")
         return proc, base, f"{base}/health"
 
     starters = {"vllm": start_vllm, "gateway": start_gateway}
@@ -209,7 +218,10 @@ def main() -> None:
         for target in order:
             result = run_target(
                 target, starters[target],
-                lambda base: benchmark(base, backend.model, model_path, opts),
+                lambda base, target=target: benchmark(
+                    base, backend.model, model_path, opts,
+                    opts.vllm_warmups if target == "vllm" else 0,
+                ),
             )  # fmt: skip
             runs[target].append(result)
             print(json.dumps({"round": round_index + 1, **result}), flush=True)

@@ -246,6 +246,13 @@ class VLLMBackendConfig(_BackendBase):
         default_factory=WarmupConfig,
         description="Warm-up requests before the gateway reports ready (GET /health).",
     )
+    cpu_threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="CPU engines: threads the engine computes with (OMP_NUM_THREADS). `auto`: "
+        "the cores of the machine that deploys it, what vLLM's own server uses; Ray would "
+        "otherwise give the engine as many as ray_actor_options.num_cpus (often 1), which "
+        "slows prefill. `runtime_env.env_vars.OMP_NUM_THREADS` overrides it. Ignored on GPUs.",
+    )
 
     def resolved_source(self, project_root: Path) -> str:
         """An absolute path when `source` names an existing local folder, else `source`."""

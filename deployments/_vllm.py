@@ -8,6 +8,7 @@ arguments fail before they cross the network.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,29 @@ def engine_dtype(config: VLLMBackendConfig, flags: set[str] | None = None) -> tu
     return "float32", "auto: no native bfloat16 on this CPU (no avx512_bf16 or amx_bf16)"
 
 
+def engine_threads(config: VLLMBackendConfig) -> tuple[int | None, str]:
+    """The threads a CPU engine computes with, and why (None: not a CPU engine)."""
+    if config.accelerator != "cpu":
+        return None, "GPU engine"
+    env_vars = (config.runtime_env.get("env_vars") or {}) if config.runtime_env else {}
+    if "OMP_NUM_THREADS" in env_vars:
+        return int(env_vars["OMP_NUM_THREADS"]), "runtime_env.env_vars.OMP_NUM_THREADS"
+    if config.cpu_threads != "auto":
+        return config.cpu_threads, "set in cpu_threads"
+    cores = len(os.sched_getaffinity(0))
+    return cores, f"auto: the {cores} cores of this machine, as vLLM's own server uses"
+
+
+def _runtime_env(config: VLLMBackendConfig) -> dict[str, Any] | None:
+    threads, _ = engine_threads(config)
+    runtime_env = dict(config.runtime_env)
+    if threads is not None:
+        env_vars = dict(runtime_env.get("env_vars") or {})
+        env_vars.setdefault("OMP_NUM_THREADS", str(threads))
+        runtime_env["env_vars"] = env_vars
+    return runtime_env or None
+
+
 def llm_config_for(name: str, config: VLLMBackendConfig, project_root: Path) -> Any:
     """The Ray Serve LLM `LLMConfig` for one backend."""
     from ray.serve.llm import LLMConfig
@@ -84,7 +108,7 @@ def llm_config_for(name: str, config: VLLMBackendConfig, project_root: Path) -> 
         engine_kwargs=engine_kwargs,
         deployment_config=deployment,
         experimental_configs={"stream_batching_interval_ms": config.stream_batching_interval_ms},
-        runtime_env=config.runtime_env or None,
+        runtime_env=_runtime_env(config),
     )
 
 
