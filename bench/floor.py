@@ -36,7 +36,7 @@ from bench import loadgen  # noqa: E402
 from tests.helpers import cluster_env, free_port, stop_process, wait_until  # noqa: E402
 
 BODY = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
-LOADS = ((1, 4.0), (32, 5.0))  # (connections, seconds of load per round)
+LOADS = ((1, 4), (32, 5))  # (connections, seconds of load per round)
 
 
 def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -97,7 +97,7 @@ def measure(url: str, model: str, stream: bool, connections: int, seconds: float
     }
 
 
-def gateway_config(port: int, upstream: str, folder: Path) -> dict[str, Any]:
+def gateway_config(port: int, upstream: str, folder: Path, replicas: int = 1) -> dict[str, Any]:
     backends = {
         "proxy": {"kind": "openai", "model": "stub", "base_url": upstream},
         "proxy-deployment": {"kind": "openai", "model": "stub", "base_url": upstream,
@@ -110,7 +110,8 @@ def gateway_config(port: int, upstream: str, folder: Path) -> dict[str, Any]:
             "name": "gateway", "route_prefix": "/", "import_path": "gateway.app:build_app",
             "args": {"backends": backends,
                      "ledger": {"path": str(folder / "ledger.sqlite")},
-                     "request_log": {"path": str(folder / "requests.jsonl")}},
+                     "request_log": {"path": str(folder / "requests.jsonl")},
+                     "ingress": {"deployment": {"num_replicas": replicas}}},
         }],
     }  # fmt: skip
 
@@ -118,6 +119,7 @@ def gateway_config(port: int, upstream: str, folder: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--ingress-replicas", type=int, default=1)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-floor-"))
     stub_port, relay_port, gateway_port = free_port(), free_port(), free_port()
@@ -127,7 +129,9 @@ def main() -> None:
     relay = start([python, "bench/relay.py", "--port", str(relay_port), "--upstream", upstream],
                   folder / "relay.log")  # fmt: skip
     config = folder / "serve.yaml"
-    config.write_text(yaml.safe_dump(gateway_config(gateway_port, upstream, folder)))
+    config.write_text(
+        yaml.safe_dump(gateway_config(gateway_port, upstream, folder, args.ingress_replicas))
+    )
     env = {**os.environ, **cluster_env(), "RAY_ADDRESS": "local",
            "RAY_OVERRIDE_RESOURCES": '{"CPU": 8}'}  # fmt: skip
     gateway = start([python, "-m", "gateway", "serve", str(config)], folder / "serve.log", env)

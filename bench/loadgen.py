@@ -54,7 +54,7 @@ def parse(output: str) -> dict[str, float]:
     }
 
 
-def run(url: str, body: dict[str, Any], connections: int, seconds: float) -> dict[str, float]:
+def run(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[str, float]:
     """Closed-loop load for `seconds` over `connections` keep-alive connections; the result
     also carries the CPU seconds wrk itself used (to leave out of the target's CPU)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
@@ -62,8 +62,8 @@ def run(url: str, body: dict[str, Any], connections: int, seconds: float) -> dic
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         process = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
-             url],
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+             script.name, url],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
     finally:

@@ -95,6 +95,7 @@ def build_app(args: dict[str, Any]) -> Application:
         elif plan.application is not None:
             applications[name] = plan.application
     options = config.ingress.deployment.serve_options()
+    options["logging_config"] = {"enable_access_log": config.ingress.serve_access_log}
     application: Application = GatewayIngress.options(**options).bind(  # type: ignore[attr-defined]
         config.model_dump(mode="json"), applications, unavailable, facts
     )

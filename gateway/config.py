@@ -40,6 +40,12 @@ class IngressOptions(BaseModel):
         default_factory=lambda: DeploymentOptions(num_replicas=1),
         description="Serve options of the ingress replicas (they are I/O bound: scale by load).",
     )
+    serve_access_log: bool = Field(
+        default=False,
+        description="Serve's own access-log line per request in the replica log. Off: the "
+        "gateway's request log and ledger already record every request, and Serve writes its "
+        "lines in bursts that held requests up (p99 at c=1 here: ~14 ms with it, ~4 ms without).",
+    )
 
 
 class GatewayConfig(RoutingConfig):

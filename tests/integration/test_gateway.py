@@ -58,7 +58,7 @@ def test_health_reports_unavailable_backend_with_reason(stack: Stack) -> None:
     assert health["status"] == "degraded"
 
 
-def test_each_backend_is_its_own_deployment_with_configured_scaling(stack: Stack) -> None:
+def test_deployments_follow_placement_with_configured_scaling(stack: Stack) -> None:
     from ray.serve.context import _get_global_client
 
     details = _get_global_client().get_serve_details()
@@ -67,6 +67,9 @@ def test_each_backend_is_its_own_deployment_with_configured_scaling(stack: Stack
         deployments
     )
     assert "backend-nokey" not in deployments  # unavailable: not deployed at all
+    assert "backend-coder" not in deployments  # placement: ingress (the default)
+    ingress = deployments["GatewayIngress"]["deployment_config"]
+    assert ingress["logging_config"]["enable_access_log"] is False  # the gateway logs its own
     echo = deployments["backend-echo"]["deployment_config"]
     assert echo["autoscaling_config"]["max_replicas"] == 2
     assert echo["autoscaling_config"]["target_ongoing_requests"] == 4
