@@ -1,4 +1,6 @@
-"""End to end, as a user runs it: `serve run configs/local.yaml` with the real SmolLM2 model."""
+"""End to end, as a user runs it: `make serve` (`python -m gateway serve configs/local.yaml`,
+i.e. `serve run` on a local cluster without the dashboard) with the real SmolLM2 model. Plain
+`serve run` is what tests/e2e/test_shutdown.py drives."""
 
 from __future__ import annotations
 
@@ -24,14 +26,14 @@ def smollm2_ready() -> bool:
     response = httpx.get(f"{BASE}/health", timeout=5)
     if response.status_code != 200:  # Serve answers in plain text while the app deploys
         return False
-    if not response.json()["backends"]["smollm2"]["available"]:
+    if not response.json().get("backends", {}).get("smollm2", {}).get("available"):
         return False
     probe = {"model": "smollm2", "prompt": "Hi", "max_tokens": 1}
     return httpx.post(f"{BASE}/v1/completions", json=probe, timeout=30).status_code == 200
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
     assert SMOLLM2_MODEL.joinpath("model.safetensors").exists(), "run `make models` first"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{BASE}/health", timeout=2)  # port 8000 must be free for this test
@@ -43,10 +45,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "RAY_OVERRIDE_RESOURCES": '{"CPU": 8}',
     }
     env.pop("OPENAI_API_KEY", None)
-    serve_cli = Path(sys.executable).with_name("serve")
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(serve_cli), "run", "configs/local.yaml"],
+            [sys.executable, "-m", "gateway", "serve", "configs/local.yaml"],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -54,13 +55,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             start_new_session=True,
         )
     try:
-        wait_until(smollm2_ready, 420, "serve run configs/local.yaml", proc, log)
-        yield log
+        wait_until(smollm2_ready, 420, "python -m gateway serve configs/local.yaml", proc, log)
+        yield log, proc.pid
     finally:
         stop_process(proc, grace_s=30)
 
 
-def test_smollm2_answers_paris(served: Path) -> None:
+def test_smollm2_answers_paris(served: tuple[Path, int]) -> None:
     client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="x", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
         model="auto", messages=QUESTION, temperature=0, max_tokens=30
@@ -71,7 +72,7 @@ def test_smollm2_answers_paris(served: Path) -> None:
     assert "Paris" in (answer.choices[0].message.content or "")
 
 
-def test_smollm2_streams_paris_with_usage(served: Path) -> None:
+def test_smollm2_streams_paris_with_usage(served: tuple[Path, int]) -> None:
     client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="x", max_retries=0)
     chunks = list(
         client.chat.completions.create(
@@ -88,7 +89,7 @@ def test_smollm2_streams_paris_with_usage(served: Path) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
-def test_missing_key_is_reported_not_fatal(served: Path) -> None:
+def test_missing_key_is_reported_not_fatal(served: tuple[Path, int]) -> None:
     health = httpx.get(f"{BASE}/health").json()
     assert health["backends"]["gpt-4o-mini"] == {
         "available": False,
@@ -97,3 +98,17 @@ def test_missing_key_is_reported_not_fatal(served: Path) -> None:
     }
     models = {m.id for m in openai.OpenAI(base_url=f"{BASE}/v1", api_key="x").models.list()}
     assert {"auto", "smollm2"} <= models and "gpt-4o-mini" not in models
+
+
+def test_engine_facts_and_no_dashboard_modules(served: tuple[Path, int]) -> None:
+    import psutil
+
+    states = {b["id"]: b for b in httpx.get(f"{BASE}/v1/gateway/backends").json()["data"]}
+    engine = states["smollm2"]["engine"]
+    assert engine["dtype"] in ("bfloat16", "float32")
+    assert int(engine["cpu_threads"]) == len(os.sched_getaffinity(0))  # auto: the machine's
+    assert states["gpt-4o-mini"]["deployment"] == {"status": "NOT_DEPLOYED"}  # no key here
+    tree = psutil.Process(served[1]).children(recursive=True)
+    commands = [" ".join(p.cmdline()) for p in tree if p.is_running()]
+    assert any("raylet" in c for c in commands)  # the cluster is this process's own
+    assert not [c for c in commands if "ray-dashboard-" in c]  # no dashboard head modules
