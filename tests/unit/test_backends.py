@@ -189,6 +189,46 @@ def test_engine_dtype_on_cpu_is_bfloat16_only_where_native(
     }  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("accelerator", "extra", "expected"),
+    [
+        ("cpu", {}, "cores"),  # auto: the machine's cores, as vLLM's own server uses
+        ("cpu", {"cpu_threads": 3}, 3),
+        ("cpu", {"cpu_threads": 3, "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "5"}}}, 5),
+        ("gpu", {}, None),
+    ],
+)
+def test_cpu_engine_threads_reach_the_engine_environment(
+    accelerator: str, extra: dict[str, object], expected: object
+) -> None:
+    """Ray would set OMP_NUM_THREADS to the replica's num_cpus (often 1) for the engine."""
+    import os
+
+    from deployments import VLLMBackendConfig
+    from deployments._vllm import _runtime_env, engine_threads
+
+    config = VLLMBackendConfig.model_validate(
+        {"kind": "vllm", "model": "m", "source": "x", "accelerator": accelerator, **extra}
+    )
+    threads, why = engine_threads(config)
+    if expected == "cores":
+        expected = len(os.sched_getaffinity(0))
+    assert threads == expected and why
+    env_vars = (_runtime_env(config) or {}).get("env_vars", {})
+    assert env_vars.get("OMP_NUM_THREADS") == (None if expected is None else str(expected))
+
+
+def test_cpu_threads_below_one_is_a_config_error() -> None:
+    from pydantic import ValidationError
+
+    from deployments import VLLMBackendConfig
+
+    with pytest.raises(ValidationError):
+        VLLMBackendConfig.model_validate(
+            {"kind": "vllm", "model": "m", "source": "x", "cpu_threads": 0}
+        )
+
+
 async def test_bounded_backend_runs_so_many_queues_so_many_then_429() -> None:
     import asyncio
 

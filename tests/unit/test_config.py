@@ -262,3 +262,23 @@ def test_a_dumped_config_loads_again(path: Path) -> None:
     config = GatewayConfig.load(path)
     again = GatewayConfig.load(config.model_dump(mode="json"))
     assert again.backends.keys() == config.backends.keys()
+
+
+def test_serve_command_refuses_a_bad_config_before_starting_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from gateway.__main__ import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "applications:\n  - name: gateway\n    import_path: gateway.app:build_app\n"
+        "    args:\n      backends:\n        a: {kind: openai, model: m,"
+        " deployment: {num_replicas: 2}}\n"
+    )
+    assert main(["serve", str(bad)]) == 2
+    assert "backends.a: deployment.num_replicas applies only to `placement: " in (
+        capsys.readouterr().err
+    )
+    assert not ("ray" in sys.modules and sys.modules["ray"].is_initialized())  # no cluster
