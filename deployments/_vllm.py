@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,27 +76,52 @@ def engine_threads(config: VLLMBackendConfig) -> tuple[int | None, str]:
     return cores, f"auto: the {cores} cores of this machine, as vLLM's own server uses"
 
 
-def _runtime_env(config: VLLMBackendConfig) -> dict[str, Any] | None:
-    threads, _ = engine_threads(config)
+@dataclass(frozen=True, slots=True)
+class EngineChoices:
+    """What the deploy decides for an engine where the config says `auto`, and why."""
+
+    dtype: str
+    dtype_why: str
+    threads: int | None  # None: not a CPU engine
+    threads_why: str
+
+    def facts(self) -> dict[str, str]:
+        """As logged at deploy and shown under `engine` in `GET /v1/gateway/backends`."""
+        facts = {"dtype": self.dtype, "dtype_choice": self.dtype_why}
+        if self.threads is not None:
+            facts |= {"cpu_threads": str(self.threads), "cpu_threads_choice": self.threads_why}
+        return facts
+
+
+def engine_choices(config: VLLMBackendConfig) -> EngineChoices:
+    return EngineChoices(*engine_dtype(config), *engine_threads(config))
+
+
+def _runtime_env(config: VLLMBackendConfig, threads: int | None) -> dict[str, Any] | None:
     runtime_env = dict(config.runtime_env)
     if threads is not None:
         env_vars = dict(runtime_env.get("env_vars") or {})
-        env_vars.setdefault("OMP_NUM_THREADS", str(threads))
+        env_vars["OMP_NUM_THREADS"] = str(threads)  # engine_threads kept a value set here
         runtime_env["env_vars"] = env_vars
     return runtime_env or None
 
 
-def llm_config_for(name: str, config: VLLMBackendConfig, project_root: Path) -> Any:
-    """The Ray Serve LLM `LLMConfig` for one backend."""
+def llm_config_for(
+    name: str,
+    config: VLLMBackendConfig,
+    project_root: Path,
+    choices: EngineChoices | None = None,
+) -> Any:
+    """The Ray Serve LLM `LLMConfig` for one backend (`choices`: decided once per deploy)."""
     from ray.serve.llm import LLMConfig
 
     deployment = config.deployment.serve_options()
     if "num_replicas" not in deployment and "autoscaling_config" not in deployment:
         deployment["num_replicas"] = 1
     engine_kwargs = dict(config.engine_kwargs)
-    dtype, _ = engine_dtype(config)
-    if dtype != "auto":
-        engine_kwargs["dtype"] = dtype
+    choices = choices or engine_choices(config)
+    if choices.dtype != "auto":
+        engine_kwargs["dtype"] = choices.dtype
     if config.context_window and "max_model_len" not in engine_kwargs:
         engine_kwargs["max_model_len"] = config.context_window
     return LLMConfig(
@@ -108,15 +134,17 @@ def llm_config_for(name: str, config: VLLMBackendConfig, project_root: Path) -> 
         engine_kwargs=engine_kwargs,
         deployment_config=deployment,
         experimental_configs={"stream_batching_interval_ms": config.stream_batching_interval_ms},
-        runtime_env=_runtime_env(config),
+        runtime_env=_runtime_env(config, choices.threads),
     )
 
 
-def build_vllm_application(name: str, config: VLLMBackendConfig, project_root: Path) -> Application:
+def build_vllm_application(
+    name: str, config: VLLMBackendConfig, project_root: Path, choices: EngineChoices
+) -> Application:
     from ray.serve.llm import build_llm_deployment
 
     return build_llm_deployment(
-        llm_config_for(name, config, project_root),
+        llm_config_for(name, config, project_root, choices),
         override_serve_options={"name": deployment_name(name)},
     )
 

@@ -26,12 +26,7 @@ from deployments._config import (
 from deployments._fake import FakeBackend
 from deployments._openai import OpenAICompatibleBackend
 from deployments._remote import HEALTH_TIMEOUT_S, as_backend_error
-from deployments._vllm import (
-    VLLMBackend,
-    build_vllm_application,
-    engine_dtype,
-    engine_threads,
-)
+from deployments._vllm import VLLMBackend, build_vllm_application, engine_choices
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -187,13 +182,9 @@ def plan_backend(name: str, config: BackendConfig, project_root: Path) -> Backen
     if not config.enabled:
         return BackendPlan(name, config, None, "disabled in config (enabled: false)")
     if isinstance(config, VLLMBackendConfig):
-        dtype, why = engine_dtype(config)
-        facts = {"dtype": dtype, "dtype_choice": why}
-        threads, threads_why = engine_threads(config)
-        if threads is not None:
-            facts |= {"cpu_threads": str(threads), "cpu_threads_choice": threads_why}
-        application = build_vllm_application(name, config, project_root)
-        return BackendPlan(name, config, application, facts=facts)
+        choices = engine_choices(config)  # reads the CPU once: the facts and the engine agree
+        application = build_vllm_application(name, config, project_root, choices)
+        return BackendPlan(name, config, application, facts=choices.facts())
     if isinstance(config, OpenAIBackendConfig | AnthropicBackendConfig):
         key, reason = config.api_key()
         if key is None and isinstance(config, AnthropicBackendConfig):

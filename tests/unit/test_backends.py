@@ -214,7 +214,7 @@ def test_cpu_engine_threads_reach_the_engine_environment(
     if expected == "cores":
         expected = len(os.sched_getaffinity(0))
     assert threads == expected and why
-    env_vars = (_runtime_env(config) or {}).get("env_vars", {})
+    env_vars = (_runtime_env(config, threads) or {}).get("env_vars", {})
     assert env_vars.get("OMP_NUM_THREADS") == (None if expected is None else str(expected))
 
 
