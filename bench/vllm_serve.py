@@ -16,11 +16,8 @@ gateway/vLLM ratios of the medians over rounds.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,11 +33,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.floor import start as launch  # noqa: E402
 from deployments._vllm import engine_dtype  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from tests.helpers import ENGINE_ENV, cluster_env, free_port, stop_process, wait_until  # noqa: E402
 
-RAY_CURRENT = Path("/tmp/ray/ray_current_cluster")
 KEYS = {"output_tok_s": "output_throughput", "req_s": "request_throughput",
         "ttft_p50_ms": "median_ttft_ms", "ttft_p99_ms": "p99_ttft_ms",
         "tpot_p50_ms": "median_tpot_ms"}  # fmt: skip
@@ -86,37 +83,6 @@ def vllm_command(model: str, name: str, port: int, kwargs: dict[str, Any]) -> li
     return command
 
 
-def clear_stale_ray_address() -> None:
-    """`serve run` may follow /tmp/ray/ray_current_cluster to a dead cluster: drop it if so."""
-    with contextlib.suppress(OSError, ValueError):
-        host, port = RAY_CURRENT.read_text().strip().rsplit(":", 1)
-        try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-        except OSError:
-            RAY_CURRENT.unlink(missing_ok=True)
-
-
-def launch(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )  # fmt: skip
-
-
-def terminate(proc: subprocess.Popen[bytes], grace_s: float = 60) -> None:
-    """SIGTERM the process group and wait; SIGKILL what is left."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace_s)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-
-
 def benchmark(
     base: str, model: str, tokenizer: str, opts: argparse.Namespace, warmups: int = 0
 ) -> dict[str, Any]:
@@ -156,10 +122,7 @@ def run_target(
             ready_s = time.monotonic() - started
             result = bench(base)
         finally:
-            if target == "vllm":
-                terminate(proc)
-            else:
-                stop_process(proc, grace_s=60)
+            stop_process(proc, grace_s=60)
     summary = {key: round(float(result[src]), 2) for key, src in KEYS.items()}
     done = {"completed": result["completed"], "duration_s": round(result["duration"], 1)}
     return {"target": target, "ready_s": round(ready_s, 1), **summary, **done}
@@ -198,17 +161,19 @@ def main() -> None:
         command = vllm_command(model_path, backend.model, port, kwargs)
         print("vllm:", " ".join(command[1:]), flush=True)
         base = f"http://127.0.0.1:{port}"
-        return launch(command, ENGINE_ENV, folder / "server.log"), base, f"{base}/v1/models"
+        proc = launch(command, folder / "server.log", {**os.environ, **ENGINE_ENV})
+        return proc, base, f"{base}/v1/models"
 
     def start_gateway(folder: Path) -> tuple[subprocess.Popen[bytes], str, str]:
         port = free_port()
         path = folder / "serve.yaml"
         path.write_text(yaml.safe_dump(gateway_config(serve_config, opts.backend, port, folder)))
-        clear_stale_ray_address()
-        env = {**cluster_env(), "RAY_ADDRESS": "local", "RAY_OVERRIDE_RESOURCES": '{"CPU": 8}'}
+        # RAY_ADDRESS=local: a fresh cluster, whatever /tmp/ray/ray_current_cluster names.
+        env = {**os.environ, **cluster_env(), "RAY_ADDRESS": "local",
+               "RAY_OVERRIDE_RESOURCES": '{"CPU": 8}'}  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "gateway", "serve", str(path)]  # what make serve runs
-        proc = launch(command, env, folder / "server.log")
+        proc = launch(command, folder / "server.log", env)
         return proc, base, f"{base}/health"
 
     starters = {"vllm": start_vllm, "gateway": start_gateway}
