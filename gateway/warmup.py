@@ -56,10 +56,9 @@ async def warm_up(name: str, backend: Backend, settings: WarmupConfig) -> float:
         else:
             await backend.complete("chat/completions", body)
 
-    count = 0
+    count = 0  # requests of the batches that finished
     for _ in range(settings.rounds):
         batch = range(count, count + settings.concurrency)
-        count += settings.concurrency
         remaining = max(0.0, deadline - time.monotonic())
         try:
             async with asyncio.timeout(remaining):
@@ -67,6 +66,7 @@ async def warm_up(name: str, backend: Backend, settings: WarmupConfig) -> float:
         except (BackendError, TimeoutError) as exc:
             logger.warning("warm-up of %s stopped: %r", name, exc)
             break
+        count += settings.concurrency
     spent = time.monotonic() - started
     logger.info("backend %s warmed up with %d requests in %.1f s", name, count, spent)
     return spent
