@@ -65,8 +65,8 @@ test-integration: models
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check --no-cache gateway router deployments llmops tests scripts bench
-	$(BIN)/mypy  # strict on router/ and llmops/
+	$(BIN)/ruff check --no-cache gateway router deployments llmops access tests scripts bench
+	$(BIN)/mypy  # strict on router/, llmops/ and access/
 
 bench: models
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)

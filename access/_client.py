@@ -1,0 +1,378 @@
+"""An ingress replica's view of the shared access state: who a key is (cached, refreshed by
+a background sync), and whether a request fits the leases it holds (renewed only when one
+runs out). The state is reached through a `Transport`, so tests run it in process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from access._config import AuthConfig
+from access._errors import AccessError
+from access._leases import Account, Need
+from access._quota import Dim, Grant
+from access._records import Principal, hash_secret, model_allowed, same_secret
+from access._state import AccessState
+
+logger = logging.getLogger("ray.serve")
+UNKNOWN_TTL_S = 1.0  # an unknown key is asked about again after this
+UNKNOWN_MAX = 10_000
+RENEW_TRIES = 3
+
+
+class Transport(ABC):
+    """Carries one operation to the state owner; raises on any failure to reach it."""
+
+    @abstractmethod
+    async def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class LocalTransport(Transport):
+    """The state in this process: tests, and a single-process gateway."""
+
+    def __init__(self, state: AccessState) -> None:
+        self.state = state
+
+    async def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.state.call(op, payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: the master key, or a key (and its team)."""
+
+    key: Principal | None = None
+    team: Principal | None = None
+
+    @property
+    def master(self) -> bool:
+        return self.key is None
+
+    @property
+    def admin(self) -> bool:
+        return self.key is None or self.key.role == "admin"
+
+
+MASTER = Caller()
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One admitted request: what it reserved, from which accounts."""
+
+    accounts: tuple[Account, ...] = ()
+    need: Need = field(default_factory=Need)
+    headers: dict[str, str] = field(default_factory=dict)
+    done: bool = False
+
+
+def _denied(message: str) -> AccessError:
+    return AccessError(401, "invalid_api_key", message)
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        return ""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: `20ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:.0f}s" if minutes else f"{rest:.3g}s"
+
+
+class AccessClient:
+    """One per ingress replica. `authenticate` and `admit` are the pipeline's steps;
+    `finish` settles a request from its outcome record."""
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        transport: Transport,
+        master_key: str | None,
+        *,
+        replica: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self._master_hash = hash_secret(master_key) if master_key else None
+        self.replica = replica or uuid.uuid4().hex[:12]
+        self.clock = clock
+        self.principals: dict[str, Principal] = {}
+        self._ids_by_hash: dict[str, str] = {}
+        self._unknown: dict[str, float] = {}
+        self._accounts: dict[str, Account] = {}
+        self._renewing: dict[str, asyncio.Future[None]] = {}
+        self._version = 0
+        self._sync_task: asyncio.Task[None] | None = None
+
+    # ---- authentication -----------------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        token = _bearer(authorization)
+        if not token:
+            raise _denied(
+                "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
+            )
+        key_hash = hash_secret(token)
+        if self._master_hash is not None and same_secret(key_hash, self._master_hash):
+            return MASTER
+        pid = self._ids_by_hash.get(key_hash)
+        if pid is None:
+            pid = await self._lookup(key_hash)
+        key = self.principals[pid]
+        team = self.principals.get(key.team) if key.team else None
+        refusal = key.refusal() or (
+            "in a deleted team" if team is not None and team.revoked_at else None
+        )
+        if refusal:
+            raise _denied(f"Incorrect API key provided: {key.prefix}... is {refusal}.")
+        return Caller(key, team)
+
+    async def _lookup(self, key_hash: str) -> str:
+        now = self.clock()
+        if self._unknown.get(key_hash, 0.0) > now:
+            raise _denied("Incorrect API key provided.")
+        found = await self._call("lookup", {"key_hash": key_hash})
+        if found is None:
+            if len(self._unknown) >= UNKNOWN_MAX:
+                self._unknown.clear()
+            self._unknown[key_hash] = now + UNKNOWN_TTL_S
+            raise _denied("Incorrect API key provided.")
+        for data in (found["key"], found["team"]):
+            if data is not None:
+                self._remember(Principal.model_validate(data))
+        self._ids_by_hash[key_hash] = found["key"]["id"]
+        return str(found["key"]["id"])
+
+    def _remember(self, principal: Principal) -> None:
+        known = self.principals.get(principal.id)
+        if known is None or known.version <= principal.version:
+            self.principals[principal.id] = principal
+
+    # ---- admission ----------------------------------------------------------------------
+
+    def check_model(self, caller: Caller, model: str) -> None:
+        for principal in (caller.key, caller.team):
+            if principal is not None and not model_allowed(principal.models, model):
+                raise AccessError(
+                    403,
+                    "model_not_allowed",
+                    f"This {principal.kind} may not use model {model!r}.",
+                    param="model",
+                )
+
+    async def admit(self, caller: Caller, need: Need) -> Ticket:
+        """Reserve a request against the caller's leases (renewing those that run short);
+        raises 429 when a limit or budget is reached."""
+        if caller.master:
+            return Ticket()
+        accounts = tuple(
+            self._account(p) for p in (caller.key, caller.team) if p is not None and _limited(p)
+        )
+        for _ in range(RENEW_TRIES):
+            now = self.clock()
+            for account in accounts:
+                if account.blocked_until > now and account.blocked is not None:
+                    raise self._refusal(account, account.blocked, caller, now)
+            stale = [a for a in accounts if not a.fits(need, now)]
+            if not stale:
+                for account in accounts:
+                    account.take(need)
+                return Ticket(accounts, need, self.headers(caller, now))
+            await self._renew(stale, need)
+        raise AccessError(
+            429,
+            "rate_limit_exceeded",
+            "Too many requests at once for this key; retry shortly.",
+            type="requests",
+            retry_after_s=1.0,
+        )
+
+    def finish(self, ticket: Ticket, tokens: float, usd: float) -> None:
+        """Settle an admitted request with what it really used (exactly once)."""
+        if ticket.done:
+            return
+        ticket.done = True
+        for account in ticket.accounts:
+            account.release(tokens - ticket.need.tokens, usd - ticket.need.usd)
+
+    def _account(self, principal: Principal) -> Account:
+        account = self._accounts.get(principal.entity)
+        if account is None:
+            account = self._accounts[principal.entity] = Account(principal.entity)
+        return account
+
+    async def _renew(self, accounts: list[Account], need: Need) -> None:
+        waiting = [self._renewing[a.entity] for a in accounts if a.entity in self._renewing]
+        if waiting:  # another request is renewing: use its lease first
+            await asyncio.gather(*waiting, return_exceptions=True)
+            return
+        future = asyncio.get_running_loop().create_future()
+        for account in accounts:
+            self._renewing[account.entity] = future
+        try:
+            items: list[dict[str, Any]] = [
+                {
+                    "entity": a.entity,
+                    "consumed": a.settlement(),
+                    "want": need.amounts(a.in_flight),
+                }
+                for a in accounts
+            ]
+            try:
+                grants = await self._call("renew", {"replica": self.replica, "items": items})
+            except AccessError as exc:
+                if exc.status != 503 or self.config.on_state_unavailable == "fail_closed":
+                    for account, item in zip(accounts, items, strict=True):
+                        _restore(account, item["consumed"])
+                    raise
+                now = self.clock()
+                for account, item in zip(accounts, items, strict=True):
+                    _restore(account, item["consumed"])
+                    account.open_until = now + self.config.lease_ttl_s
+                logger.warning("access state unreachable: admitting on local counts (fail_open)")
+                return
+            now = self.clock()
+            for account, grant in zip(accounts, grants, strict=True):
+                account.apply(Grant.from_dict(grant), now)
+        finally:
+            for account in accounts:
+                self._renewing.pop(account.entity, None)
+            future.set_result(None)
+
+    def _refusal(self, account: Account, grant: Grant, caller: Caller, now: float) -> AccessError:
+        dim = grant.short
+        kind = account.entity.partition(":")[0]
+        headers = self.headers(caller, now)
+        if dim == "usd":
+            return AccessError(
+                429,
+                "insufficient_quota",
+                f"This {kind}'s budget is spent for the current period.",
+                type="insufficient_quota",
+                headers=headers,
+            )
+        wait = max(0.0, account.blocked_until - now)
+        what = {"requests": "requests per minute", "tokens": "tokens per minute"}.get(
+            dim or "", "parallel requests"
+        )
+        return AccessError(
+            429,
+            "rate_limit_exceeded",
+            f"Rate limit reached for this {kind}: {what}. Retry after {wait:.1f}s.",
+            type=dim if dim in ("requests", "tokens") else "requests",
+            retry_after_s=wait,
+            headers=headers,
+        )
+
+    def headers(self, caller: Caller, now: float) -> dict[str, str]:
+        """OpenAI's rate-limit headers for every per-minute limit the caller has (the
+        tighter of key and team)."""
+        headers: dict[str, str] = {}
+        per_minute: tuple[tuple[Dim, str], ...] = (("requests", "rpm"), ("tokens", "tpm"))
+        for dim, attr in per_minute:
+            best: tuple[float, int, float | None] | None = None
+            for principal in (caller.key, caller.team):
+                limit = getattr(principal, attr, None) if principal else None
+                if limit is None or principal is None:
+                    continue
+                account = self._accounts.get(principal.entity)
+                left = account.remaining(dim) if account else None
+                left = float(limit) if left is None else left
+                reset = account.reset_s(dim, now) if account else None
+                if best is None or left < best[0]:
+                    best = (left, limit, reset)
+            if best is not None:
+                left, limit, reset = best
+                headers[f"x-ratelimit-limit-{dim}"] = str(limit)
+                headers[f"x-ratelimit-remaining-{dim}"] = str(int(left))
+                headers[f"x-ratelimit-reset-{dim}"] = _duration(reset or 0.0)
+        return headers
+
+    # ---- the shared state ---------------------------------------------------------------
+
+    async def _call(self, op: str, payload: dict[str, Any]) -> Any:
+        try:
+            async with asyncio.timeout(self.config.state_timeout_s):
+                answer = await self.transport.call(op, payload)
+        except Exception as exc:
+            logger.warning("access state call %s failed: %s", op, type(exc).__name__)
+            raise AccessError(
+                503,
+                "access_state_unavailable",
+                "The gateway cannot reach its key store; retry shortly.",
+                type="server_error",
+                retry_after_s=1.0,
+            ) from None
+        if "error" in answer:
+            raise AccessError.from_dict(answer["error"])
+        return answer["ok"]
+
+    async def admin(self, op: str, payload: dict[str, Any]) -> Any:
+        """An admin operation on the state (the caller checked the credentials)."""
+        result = await self._call(op, payload)
+        if op in ("create", "update", "revoke"):
+            await self.sync()  # this replica sees its own change at once
+        return result
+
+    async def sync(self) -> None:
+        """Return idle leases that ran out; take every key and team changed since last time."""
+        now = self.clock()
+        returns = []
+        for entity, account in list(self._accounts.items()):
+            if account.idle and now >= account.expires and entity not in self._renewing:
+                returns.append({"entity": entity, "consumed": account.settlement()})
+                del self._accounts[entity]
+        payload = {"replica": self.replica, "since": self._version, "returns": returns}
+        result = await self._call("sync", payload)
+        for data in result["changed"]:
+            self._remember(Principal.model_validate(data))
+        self._version = result["version"]
+
+    def start(self) -> None:
+        self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sync_interval_s)
+            with contextlib.suppress(AccessError):
+                await self.sync()
+
+    async def aclose(self) -> None:
+        """Stop syncing and give every lease back, with what it used."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        for account in self._accounts.values():
+            account.expires = 0.0
+            account.in_flight = 0
+        with contextlib.suppress(AccessError):
+            await self.sync()
+
+
+def _limited(principal: Principal) -> bool:
+    return any(
+        value is not None
+        for value in (principal.rpm, principal.tpm, principal.budget_usd, principal.max_parallel)
+    )
+
+
+def _restore(account: Account, consumed: dict[Dim, float]) -> None:
+    """A renewal that failed: what the lease used is still to be reported."""
+    for dim, amount in consumed.items():
+        if dim != "parallel":
+            account.consumed[dim] += amount

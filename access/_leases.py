@@ -1,0 +1,109 @@
+"""A replica's side of the lease arithmetic (see `access._quota`): one `Account` per key or
+team, admitting requests against the lease it holds. Plain arithmetic, no I/O, so the
+property tests drive it directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from access._quota import DIMS, Dim, Grant
+
+# A request with no cost estimate still needs some budget left.
+MIN_USD = 1e-12
+
+
+@dataclass(slots=True)
+class Need:
+    """What one request takes from a lease."""
+
+    tokens: float = 0.0
+    usd: float = 0.0
+
+    def amounts(self, in_flight: int) -> dict[Dim, float]:
+        """As a renewal's `want` (parallel slots are a total, not an increment)."""
+        return {
+            "requests": 1.0,
+            "tokens": self.tokens,
+            "usd": max(self.usd, MIN_USD),
+            "parallel": float(in_flight + 1),
+        }
+
+
+@dataclass(slots=True)
+class Account:
+    """One entity's lease on this replica."""
+
+    entity: str
+    granted: dict[Dim, float | None] = field(default_factory=dict)  # None: no limit
+    consumed: dict[Dim, float] = field(default_factory=lambda: dict.fromkeys(DIMS, 0.0))
+    in_flight: int = 0
+    expires: float = 0.0  # no lease until the first renewal
+    granted_at: float = 0.0
+    open_until: float = 0.0  # fail-open: admit without a lease until then
+    blocked_until: float = 0.0
+    blocked: Grant | None = None
+    last: Grant | None = None
+
+    def fits(self, need: Need, now: float) -> bool:
+        if now < self.open_until:
+            return True
+        if now >= self.expires or not self.granted:
+            return False
+        for dim, amount in need.amounts(0).items():
+            granted = self.granted.get(dim, 0.0)
+            if granted is None:
+                continue
+            if dim == "parallel":
+                if self.in_flight + 1 > granted:
+                    return False
+            elif self.consumed[dim] + amount > granted or (
+                dim == "usd" and self.consumed[dim] >= granted
+            ):
+                return False
+        return True
+
+    def take(self, need: Need) -> None:
+        self.consumed["requests"] += 1
+        self.consumed["tokens"] += need.tokens
+        self.consumed["usd"] += need.usd
+        self.in_flight += 1
+
+    def release(self, tokens_over: float, usd_over: float) -> None:
+        """A request this account admitted is over: settle its estimate against actual use
+        (positive: it used more than reserved) and free its slot."""
+        self.consumed["tokens"] += tokens_over
+        self.consumed["usd"] += usd_over
+        self.in_flight = max(0, self.in_flight - 1)
+
+    def settlement(self) -> dict[Dim, float]:
+        """What the current lease used, to report on renewal; starts the next one at zero."""
+        used = dict(self.consumed)
+        used["parallel"] = float(self.in_flight)
+        self.consumed = dict.fromkeys(DIMS, 0.0)
+        return used
+
+    def apply(self, grant: Grant, now: float) -> None:
+        self.granted = dict(grant.granted)
+        self.expires = now + grant.expires_in
+        self.granted_at = now
+        self.last = grant
+        if grant.short is not None:
+            self.blocked = grant
+            wait = grant.retry_after_s if grant.retry_after_s is not None else grant.expires_in
+            self.blocked_until = now + min(wait, grant.expires_in)
+
+    def remaining(self, dim: Dim) -> float | None:
+        """What this replica believes is left of a per-minute limit."""
+        if self.last is None or self.granted.get(dim) is None:
+            return None
+        left = self.last.remaining.get(dim, 0.0)
+        return max(0.0, left + (self.granted[dim] or 0.0) - self.consumed[dim])
+
+    def reset_s(self, dim: Dim, now: float) -> float | None:
+        if self.last is None or dim not in self.last.reset_s:
+            return None
+        return max(0.0, self.last.reset_s[dim] - (now - self.granted_at))
+
+    @property
+    def idle(self) -> bool:
+        return self.in_flight == 0

@@ -1,0 +1,226 @@
+"""The state owner: the one place every ingress replica shares. Keys, teams and spend (in
+`Store`), leases (in `QuotaBook`), behind one `call(op, payload)` entry point that takes and
+returns plain data, so any transport (in process, a Serve handle) can carry it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from access._errors import AccessError
+from access._quota import Dim, Limits, QuotaBook, period_id
+from access._records import (
+    PREFIX_CHARS,
+    KeyPatch,
+    KeySpec,
+    Principal,
+    TeamPatch,
+    TeamSpec,
+    hash_secret,
+    new_secret,
+)
+from access._store import Store
+
+logger = logging.getLogger(__name__)
+KINDS = ("key", "team")
+
+
+def limits_of(principal: Principal, now: float | None = None) -> Limits:
+    values: dict[Dim, float] = {}
+    for dim, value in (
+        ("requests", principal.rpm),
+        ("tokens", principal.tpm),
+        ("usd", principal.budget_usd),
+        ("parallel", principal.max_parallel),
+    ):
+        if value is not None:
+            values[dim] = float(value)  # type: ignore[index]
+    return Limits(values, period_id(principal.budget_period, now))
+
+
+def _validate(model: type[BaseModel], data: Any) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(part) for part in first["loc"]) or None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise AccessError(400, "invalid_value", f"{path}: {message}", param=path) from None
+
+
+class AccessState:
+    """Plain Python; the Serve deployment in `gateway.app` only wraps it."""
+
+    def __init__(
+        self,
+        path: Path,
+        lease_fraction: float,
+        lease_ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = Store(path)
+        self.quota = QuotaBook(
+            lease_fraction, lease_ttl_s, self.store.spent, self.store.add_spend, clock
+        )
+
+    def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Run one operation; `{"ok": result}` or `{"error": AccessError fields}`."""
+        handler = getattr(self, f"op_{op}", None)
+        if handler is None:
+            return {"error": AccessError(400, "unknown_operation", op).to_dict()}
+        try:
+            return {"ok": handler(**payload)}
+        except AccessError as exc:
+            return {"error": exc.to_dict()}
+
+    # ---- what replicas call -----------------------------------------------------------
+
+    def op_lookup(self, key_hash: str) -> dict[str, Any] | None:
+        key = self.store.find_key(key_hash)
+        if key is None:
+            return None
+        team = self.store.principals.get(key.team) if key.team else None
+        return {"key": key.model_dump(), "team": team.model_dump() if team else None}
+
+    def op_sync(
+        self, replica: str, since: int, returns: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Settle leases a replica gives back; every key and team changed since `since`."""
+        for item in returns:
+            principal = self._principal_of(item["entity"])
+            period = limits_of(principal).period if principal else "total"
+            self.quota.settle(item["entity"], replica, item["consumed"], period)
+        self.quota.reclaim(self.quota.clock())
+        changed = [p.model_dump() for p in self.store.changed_since(since)]
+        return {"version": self.store.version, "changed": changed}
+
+    def op_renew(self, replica: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        grants = []
+        for item in items:
+            principal = self._principal_of(item["entity"])
+            if principal is None:
+                raise AccessError(401, "invalid_api_key", "Unknown key or team.")
+            grant = self.quota.renew(
+                item["entity"], replica, limits_of(principal), item["consumed"], item["want"]
+            )
+            grants.append(grant.to_dict())
+        return grants
+
+    def _principal_of(self, entity: str) -> Principal | None:
+        return self.store.principals.get(entity.partition(":")[2])
+
+    # ---- the admin API ----------------------------------------------------------------
+
+    def op_create(self, kind: str, spec: dict[str, Any], master: bool) -> dict[str, Any]:
+        self._kind(kind)
+        if kind == "team":
+            team = _validate(TeamSpec, spec)
+            existing = self.store.principals.get(team.name)  # type: ignore[attr-defined]
+            if existing is not None and existing.revoked_at is None:
+                raise AccessError(409, "team_exists", f"Team {existing.id!r} already exists.")
+            record = Principal(
+                id=team.name,  # type: ignore[attr-defined]
+                kind="team",
+                created_at=time.time(),
+                **team.model_dump(),
+            )
+            return {"record": self.store.put(record).model_dump()}
+        key = _validate(KeySpec, spec)
+        self._check_team(key.team)  # type: ignore[attr-defined]
+        if key.role == "admin" and not master:  # type: ignore[attr-defined]
+            raise AccessError(403, "admin_required", "Only the master key creates admin keys.")
+        secret = new_secret()
+        record = Principal(
+            id="key_" + secrets.token_hex(8),
+            kind="key",
+            prefix=secret[:PREFIX_CHARS],
+            created_at=time.time(),
+            **key.model_dump(),
+        )
+        stored = self.store.put(record, hash_secret(secret))
+        return {"record": stored.model_dump(), "key": secret}
+
+    def op_list(self, kind: str) -> list[dict[str, Any]]:
+        self._kind(kind)
+        found = [p for p in self.store.principals.values() if p.kind == kind]
+        return [p.model_dump() for p in sorted(found, key=lambda p: p.created_at)]
+
+    def op_get(self, kind: str, id: str) -> dict[str, Any]:
+        principal = self._find(kind, id)
+        limits = limits_of(principal)
+        spent = self.store.spent(principal.entity, limits.period)
+        usage = {"period": limits.period, "spend_usd": spent}
+        if principal.budget_usd is not None:
+            usage["budget_remaining_usd"] = max(0.0, principal.budget_usd - spent)
+        return {**principal.model_dump(), "usage": usage}
+
+    def op_update(
+        self, kind: str, id: str, patch: dict[str, Any], master: bool
+    ) -> dict[str, Any]:
+        principal = self._find(kind, id)
+        if principal.revoked_at is not None:
+            raise AccessError(409, "revoked", f"{kind.title()} {id!r} is revoked.")
+        changes = _validate(KeyPatch if kind == "key" else TeamPatch, patch)
+        update = changes.model_dump(exclude_unset=True)
+        for name in ("budget_period", "role"):
+            if update.get(name, "") is None:
+                del update[name]
+        if kind == "key":
+            if "team" in update:
+                self._check_team(update["team"])
+            if update.get("role") == "admin" and not master:
+                raise AccessError(403, "admin_required", "Only the master key makes admins.")
+        merged = principal.model_copy(update=update)
+        spec = KeySpec if kind == "key" else TeamSpec
+        _validate(spec, merged.model_dump(include=set(spec.model_fields)))
+        return self.store.put(merged).model_dump()
+
+    def op_revoke(self, kind: str, id: str) -> dict[str, Any]:
+        principal = self._find(kind, id)
+        if kind == "team":
+            members = [
+                p.id
+                for p in self.store.principals.values()
+                if p.kind == "key" and p.team == id and p.revoked_at is None
+            ]
+            if members:
+                raise AccessError(
+                    409, "team_in_use", f"Team {id!r} still has keys: {', '.join(members)}."
+                )
+        if principal.revoked_at is None:
+            principal = self.store.put(principal.model_copy(update={"revoked_at": time.time()}))
+        return {"id": principal.id, "object": kind, "deleted": True}
+
+    def _kind(self, kind: str) -> None:
+        if kind not in KINDS:
+            raise AccessError(400, "invalid_value", f"kind must be one of {KINDS}")
+
+    def _find(self, kind: str, id: str) -> Principal:
+        self._kind(kind)
+        principal = self.store.principals.get(id)
+        if principal is None or principal.kind != kind:
+            raise AccessError(404, f"{kind}_not_found", f"No {kind} with id {id!r}.")
+        return principal
+
+    def _check_team(self, team: str | None) -> None:
+        if team is None:
+            return
+        found = self.store.principals.get(team)
+        if found is None or found.kind != "team" or found.revoked_at is not None:
+            raise AccessError(
+                400,
+                "team_not_found",
+                f"No team {team!r}; create it first (POST /v1/gateway/teams).",
+                param="team",
+            )
+
+    def close(self) -> None:
+        self.store.close()
