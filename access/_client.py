@@ -69,6 +69,7 @@ class Ticket:
 
     accounts: tuple[Account, ...] = ()
     need: Need = field(default_factory=Need)
+    held_usd: tuple[float, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
     done: bool = False
 
@@ -189,9 +190,8 @@ class AccessClient:
                     raise self._refusal(account, account.blocked, caller, now)
             stale = [a for a in accounts if not a.fits(need, now)]
             if not stale:
-                for account in accounts:
-                    account.take(need)
-                return Ticket(accounts, need, self.headers(caller, now))
+                held = tuple(account.take(need) for account in accounts)
+                return Ticket(accounts, need, held, self.headers(caller, now))
             await self._renew(stale, need)
         raise AccessError(
             429,
@@ -206,8 +206,8 @@ class AccessClient:
         if ticket.done:
             return
         ticket.done = True
-        for account in ticket.accounts:
-            account.release(tokens - ticket.need.tokens, usd - ticket.need.usd)
+        for account, held in zip(ticket.accounts, ticket.held_usd, strict=True):
+            account.release(tokens - ticket.need.tokens, usd, held)
 
     def _account(self, principal: Principal) -> Account:
         account = self._accounts.get(principal.entity)
@@ -331,13 +331,31 @@ class AccessClient:
     async def sync(self) -> None:
         """Return idle leases that ran out; take every key and team changed since last time."""
         now = self.clock()
-        returns = []
+        returns: list[dict[str, Any]] = []
+        spent: list[dict[str, Any]] = []
         for entity, account in list(self._accounts.items()):
-            if account.idle and now >= account.expires and entity not in self._renewing:
+            if entity in self._renewing:
+                continue
+            if account.idle and now >= account.expires:
                 returns.append({"entity": entity, "consumed": account.settlement()})
                 del self._accounts[entity]
-        payload = {"replica": self.replica, "since": self._version, "returns": returns}
-        result = await self._call("sync", payload)
+            elif account.consumed["usd"]:
+                spent.append({"entity": entity, "usd": account.spend_report()})
+        payload = {
+            "replica": self.replica,
+            "since": self._version,
+            "returns": returns,
+            "spent": spent,
+        }
+        try:
+            result = await self._call("sync", payload)
+        except AccessError:
+            for item in returns:  # still to be reported, next time
+                account = self._accounts.setdefault(item["entity"], Account(item["entity"]))
+                _restore(account, item["consumed"])
+            for item in spent:
+                self._accounts[item["entity"]].consumed["usd"] += item["usd"]
+            raise
         for data in result["changed"]:
             self._remember(Principal.model_validate(data))
         self._version = result["version"]

@@ -24,7 +24,7 @@ class Need:
         return {
             "requests": 1.0,
             "tokens": self.tokens,
-            "usd": max(self.usd, MIN_USD),
+            "usd": MIN_USD,  # some budget left; the estimate is reserved, not required
             "parallel": float(in_flight + 1),
         }
 
@@ -37,6 +37,7 @@ class Account:
     granted: dict[Dim, float | None] = field(default_factory=dict)  # None: no limit
     consumed: dict[Dim, float] = field(default_factory=lambda: dict.fromkeys(DIMS, 0.0))
     in_flight: int = 0
+    reserved_usd: float = 0.0  # estimates of requests in flight, held against the lease
     expires: float = 0.0  # no lease until the first renewal
     granted_at: float = 0.0
     open_until: float = 0.0  # fail-open: admit without a lease until then
@@ -56,23 +57,32 @@ class Account:
             if dim == "parallel":
                 if self.in_flight + 1 > granted:
                     return False
-            elif self.consumed[dim] + amount > granted or (
-                dim == "usd" and self.consumed[dim] >= granted
-            ):
+            elif dim == "usd":
+                if self.consumed[dim] + self.reserved_usd + amount > granted:
+                    return False
+            elif self.consumed[dim] + amount > granted:
                 return False
         return True
 
-    def take(self, need: Need) -> None:
+    def take(self, need: Need) -> float:
+        """Admit a request; returns the USD it holds until it ends (its estimate, at most what
+        the lease has left: an estimate above the budget must not refuse a cheap request)."""
         self.consumed["requests"] += 1
         self.consumed["tokens"] += need.tokens
-        self.consumed["usd"] += need.usd
         self.in_flight += 1
+        granted = self.granted.get("usd")
+        left = need.usd if granted is None else granted - self.consumed["usd"] - self.reserved_usd
+        held = max(0.0, min(need.usd, left))
+        self.reserved_usd += held
+        return held
 
-    def release(self, tokens_over: float, usd_over: float) -> None:
-        """A request this account admitted is over: settle its estimate against actual use
-        (positive: it used more than reserved) and free its slot."""
+    def release(self, tokens_over: float, usd: float, held_usd: float) -> None:
+        """A request this account admitted is over: its token estimate is corrected by what
+        it really used (positive: more than reserved), its actual cost is spent, its slot
+        and held USD freed."""
         self.consumed["tokens"] += tokens_over
-        self.consumed["usd"] += usd_over
+        self.consumed["usd"] += usd
+        self.reserved_usd = max(0.0, self.reserved_usd - held_usd)
         self.in_flight = max(0, self.in_flight - 1)
 
     def settlement(self) -> dict[Dim, float]:
@@ -81,6 +91,16 @@ class Account:
         used["parallel"] = float(self.in_flight)
         self.consumed = dict.fromkeys(DIMS, 0.0)
         return used
+
+    def spend_report(self) -> float:
+        """USD used so far under the current lease, handed over to be stored now (the lease
+        shrinks by as much, as the owner's does)."""
+        usd = self.consumed["usd"]
+        self.consumed["usd"] = 0.0
+        granted = self.granted.get("usd")
+        if granted is not None:
+            self.granted["usd"] = granted - min(usd, granted)
+        return usd
 
     def apply(self, grant: Grant, now: float) -> None:
         self.granted = dict(grant.granted)

@@ -150,9 +150,7 @@ class QuotaBook:
         self._record(entity, replica, amounts, limits.period, now)
         return grant
 
-    def settle(
-        self, entity: str, replica: str, consumed: Mapping[Dim, float], period: str
-    ) -> None:
+    def settle(self, entity: str, replica: str, consumed: Mapping[Dim, float], period: str) -> None:
         """End `replica`'s lease on `entity`: windows keep what was used, the rest goes back;
         spend is added to the budget of the period the lease was taken in (`period` if the
         lease was already reclaimed: use reported late is still counted)."""
@@ -170,6 +168,17 @@ class QuotaBook:
         usd = consumed.get("usd", 0.0)
         if usd:
             self.add_spend(entity, lease.period, usd)
+
+    def report_spend(self, entity: str, replica: str, usd: float, period: str) -> None:
+        """Spend a replica reports while keeping its lease: it moves from the lease's hold to
+        the stored spend at once, so a gateway killed later loses none of it."""
+        lease = self._leases.get((entity, replica))
+        if lease is not None and "usd" in lease.granted:
+            moved = min(usd, lease.granted["usd"])
+            lease.granted["usd"] -= moved
+            self._held[(entity, "usd")] -= moved
+            period = lease.period
+        self.add_spend(entity, period, usd)
 
     def reclaim(self, now: float) -> None:
         """Leases of replicas that stopped renewing (crashed, cut off) go back after a grace of

@@ -91,13 +91,18 @@ class AccessState:
         return {"key": key.model_dump(), "team": team.model_dump() if team else None}
 
     def op_sync(
-        self, replica: str, since: int, returns: list[dict[str, Any]]
+        self,
+        replica: str,
+        since: int,
+        returns: list[dict[str, Any]],
+        spent: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Settle leases a replica gives back; every key and team changed since `since`."""
+        """Settle leases a replica gives back, store the spend it reports on the leases it
+        keeps; every key and team changed since `since`."""
         for item in returns:
-            principal = self._principal_of(item["entity"])
-            period = limits_of(principal).period if principal else "total"
-            self.quota.settle(item["entity"], replica, item["consumed"], period)
+            self.quota.settle(item["entity"], replica, item["consumed"], self._period(item))
+        for item in spent or ():
+            self.quota.report_spend(item["entity"], replica, item["usd"], self._period(item))
         self.quota.reclaim(self.quota.clock())
         changed = [p.model_dump() for p in self.store.changed_since(since)]
         return {"version": self.store.version, "changed": changed}
@@ -113,6 +118,10 @@ class AccessState:
             )
             grants.append(grant.to_dict())
         return grants
+
+    def _period(self, item: dict[str, Any]) -> str:
+        principal = self._principal_of(item["entity"])
+        return limits_of(principal).period if principal else "total"
 
     def _principal_of(self, entity: str) -> Principal | None:
         return self.store.principals.get(entity.partition(":")[2])
@@ -162,9 +171,7 @@ class AccessState:
             usage["budget_remaining_usd"] = max(0.0, principal.budget_usd - spent)
         return {**principal.model_dump(), "usage": usage}
 
-    def op_update(
-        self, kind: str, id: str, patch: dict[str, Any], master: bool
-    ) -> dict[str, Any]:
+    def op_update(self, kind: str, id: str, patch: dict[str, Any], master: bool) -> dict[str, Any]:
         principal = self._find(kind, id)
         if principal.revoked_at is not None:
             raise AccessError(409, "revoked", f"{kind.title()} {id!r} is revoked.")

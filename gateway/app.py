@@ -13,7 +13,9 @@ from ray import serve
 from deployments.serving import connect_backend, plan_backend
 from gateway.build import build_gateway
 from gateway.config import PROJECT_ROOT, GatewayConfig
+from gateway.exposure import check_exposure, running_serve_hosts
 from gateway.http import create_app
+from gateway.keystore import key_gate, master_key, state_application
 from gateway.status import replica_states
 from llmops import GatewayMetrics
 
@@ -46,8 +48,10 @@ class GatewayIngress:
         handles: dict[str, DeploymentHandle[Any]],
         unavailable: dict[str, str],
         facts: dict[str, dict[str, str]] | None = None,
+        access_state: DeploymentHandle[Any] | None = None,
     ) -> None:
         self.config = GatewayConfig.load(config)
+        check_exposure(self.config.auth, running_serve_hosts() or ())
         backends = {
             name: connect_backend(name, backend, handles.get(name), unavailable.get(name, ""))
             for name, backend in self.config.backends.items()
@@ -58,6 +62,7 @@ class GatewayIngress:
             PROJECT_ROOT,
             unavailable=unavailable,
             metrics=GatewayMetrics(),
+            keys=key_gate(self.config.auth, access_state),
         )
         self.facts = facts or {}
         self.gateway.start()
@@ -80,6 +85,9 @@ def build_app(args: dict[str, Any]) -> Application:
     """Serve application builder: validates the config, then binds one deployment per backend
     and the ingress. Config mistakes raise here, so the deploy fails with the field path."""
     config = GatewayConfig.load(args)
+    check_exposure(config.auth, running_serve_hosts() or ())  # when Serve is already up
+    if config.auth.keys:
+        master_key(config.auth)  # fail the deploy here, not in every replica
     applications: dict[str, Application] = {}
     unavailable: dict[str, str] = {}
     facts: dict[str, dict[str, str]] = {}
@@ -96,7 +104,8 @@ def build_app(args: dict[str, Any]) -> Application:
             applications[name] = plan.application
     options = config.ingress.deployment.serve_options()
     options["logging_config"] = {"enable_access_log": config.ingress.serve_access_log}
+    state = state_application(config.auth) if config.auth.keys else None
     application: Application = GatewayIngress.options(**options).bind(  # type: ignore[attr-defined]
-        config.model_dump(mode="json"), applications, unavailable, facts
+        config.model_dump(mode="json"), applications, unavailable, facts, state
     )
     return application

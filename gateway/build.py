@@ -10,6 +10,7 @@ from deployments import Backend
 from gateway.attempts import Feedback, Observer
 from gateway.config import GatewayConfig
 from gateway.health import HealthMonitor
+from gateway.keys import KeyGate
 from gateway.pipeline import Gateway
 from gateway.resilience import Resilience
 from gateway.routing import Routing
@@ -70,9 +71,11 @@ def build_gateway(
     embed: Embedder | None = None,
     extra_observers: Sequence[Observer] = (),
     clock: Callable[[], float] | None = None,
+    keys: KeyGate | None = None,
 ) -> tuple[Gateway, Ledger | None]:
     """A gateway over `backends` with the config's routing, resilience, health probes and
-    sinks. `metrics` needs a Serve replica (Ray's metrics agent); None records none."""
+    sinks. `metrics` needs a Serve replica (Ray's metrics agent); None records none. `keys`
+    authenticates and limits requests (None: `auth: {mode: none}`)."""
     routing = Routing(config, project_root, embed)
     resilience = Resilience(config.backends)
 
@@ -92,6 +95,8 @@ def build_gateway(
     }
     ledger, sinks = sinks_for(config, project_root, metrics)
     observers: list[Observer] = [routing.live, health, resilience, Books(Accounting(prices, sinks))]
+    if keys is not None:
+        observers.append(keys)  # after the books: it settles from the actual cost
     feedback = Feedback([*observers, *extra_observers], **({"clock": clock} if clock else {}))
     gateway = Gateway(
         backends,
@@ -102,5 +107,6 @@ def build_gateway(
         routes=config.routes,
         log_bodies=config.request_log.enabled and config.request_log.bodies,
         warmups=to_warm(config.backends, backends),
+        keys=keys,
     )
     return gateway, ledger

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from access import AuthConfig
 from deployments import BackendConfig, DeploymentOptions
 from gateway.templates import PromptTemplate, resolve
 from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig
@@ -51,6 +52,10 @@ class IngressOptions(BaseModel):
 class GatewayConfig(RoutingConfig):
     """Everything under `args:` of the gateway application in a Serve config file."""
 
+    auth: AuthConfig = Field(
+        default_factory=AuthConfig,
+        description="Virtual keys, teams and their limits (`mode: keys`), or none.",
+    )
     backends: dict[str, BackendConfig] = Field(
         min_length=1, description="Backend name -> backend. A request may name one directly."
     )

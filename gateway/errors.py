@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import ValidationError
 
+from access import AccessError
 from deployments import BackendError
 from router import BudgetInfeasible, ModelNotFound, NoBackendAvailable
 
@@ -127,6 +128,13 @@ def from_exception(exc: Exception) -> OpenAIError:
     """The single exception -> OpenAI error map of the gateway."""
     if isinstance(exc, OpenAIError):
         return exc
+    if isinstance(exc, AccessError):
+        headers = dict(exc.headers)
+        if exc.retry_after_s is not None:
+            headers["retry-after"] = retry_after_header(exc.retry_after_s, 1)
+        return OpenAIError(
+            exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=headers
+        )
     if isinstance(exc, ModelNotFound):
         if exc.model is None:
             return OpenAIError(

@@ -16,7 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from access import AccessError, model_allowed
 from deployments import Endpoint
+from gateway.admin import add_admin_routes
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError, from_exception
 from gateway.feedback import record_feedback, usage_totals
@@ -140,6 +142,25 @@ def create_app(
     async def _client_error(_: Request, exc: OpenAIError) -> Response:
         return exc.response()  # a body too large or badly encoded
 
+    @app.exception_handler(AccessError)
+    async def _refused(_: Request, exc: AccessError) -> Response:
+        return from_exception(exc).response()  # no key, not allowed, admin only
+
+    keys = gateway.keys
+
+    async def allowed_models(request: Request) -> Callable[[str], bool]:
+        """Who may see what: any key sees the models it may use (needs a key when keys are
+        on); without keys, everyone sees everything."""
+        if keys is None:
+            return lambda _: True
+        caller = await keys.authenticate(request.headers)
+        patterns = [p.models for p in (caller.key, caller.team) if p is not None]
+        return lambda name: all(model_allowed(p, name) for p in patterns)
+
+    async def need_key(request: Request, *, admin: bool = False) -> None:
+        if keys is not None:
+            await (keys.authenticate_admin if admin else keys.authenticate)(request.headers)
+
     @app.exception_handler(Exception)
     async def _internal_error(_: Request, exc: Exception) -> Response:
         # A bug must still answer in OpenAI's shape, without internals.
@@ -167,14 +188,16 @@ def create_app(
         return to_response(await gateway.explain(raw, request.headers, request_id(request)))
 
     @app.get("/v1/models")
-    async def list_models() -> Response:
-        cards = model_cards(config, gateway)
+    async def list_models(request: Request) -> Response:
+        allowed = await allowed_models(request)
+        cards = [card for card in model_cards(config, gateway) if allowed(card["id"])]
         return Response(orjson.dumps({"object": "list", "data": cards}), media_type=JSON)
 
     @app.get("/v1/models/{model_id:path}")
-    async def retrieve_model(model_id: str) -> Response:
+    async def retrieve_model(model_id: str, request: Request) -> Response:
+        allowed = await allowed_models(request)
         for card in model_cards(config, gateway):
-            if card["id"] == model_id:
+            if card["id"] == model_id and allowed(model_id):
                 return Response(orjson.dumps(card), media_type=JSON)
         return OpenAIError(
             404,
@@ -189,8 +212,9 @@ def create_app(
         return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
     @app.get("/v1/gateway/backends")
-    async def backends() -> Response:
+    async def backends(request: Request) -> Response:
         """Health, circuit state, live latency and replicas of every backend."""
+        await need_key(request)
         loop = asyncio.get_running_loop()
         if loop.time() - replicas["at"] > REPLICAS_TTL_S:
             states = await asyncio.to_thread(replica_states, list(config.backends))
@@ -201,11 +225,14 @@ def create_app(
     @app.get("/v1/gateway/usage")
     async def usage(request: Request) -> Response:
         """Requests, tokens and actual cost from the ledger, grouped, since a time."""
+        await need_key(request, admin=True)
         return await usage_totals(request.query_params, ledger)
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:
         """Record an outcome against a request id (`x-request-id` of its response)."""
+        await need_key(request)
         return await record_feedback(await read_body(request, limit), ledger)
 
+    add_admin_routes(app, keys, lambda request: read_body(request, limit))
     return app

@@ -21,6 +21,7 @@ from deployments import Backend, BackendError, Endpoint, WarmupConfig
 from gateway.attempts import Feedback
 from gateway.errors import OpenAIError, from_exception
 from gateway.health import HealthMonitor
+from gateway.keys import KeyGate
 from gateway.protocol import parse_body
 from gateway.relay import relay
 from gateway.resilience import Limits, Resilience, timeout_error
@@ -100,8 +101,10 @@ class Gateway:
         routes: Mapping[str, RouteConfig],
         log_bodies: bool = False,
         warmups: Mapping[str, WarmupConfig] | None = None,
+        keys: KeyGate | None = None,
     ) -> None:
         self.backends = dict(backends)
+        self.keys = keys  # None: no authentication (`auth: {mode: none}`)
         self.routing = routing
         self.resilience = resilience
         self.health = health
@@ -128,7 +131,11 @@ class Gateway:
     async def explain(self, raw_body: bytes, headers: Mapping[str, str], request_id: str) -> Reply:
         """The routing decision for a chat completion body, without calling any backend."""
         try:
+            if self.keys is not None:
+                caller = await self.keys.authenticate(headers)
             routed = await self.route("chat/completions", raw_body, headers, request_id)
+            if self.keys is not None:
+                self.keys.client.check_model(caller, routed.prepared.target)
         except Exception as exc:
             return Reply.error(from_exception(exc))
         explanation = routed.explain()
@@ -139,15 +146,17 @@ class Gateway:
     async def handle(
         self, endpoint: Endpoint, raw_body: bytes, headers: Mapping[str, str], request_id: str
     ) -> Reply | StreamReply:
-        record = RequestRecord(
-            request_id=request_id,
-            endpoint=endpoint,
-            stream=False,
-            key_id=key_id(headers.get("authorization")),
-        )
+        record = RequestRecord(request_id=request_id, endpoint=endpoint, stream=False)
         reply_headers: dict[str, str] = {}
         try:
+            if self.keys is None:
+                record.key_id = key_id(headers.get("authorization"))
+            else:
+                caller = await self.keys.authenticate(headers)
+                self.keys.describe(record, caller)
             routed = await self.route(endpoint, raw_body, headers, request_id)
+            if self.keys is not None:
+                reply_headers.update(await self.keys.admit(caller, routed, record))
             reply_headers.update(routed.headers())
             routed.start_record(record, self.log_bodies)
             self._start_shadow(routed, record)
@@ -246,8 +255,10 @@ class Gateway:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Background work (health probes, warm-ups); needs a running event loop."""
+        """Background work (health probes, warm-ups, key sync); needs a running event loop."""
         self.health.start()
+        if self.keys is not None:
+            self.keys.start()
         jobs: dict[str, Any] = {"router": asyncio.to_thread(self.routing.warm)}
         for name, settings in self.warmups.items():
             jobs[name] = warm_up(name, self.backends[name], settings)
@@ -280,3 +291,5 @@ class Gateway:
             close = getattr(observer, "close", None)
             if close is not None:
                 close()
+        if self.keys is not None:
+            await self.keys.aclose()  # leases go back with what they used

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from llmops._batch import BatchWriter
 from llmops._record import LEDGER_COLUMNS, RequestRecord
 
@@ -21,10 +23,13 @@ GROUPS = {
     "backend": "backend",
     "route": "route",
     "key": "key_id",
+    "team": "team",
     "task": "task",
     "arm": "arm",
     "template": "template",
 }
+# What a group's rows also say about it.
+_DESCRIBED = {"key": ("key_name", "team", "key_metadata")}
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS requests (
     {", ".join(COLUMNS)},
@@ -39,6 +44,11 @@ _INSERT = (
     f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(COLUMNS))})"
 )
+
+
+def _cell(value: Any) -> Any:
+    """SQLite takes scalars; mappings (a key's metadata) are stored as JSON text."""
+    return orjson.dumps(value).decode() if isinstance(value, dict | list) else value
 
 
 class Ledger:
@@ -75,7 +85,7 @@ class Ledger:
         if self._db is None:
             self._db = self._connect()
         with self._db:
-            self._db.executemany(_INSERT, rows)
+            self._db.executemany(_INSERT, [tuple(map(_cell, row)) for row in rows])
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until every queued row is written (reads, tests, shutdown)."""
@@ -88,17 +98,21 @@ class Ledger:
             self._db = None
 
     def totals(self, group_by: str, since: float | None = None) -> list[dict[str, Any]]:
-        """Requests, tokens and cost per group since a Unix time (blocking: run in a thread)."""
+        """Requests, tokens and cost per group since a Unix time (blocking: run in a thread).
+        Per key, also its name, team and metadata (as of its latest request)."""
         column = GROUPS[group_by]
+        described = _DESCRIBED.get(group_by, ())
+        extra = "".join(f", MAX({name})" for name in described)
         query = (
             f"SELECT {column}, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), "
-            "SUM(cost_usd), SUM(estimated_cost_usd), SUM(status >= 400) "
+            f"SUM(cost_usd), SUM(estimated_cost_usd), SUM(status >= 400){extra} "
             f"FROM requests WHERE ts >= ? GROUP BY {column} ORDER BY SUM(cost_usd) DESC"
         )
         with self._connect() as db:
             rows = db.execute(query, (since or 0.0,)).fetchall()
-        return [
-            {
+        totals = []
+        for name, count, prompt, completion, cost, estimated, errors, *more in rows:
+            entry = {
                 group_by: name,
                 "requests": count,
                 "prompt_tokens": prompt or 0,
@@ -107,8 +121,12 @@ class Ledger:
                 "estimated_cost_usd": round(estimated or 0.0, 10),
                 "errors": errors or 0,
             }
-            for name, count, prompt, completion, cost, estimated, errors in rows
-        ]
+            for field_name, value in zip(described, more, strict=True):
+                entry[field_name] = (
+                    orjson.loads(value) if field_name == "key_metadata" and value else value
+                )
+            totals.append(entry)
+        return totals
 
     def add_feedback(
         self, request_id: str, score: float, label: str | None, comment: str | None

@@ -27,6 +27,9 @@ class RequestRecord:
     endpoint: str
     stream: bool
     key_id: str | None = None
+    key_name: str | None = None
+    team: str | None = None
+    key_metadata: dict[str, Any] | None = None  # owner, tags: from the key's record
     ts: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter, metadata=_NOT_IN_LEDGER)
     route: str | None = None

@@ -83,7 +83,9 @@ events = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     replicas=st.integers(1, 4),
     limit=st.integers(1, 80),
@@ -123,11 +125,17 @@ def test_requests_per_minute_hold_within_the_documented_overshoot(
         assert len(admitted) >= min(limit, len(script)) * 0.5
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     replicas=st.integers(1, 3),
     tpm=st.integers(100, 1500),
-    sizes=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 400), st.sampled_from([0.0, 0.1, 0.5, 5.0])), min_size=30, max_size=150),
+    sizes=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(1, 400), st.sampled_from([0.0, 0.1, 0.5, 5.0])),
+        min_size=30,
+        max_size=150,
+    ),
 )
 def test_tokens_per_minute_hold_when_estimates_are_right(
     tmp_path_factory: pytest.TempPathFactory,
@@ -156,7 +164,9 @@ def test_tokens_per_minute_hold_when_estimates_are_right(
     assert most_in_any_window(times, amounts) <= tpm + replicas * max(lease, biggest)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     replicas=st.integers(1, 3),
     costs=st.lists(st.tuples(st.integers(0, 2), st.floats(0.0001, 0.003)), min_size=1, max_size=80),
@@ -189,12 +199,14 @@ def test_a_budget_stops_within_one_request_of_its_cost(
     asyncio.run(run())
     assert spent <= budget + max(cost for _, cost in costs) * replicas
     # Every cent admitted is in the store, nothing more.
-    recorded = sum(state.store.spend_of(next(iter(state.store.principals.values())).entity).values())
+    recorded = sum(
+        state.store.spend_of(next(iter(state.store.principals.values())).entity).values()
+    )
     assert recorded == pytest.approx(spent)
 
 
 def test_parallel_slots_are_never_exceeded_across_replicas(tmp_path: Path) -> None:
-    clock, _, clients, auth = cluster(tmp_path, 3, 0.5, {"name": "k", "max_parallel": 4}, None)
+    _, _, clients, auth = cluster(tmp_path, 3, 0.5, {"name": "k", "max_parallel": 4}, None)
 
     async def run() -> int:
         held = []

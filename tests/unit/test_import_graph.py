@@ -1,5 +1,5 @@
 """Imports flow one way: `gateway` uses `llmops`, `router` and `deployments`; they never import
-`gateway`, `llmops` never imports `router` or `deployments`, and neither `router` nor `llmops`
+`gateway`, `access` is as pure as `router`, `llmops` never imports `router` or `deployments`, and neither `router` nor `llmops`
 imports Ray when imported."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def imported_packages(package: str) -> set[str]:
         ("router", {"gateway", "llmops", "deployments", "ray", "fastapi", "starlette"}),
         ("deployments", {"gateway", "llmops"}),
         ("llmops", {"gateway", "router", "deployments", "fastapi", "starlette", "httpx"}),
+        ("access", {"gateway", "router", "deployments", "llmops", "ray", "fastapi", "starlette"}),
     ],
 )
 def test_packages_import_one_way(package: str, forbidden: set[str]) -> None:
@@ -51,7 +52,7 @@ def loaded_after(imports: str, roots: tuple[str, ...]) -> list[str]:
 
 
 def test_importing_the_pure_packages_loads_no_gateway_and_no_ray() -> None:
-    assert loaded_after("router, deployments, llmops", ("gateway", "ray")) == []
+    assert loaded_after("router, deployments, llmops, access", ("gateway", "ray")) == []
 
 
 def test_the_pipeline_imports_neither_ray_nor_a_web_framework() -> None:
