@@ -1,6 +1,6 @@
-"""Imports flow one way: `gateway` uses `llmops`, `router` and `deployments`; they never import
-`gateway`, `access` is as pure as `router`, `llmops` never imports `router` or `deployments`, and neither `router` nor `llmops`
-imports Ray when imported."""
+"""Imports flow one way: `gateway` uses `access`, `llmops`, `router` and `deployments`; they
+never import `gateway`; `access` imports none of the others, `llmops` never imports `router` or
+`deployments`, and neither `router`, `access` nor `llmops` imports Ray when imported."""
 
 from __future__ import annotations
 
