@@ -61,8 +61,8 @@ class AuthConfig(BaseModel):
     )
     state_node: str | None = Field(
         default=None,
-        description="A Ray custom resource name pinning the state deployment (and its SQLite "
-        "file) to one node, e.g. the head node's.",
+        description="A Ray resource pinning the state deployment (and its SQLite file) to one "
+        "node: `node:__internal_head__` is the head node's; or a custom resource of yours.",
     )
 
     @property

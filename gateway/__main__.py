@@ -6,6 +6,8 @@
 A/B experiment from the cost ledger (`--ledger PATH`, or the one `--config` names).
 `python -m gateway serve configs/local.yaml [--dashboard]` is `serve run` on a fresh local
 Ray cluster without the Ray dashboard (`make serve` uses it; docs/performance.md).
+`python -m gateway keys|teams create|list|get|update|revoke ...` calls the admin API
+(gateway/keys_cli.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import os
 import sys
 from pathlib import Path
 
-from gateway.config import ConfigError, GatewayConfig
+from gateway import keys_cli
+from gateway.config import ConfigError, GatewayConfig, load_yaml
+from gateway.exposure import check_exposure, serve_file_hosts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start the Ray dashboard too (for `serve status`, `serve deploy`, the web UI)",
     )
+    keys_cli.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("keys", "teams"):
+        return keys_cli.run(args)
     if args.command == "report":
         return _report(args)
     if args.command == "serve":
@@ -46,13 +53,24 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for path in args.paths:
         try:
-            config = GatewayConfig.load(path)
+            config = load_checked(path)
         except ConfigError as exc:
             print(f"{path}: {exc}", file=sys.stderr)
             failed = True
             continue
         print(f"{path}: ok ({len(config.backends)} backends, {len(config.routes)} routes)")
     return 1 if failed else 0
+
+
+def load_checked(path: str) -> GatewayConfig:
+    """The gateway config in a file, and whether the file's listeners are safe with its auth
+    settings (Serve's HAProxy mode, when on, binds every interface unless told a host)."""
+    config = GatewayConfig.load(path)
+    data = load_yaml(Path(path))
+    if isinstance(data, dict) and "applications" in data:
+        haproxy = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "0") == "1"
+        check_exposure(config.auth, serve_file_hosts(data, haproxy))
+    return config
 
 
 def _serve(config_path: str, dashboard: bool) -> int:
@@ -63,7 +81,7 @@ def _serve(config_path: str, dashboard: bool) -> int:
     `serve run` keeps the cluster it finds, so everything else is `serve run`'s own behaviour.
     """
     try:
-        GatewayConfig.load(config_path)
+        load_checked(config_path)
     except ConfigError as exc:
         print(f"{config_path}: {exc}", file=sys.stderr)
         return 2
