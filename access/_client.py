@@ -24,7 +24,9 @@ from access._state import AccessState
 logger = logging.getLogger("ray.serve")
 UNKNOWN_TTL_S = 1.0  # an unknown key is asked about again after this
 UNKNOWN_MAX = 10_000
-RENEW_TRIES = 3
+# Renewals one admission may wait through. Each one either grants something (another request
+# goes ahead) or comes back short (everyone waiting is refused), so this bound is only a guard.
+RENEW_TRIES = 1000
 
 
 class Transport(ABC):

@@ -90,6 +90,7 @@ class Account:
         used = dict(self.consumed)
         used["parallel"] = float(self.in_flight)
         self.consumed = dict.fromkeys(DIMS, 0.0)
+        self.granted = {}  # nothing fits until the next lease arrives: it is being settled
         return used
 
     def spend_report(self) -> float:

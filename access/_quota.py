@@ -169,6 +169,10 @@ class QuotaBook:
         if usd:
             self.add_spend(entity, lease.period, usd)
 
+    def holders(self, entity: str) -> int:
+        """How many replicas hold a lease on `entity` now."""
+        return sum(1 for held, _ in self._leases if held == entity)
+
     def report_spend(self, entity: str, replica: str, usd: float, period: str) -> None:
         """Spend a replica reports while keeping its lease: it moves from the lease's hold to
         the stored spend at once, so a gateway killed later loses none of it."""

@@ -65,7 +65,9 @@ class AccessState:
         lease_fraction: float,
         lease_ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self.wall_clock = wall_clock  # which budget period it is
         self.store = Store(path)
         self.quota = QuotaBook(
             lease_fraction, lease_ttl_s, self.store.spent, self.store.add_spend, clock
@@ -113,15 +115,16 @@ class AccessState:
             principal = self._principal_of(item["entity"])
             if principal is None:
                 raise AccessError(401, "invalid_api_key", "Unknown key or team.")
+            limits = limits_of(principal, self.wall_clock())
             grant = self.quota.renew(
-                item["entity"], replica, limits_of(principal), item["consumed"], item["want"]
+                item["entity"], replica, limits, item["consumed"], item["want"]
             )
             grants.append(grant.to_dict())
         return grants
 
     def _period(self, item: dict[str, Any]) -> str:
         principal = self._principal_of(item["entity"])
-        return limits_of(principal).period if principal else "total"
+        return limits_of(principal, self.wall_clock()).period if principal else "total"
 
     def _principal_of(self, entity: str) -> Principal | None:
         return self.store.principals.get(entity.partition(":")[2])
@@ -164,9 +167,13 @@ class AccessState:
 
     def op_get(self, kind: str, id: str) -> dict[str, Any]:
         principal = self._find(kind, id)
-        limits = limits_of(principal)
+        limits = limits_of(principal, self.wall_clock())
         spent = self.store.spent(principal.entity, limits.period)
-        usage = {"period": limits.period, "spend_usd": spent}
+        usage: dict[str, Any] = {
+            "period": limits.period,
+            "spend_usd": spent,
+            "replicas_holding_leases": self.quota.holders(principal.entity),
+        }
         if principal.budget_usd is not None:
             usage["budget_remaining_usd"] = max(0.0, principal.budget_usd - spent)
         return {**principal.model_dump(), "usage": usage}

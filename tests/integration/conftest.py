@@ -37,6 +37,7 @@ UPSTREAM_KEY_ENV = "GATEWAY_TEST_UPSTREAM_KEY"
 MISSING_KEY_ENV = "GATEWAY_TEST_MISSING_KEY"
 WRONG_KEY_ENV = "GATEWAY_TEST_WRONG_KEY"
 ANTHROPIC_KEY_ENV = "GATEWAY_TEST_ANTHROPIC_KEY"
+MASTER_KEY_ENV = "GATEWAY_TEST_MASTER_KEY"  # the keyed gateway's (tests/integration/test_keys.py)
 TINY_ENGINE = {"enforce_eager": True, "kv_cache_memory_bytes": 64 << 20, "max_model_len": 512}
 
 
@@ -65,7 +66,7 @@ class Stack:
     config: dict[str, Any]
     anthropic_url: str  # the Messages API stand-in
     stubs: dict[str, tuple[str, subprocess.Popen[bytes]]]  # name -> (root URL, process)
-    secrets: tuple[str, ...]  # every key value the run used
+    secrets: list[str]  # every key value the run used (tests add the keys they create)
     logs: Path
     metrics_url: str  # Ray's Prometheus endpoint on this node
 
@@ -327,6 +328,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     upstream_key = "sk-test-" + secrets.token_hex(12)
     anthropic_key = "sk-ant-test-" + secrets.token_hex(12)
     wrong_key = "sk-wrong-" + secrets.token_hex(12)
+    master_key = "sk-master-" + secrets.token_hex(16)
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     upstream = start_upstream(upstream_port, upstream_key, logs / "upstream.log")
     processes: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
@@ -349,6 +351,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     os.environ[UPSTREAM_KEY_ENV] = upstream_key
     os.environ[ANTHROPIC_KEY_ENV] = anthropic_key
     os.environ[WRONG_KEY_ENV] = wrong_key
+    os.environ[MASTER_KEY_ENV] = master_key  # before ray.init: replicas inherit it
     os.environ.pop(MISSING_KEY_ENV, None)
     urls = {name: f"{url}/v1" for name, (url, _) in processes.items()}
     config = gateway_config(
@@ -399,7 +402,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             config,
             anthropic_url,
             processes,
-            (upstream_key, anthropic_key, wrong_key),
+            [upstream_key, anthropic_key, wrong_key, master_key],
             logs,
             f"http://127.0.0.1:{metrics_port}/metrics",
         )

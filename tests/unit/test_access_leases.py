@@ -33,6 +33,17 @@ class Clock:
         return self.now
 
 
+class Yielding(LocalTransport):
+    """The state in process, but every call lets other requests run meanwhile, as a remote
+    call does: renewals interleave with admissions on the same replica."""
+
+    async def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        answer = await super().call(op, payload)
+        await asyncio.sleep(0)
+        return answer
+
+
 def cluster(
     tmp: Path, replicas: int, fraction: float, key: dict[str, Any], team: dict[str, Any] | None
 ) -> tuple[Clock, AccessState, list[AccessClient], str]:
@@ -43,7 +54,7 @@ def cluster(
         assert "ok" in state.call("create", {"kind": "team", "spec": team, "master": True})
     created = state.call("create", {"kind": "key", "spec": key, "master": True})["ok"]
     clients = [
-        AccessClient(config, LocalTransport(state), None, replica=f"r{i}", clock=clock)
+        AccessClient(config, Yielding(state), None, replica=f"r{i}", clock=clock)
         for i in range(replicas)
     ]
     return clock, state, clients, f"Bearer {created['key']}"
@@ -103,19 +114,28 @@ def test_requests_per_minute_hold_within_the_documented_overshoot(
     clock, _, clients, auth = cluster(tmp, replicas, fraction, {"name": "k", "rpm": limit}, None)
     admitted: list[float] = []
 
+    async def admit(replica: int) -> None:
+        ticket = await try_admit(clients[replica], auth, Need())
+        if ticket is not None:
+            admitted.append(clock.now)
+            tickets[replica].append(ticket)
+
+    tickets: list[list[Any]] = [[] for _ in clients]
+
     async def run() -> None:
-        tickets: list[list[Any]] = [[] for _ in clients]
+        together: list[Any] = []  # requests arriving at the same moment run concurrently
         for replica, wait, finish in script:
+            if wait > 0 and together:
+                await asyncio.gather(*together)
+                together = []
             clock.now += wait
-            client = clients[replica % replicas]
-            if finish and tickets[replica % replicas]:
-                client.finish(tickets[replica % replicas].pop(0), 0, 0)
+            replica %= replicas
+            if finish and tickets[replica]:
+                clients[replica].finish(tickets[replica].pop(0), 0, 0)
             if wait > 1.0:
-                await client.sync()  # the background loop's turn
-            ticket = await try_admit(client, auth, Need())
-            if ticket is not None:
-                admitted.append(clock.now)
-                tickets[replica % replicas].append(ticket)
+                await clients[replica].sync()  # the background loop's turn
+            together.append(admit(replica))
+        await asyncio.gather(*together)
 
     asyncio.run(run())
     bound = limit + overshoot_bound(limit, fraction, replicas)
@@ -217,3 +237,37 @@ def test_parallel_slots_are_never_exceeded_across_replicas(tmp_path: Path) -> No
         return len(held)
 
     assert asyncio.run(run()) == 4
+
+
+def test_a_spent_budget_is_remembered_and_the_next_period_starts_fresh(tmp_path: Path) -> None:
+    clock, wall = Clock(), [1_800_000_000.0]  # 2027-01-15, mid-day UTC
+    config = AuthConfig(mode="keys", lease_fraction=0.05)
+
+    def open_state() -> tuple[AccessState, AccessClient]:
+        state = AccessState(tmp_path / "access.sqlite", 0.05, 2.0, clock, lambda: wall[0])
+        return state, AccessClient(config, LocalTransport(state), None, clock=clock)
+
+    state, client = open_state()
+    spec = {"name": "k", "budget_usd": 0.01, "budget_period": "day"}
+    auth = (
+        "Bearer " + state.call("create", {"kind": "key", "spec": spec, "master": True})["ok"]["key"]
+    )
+
+    async def spend_until_refused() -> int:
+        for n in range(100):
+            ticket = await try_admit(client, auth, Need(usd=0.001))
+            if ticket is None:
+                return n
+            client.finish(ticket, 0, 0.003)
+            clock.now += 0.1
+        return 100
+
+    assert 3 <= asyncio.run(spend_until_refused()) <= 5
+    asyncio.run(client.aclose())
+    state.close()
+    clock.now += 10
+    state, client = open_state()  # a restart: the spend is read back, the key still refused
+    assert asyncio.run(spend_until_refused()) == 0
+    wall[0] += 86_400  # the next day
+    clock.now += 10
+    assert 3 <= asyncio.run(spend_until_refused()) <= 5

@@ -1,0 +1,241 @@
+"""Keys, limits and budgets on real Ray Serve: a second gateway application (`/keyed`) with
+two ingress replicas and `auth: {mode: keys}` beside the shared stack, driven over real HTTP
+with the official openai client. Limits must hold across both replicas, not double."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.helpers import wait_until
+from tests.integration.conftest import MASTER_KEY_ENV, Stack
+
+pytestmark = pytest.mark.integration
+PREFIX = "/keyed"
+QUESTION = [{"role": "user", "content": "one two three four"}]
+PRICE = {"input_per_mtok": 5.0, "output_per_mtok": 15.0}  # what fast-dear's stub charges
+
+
+def keyed_config(stack: Stack, logs: Path) -> dict[str, Any]:
+    priced_url = stack.stubs["fast-dear"][0] + "/v1"
+    config: dict[str, Any] = {
+        "auth": {
+            "mode": "keys",
+            "master_key_env": MASTER_KEY_ENV,
+            "store_path": str(logs / "access.sqlite"),
+        },
+        "backends": {
+            "free": {"kind": "fake", "model": "free-1"},
+            "priced": {"kind": "openai", "model": "stub", "base_url": priced_url},
+        },
+        "routes": {"auto": {"candidates": ["free"]}},
+        "ingress": {"deployment": {"num_replicas": 2}, "health_check_interval_s": 2},
+        "ledger": {"path": str(logs / "keyed-ledger.sqlite")},
+        "request_log": {"path": str(logs / "keyed-requests.jsonl"), "bodies": True},
+    }
+    config["backends"]["priced"]["pricing"] = PRICE
+    return config
+
+
+class Keyed:
+    def __init__(self, stack: Stack, logs: Path) -> None:
+        self.stack = stack
+        self.root = stack.root_url + PREFIX
+        self.config = keyed_config(stack, logs)
+        master = stack.secrets[3]
+        self.admin = httpx.Client(
+            base_url=self.root, headers={"authorization": f"Bearer {master}"}, timeout=30
+        )
+
+    def deploy(self) -> None:
+        from ray import serve
+
+        from gateway.app import build_app
+
+        serve.run(build_app(self.config), name="keyed", route_prefix=PREFIX, blocking=False)
+        wait_until(self._ready, 180, "the keyed gateway")
+
+    def _ready(self) -> bool:
+        response = self.admin.get("/v1/gateway/keys")
+        return response.status_code == 200
+
+    def delete(self) -> None:
+        from ray import serve
+
+        serve.delete("keyed")
+
+    def create(self, kind: str, **spec: Any) -> dict[str, Any]:
+        response = self.admin.post(f"/v1/gateway/{kind}", json=spec)
+        assert response.status_code == 201, response.text
+        created = dict(response.json())
+        if "key" in created:
+            self.stack.secrets.append(created["key"])  # the secrets grep looks for it
+        return created
+
+    def client(self, key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.root}/v1", api_key=key, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def keyed(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
+    keyed = Keyed(stack, stack.logs)
+    keyed.deploy()
+    yield keyed
+    keyed.delete()
+
+
+def burst(call: Any, total: int, clients: int) -> list[Any]:
+    """`total` calls from `clients` threads at once; each result or the exception raised."""
+
+    def one(_: int) -> Any:
+        try:
+            return call()
+        except openai.APIStatusError as exc:
+            return exc
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(one, range(total)))
+
+
+def test_rpm_holds_across_two_ingress_replicas(keyed: Keyed) -> None:
+    created = keyed.create("keys", name="rpm60", rpm=60)
+    client = keyed.client(created["key"])
+    holders = []
+
+    def call() -> Any:
+        answer = client.chat.completions.create(model="free", messages=QUESTION, max_tokens=4)
+        if len(holders) < 40:
+            got = keyed.admin.get(f"/v1/gateway/keys/{created['id']}").json()
+            holders.append(got["usage"]["replicas_holding_leases"])
+        return answer
+
+    started = time.monotonic()
+    results = burst(call, 300, 20)
+    took = time.monotonic() - started
+    refused = [r for r in results if isinstance(r, Exception)]
+    print(f"\nrpm 60, 2 replicas: {300 - len(refused)} of 300 answered in {took:.1f}s")
+    assert took < 20
+    assert 60 <= 300 - len(refused) <= 66  # not 120: the limit is the key's, not a replica's
+    assert all(isinstance(r, openai.RateLimitError) for r in refused)
+    assert {r.code for r in refused} == {"rate_limit_exceeded"}
+    assert all(1 <= int(r.response.headers["retry-after"]) <= 60 for r in refused)
+    assert max(holders) == 2  # both replicas admitted requests on leases of their own
+
+
+def test_tpm_holds_across_two_ingress_replicas(keyed: Keyed) -> None:
+    created = keyed.create("keys", name="tpm", tpm=400)
+    client = keyed.client(created["key"])
+
+    def call() -> Any:
+        return client.chat.completions.create(model="free", messages=QUESTION, max_tokens=4)
+
+    results = burst(call, 150, 20)
+    answered = [r for r in results if not isinstance(r, Exception)]
+    tokens = sum(r.usage.total_tokens for r in answered)
+    assert all(isinstance(r, openai.RateLimitError) for r in results if r not in answered)
+    print(f"\ntpm 400, 2 replicas: {len(answered)} answered, {tokens} tokens")
+    # The bound: limit + replicas x the larger of a lease (20) and one request's estimate.
+    assert 400 * 0.75 <= tokens <= 400 + 2 * 20 + 2 * 16
+
+
+def test_a_team_limit_caps_its_keys_together(keyed: Keyed) -> None:
+    keyed.create("teams", name="search", rpm=30)
+    first = keyed.create("keys", name="search-a", team="search", rpm=100)["key"]
+    second = keyed.create("keys", name="search-b", team="search", rpm=100)["key"]
+    clients = [keyed.client(first), keyed.client(second)]
+    turn = iter(range(10**6))
+
+    def call() -> Any:
+        client = clients[next(turn) % 2]
+        return client.chat.completions.create(model="free", messages=QUESTION, max_tokens=4)
+
+    results = burst(call, 100, 10)
+    answered = sum(not isinstance(r, Exception) for r in results)
+    print(f"\nteam rpm 30 over two keys: {answered} answered")
+    assert 30 <= answered <= 30 + 2 * 1  # the team's 30, whichever key asked
+
+
+def test_refusals_map_to_the_sdk_exception_classes(keyed: Keyed) -> None:
+    created = keyed.create("keys", name="narrow", models=["free"])
+    with pytest.raises(openai.AuthenticationError) as unknown:
+        keyed.client("sk-gw-unknown").chat.completions.create(model="free", messages=QUESTION)
+    assert unknown.value.code == "invalid_api_key"
+    with pytest.raises(openai.PermissionDeniedError) as other_model:
+        keyed.client(created["key"]).chat.completions.create(model="auto", messages=QUESTION)
+    assert other_model.value.code == "model_not_allowed"
+    with pytest.raises(openai.PermissionDeniedError):
+        keyed.client(created["key"]).with_options().get("/gateway/keys", cast_to=object)
+
+
+def test_a_budget_counts_streams_and_survives_a_restart(keyed: Keyed) -> None:
+    created = keyed.create("keys", name="budget", budget_usd=0.01, budget_period="day")
+    client = keyed.client(created["key"])
+    costs = []
+    with pytest.raises(openai.RateLimitError) as caught:
+        for n in range(400):
+            if n % 2:
+                stream = client.chat.completions.create(
+                    model="priced", messages=QUESTION, stream=True, max_tokens=40
+                )
+                usage = [chunk for chunk in stream][-1].usage
+                assert usage is None  # the client did not ask for it; the gateway did
+            else:
+                client.chat.completions.create(model="priced", messages=QUESTION, max_tokens=40)
+            costs.append(n)
+    assert caught.value.code == "insufficient_quota"
+    assert len(costs) >= 10  # streamed ones were costed, or this would never stop
+    time.sleep(1.0)  # the replicas report spend every 0.25 s
+    spent = keyed.admin.get(f"/v1/gateway/keys/{created['id']}").json()["usage"]["spend_usd"]
+    per_request = spent / len(costs)
+    print(f"\nbudget $0.01: {len(costs)} answered, ${spent:.6f} spent")
+    assert 0.01 - per_request <= spent <= 0.01 + 2 * per_request
+    # A full restart of the gateway application: the spend is read back, the key still refused.
+    keyed.delete()
+    keyed.deploy()
+    with pytest.raises(openai.RateLimitError) as again:
+        client.chat.completions.create(model="priced", messages=QUESTION, max_tokens=40)
+    assert again.value.code == "insufficient_quota"
+    after = keyed.admin.get(f"/v1/gateway/keys/{created['id']}").json()["usage"]["spend_usd"]
+    assert after == pytest.approx(spent)
+
+
+def test_revocation_reaches_every_replica_within_a_second(keyed: Keyed) -> None:
+    created = keyed.create("keys", name="revoked-soon")
+    client = keyed.client(created["key"])
+
+    def call() -> Any:
+        return client.chat.completions.create(model="free", messages=QUESTION, max_tokens=2)
+
+    assert not any(isinstance(r, Exception) for r in burst(call, 40, 10))  # both replicas know it
+    assert keyed.admin.delete(f"/v1/gateway/keys/{created['id']}").json()["deleted"]
+    time.sleep(1.0)
+    results = burst(call, 40, 10)
+    assert all(isinstance(r, openai.AuthenticationError) for r in results)
+
+
+def test_every_keyed_answer_carries_rate_limit_headers(keyed: Keyed) -> None:
+    created = keyed.create("keys", name="headers", rpm=1000, tpm=100000)
+    client = keyed.client(created["key"])
+    plain = client.chat.completions.with_raw_response.create(model="free", messages=QUESTION)
+    streamed = client.chat.completions.with_raw_response.create(
+        model="free", messages=QUESTION, stream=True
+    )
+    for raw in (plain, streamed):
+        for name in ("requests", "tokens"):
+            assert int(raw.headers[f"x-ratelimit-limit-{name}"]) in (1000, 100000)
+            assert int(raw.headers[f"x-ratelimit-remaining-{name}"]) >= 0
+            assert raw.headers[f"x-ratelimit-reset-{name}"]
+    # Usage per key, with the key's name: the admin's view of the ledger, which the other
+    # replica writes within its batch interval.
+    def counted() -> bool:
+        usage = keyed.admin.get("/v1/gateway/usage", params={"group_by": "key"}).json()["data"]
+        return any(row["key_name"] == "headers" and row["requests"] == 2 for row in usage)
+
+    wait_until(counted, 5, "both requests in the ledger")
