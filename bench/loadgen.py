@@ -54,11 +54,19 @@ def parse(output: str) -> dict[str, float]:
     }
 
 
-def run(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[str, float]:
+def run(
+    url: str,
+    body: dict[str, Any],
+    connections: int,
+    seconds: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
     """Closed-loop load for `seconds` over `connections` keep-alive connections; the result
     also carries the CPU seconds wrk itself used (to leave out of the target's CPU)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_SCRIPT.format(body=json.dumps(json.dumps(body))))
+        for name, value in (headers or {}).items():
+            script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         process = subprocess.run(
