@@ -10,6 +10,7 @@ is reproducible).
 from __future__ import annotations
 
 import html
+import json
 import random
 import statistics
 from dataclasses import asdict, dataclass
@@ -90,9 +91,33 @@ def build_report(ledger: Ledger, experiment: str, since: float | None = None) ->
         "experiment": experiment,
         "since": since,
         "arms": [asdict(s) for s in summaries],
+        "callers": _callers(rows),
         "comparison": comparison,
         "verdict": _verdict(experiment, summaries, comparison),
     }
+
+
+def _callers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Who sent the experiment's traffic: per key (with its team and metadata, e.g. owner),
+    requests per arm and cost. Empty without keys."""
+    callers: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if not row.get("key_name"):
+            continue
+        metadata = row.get("key_metadata")
+        caller = callers.setdefault(
+            row["key_name"],
+            {
+                "key": row["key_name"],
+                "team": row.get("team"),
+                "metadata": json.loads(metadata) if isinstance(metadata, str) else metadata,
+                "requests": {},
+                "cost_usd": 0.0,
+            },
+        )
+        caller["requests"][row["arm"]] = caller["requests"].get(row["arm"], 0) + 1
+        caller["cost_usd"] += row["cost_usd"] or 0.0
+    return sorted(callers.values(), key=lambda c: -sum(c["requests"].values()))
 
 
 def _compare(
@@ -167,6 +192,12 @@ def render_table(report: dict[str, Any]) -> str:
     if comparison:
         text.append(f"\n{comparison['test']}: {comparison['best']} vs "
                     f"{comparison['runner_up']}, p = {comparison['p_value']}")  # fmt: skip
+    for caller in report.get("callers") or ():
+        owner = (caller["metadata"] or {}).get("owner")
+        who = "/".join(part for part in (caller["team"], caller["key"]) if part)
+        arms = ", ".join(f"{arm} {n}" for arm, n in sorted(caller["requests"].items()))
+        text.append(f"caller {who}{f' (owner {owner})' if owner else ''}: {arms}; "
+                    f"${caller['cost_usd']:.6f}")  # fmt: skip
     text.append(f"\n{report['verdict']}")
     return "\n".join(text)
 

@@ -14,7 +14,7 @@ import pytest
 from gateway.__main__ import main
 from gateway.config import PROJECT_ROOT, ConfigError, GatewayConfig
 from gateway.routing import Routing
-from llmops import Ledger, assign_arm, render_html
+from llmops import Ledger, assign_arm, render_html, render_table
 from llmops import build_report as build
 from router import Availability
 
@@ -123,9 +123,11 @@ def _ledger_with_experiment(path: Path) -> Ledger:
     for index in range(80):
         arm = "a" if index % 2 else "b"
         request_id = f"r{index}"
+        caller = {"key_id": "key_1", "key_name": "app", "team": "search",
+                  "key_metadata": {"owner": "ana"}} if index < 10 else {}  # fmt: skip
         ledger.add({"ts": now, "request_id": request_id, "experiment": "ab1", "arm": arm,
                     "backend": arm, "status": 200, "latency_ms": 100 + rng.random() * 20,
-                    "cost_usd": 0.001 if arm == "b" else 0.0})  # fmt: skip
+                    "cost_usd": 0.001 if arm == "b" else 0.0, **caller})  # fmt: skip
     ledger.add({"ts": now, "request_id": "r0#shadow", "experiment": "ab1", "arm": "shadow",
                 "status": 200})  # fmt: skip
     ledger.flush()
@@ -147,6 +149,11 @@ def test_report_names_the_better_arm_with_interval_and_test(tmp_path: Path) -> N
     assert report["comparison"]["best"] == "b" and report["comparison"]["p_value"] < 0.01
     assert report["verdict"].startswith("Arm b is better than a")
     assert "<svg" in render_html(report)
+    # The keyed part of the traffic, with the key's team and owner (its metadata).
+    (caller,) = report["callers"]
+    assert caller["requests"] == {"a": 5, "b": 5} and caller["metadata"] == {"owner": "ana"}
+    assert caller["cost_usd"] == pytest.approx(0.005)
+    assert "caller search/app (owner ana): a 5, b 5" in render_table(report)
     ledger.close()
 
 
