@@ -5,6 +5,9 @@ with the official openai client. Limits must hold across both replicas, not doub
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import ROOT, wait_until
 from tests.integration.conftest import MASTER_KEY_ENV, Stack
 
 pytestmark = pytest.mark.integration
@@ -232,6 +235,7 @@ def test_every_keyed_answer_carries_rate_limit_headers(keyed: Keyed) -> None:
             assert int(raw.headers[f"x-ratelimit-limit-{name}"]) in (1000, 100000)
             assert int(raw.headers[f"x-ratelimit-remaining-{name}"]) >= 0
             assert raw.headers[f"x-ratelimit-reset-{name}"]
+
     # Usage per key, with the key's name: the admin's view of the ledger, which the other
     # replica writes within its batch interval.
     def counted() -> bool:
@@ -239,3 +243,27 @@ def test_every_keyed_answer_carries_rate_limit_headers(keyed: Keyed) -> None:
         return any(row["key_name"] == "headers" and row["requests"] == 2 for row in usage)
 
     wait_until(counted, 5, "both requests in the ledger")
+
+
+def test_the_cli_creates_a_team_and_a_key_that_works(keyed: Keyed) -> None:
+    def cli(*args: str) -> dict[str, Any]:
+        command = [sys.executable, "-m", "gateway", *args[:1], "--url", keyed.root,
+                   "--master-key-env", MASTER_KEY_ENV, *args[1:]]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    assert cli("teams", "create", "cli-team", "--rpm", "1000")["id"] == "cli-team"
+    created = cli("keys", "create", "--team", "cli-team", "--models", "auto,free",
+                  "--budget-usd", "20/day", "--rpm", "600", "--tpm", "200000",
+                  "--expires", "30d", "--metadata", "owner=ana")  # fmt: skip
+    keyed.stack.secrets.append(created["key"])
+    assert (created["budget_usd"], created["budget_period"]) == (20.0, "day")
+    assert created["models"] == ["auto", "free"] and created["metadata"] == {"owner": "ana"}
+    assert 29 * 86400 < created["expires_at"] - time.time() <= 30 * 86400
+    answer = keyed.client(created["key"]).chat.completions.create(model="auto", messages=QUESTION)
+    assert answer.choices[0].message.content
+    listed = cli("keys", "list")["data"]
+    assert created["id"] in {key["id"] for key in listed}
+    assert created["key"] not in json.dumps(listed)
+    assert cli("keys", "revoke", created["id"])["deleted"] is True

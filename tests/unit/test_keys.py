@@ -277,3 +277,28 @@ async def test_an_unreachable_state_fails_as_configured(tmp_path: Path, mode: st
             (f"key:{keyed.state.op_list('key')[0]['id']}", "requests")
         ]
         assert sum(amount for _, amount in window) >= 5
+
+
+async def test_a_patched_limit_and_explain_follow_the_key(keyed: Keyed) -> None:
+    created = await keyed.create("keys", name="tuned", rpm=1000, models=["free"])
+    client = keyed.client(created["key"])
+    raw = await client.chat.completions.with_raw_response.create(model="free", messages=QUESTION)
+    assert raw.headers["x-ratelimit-limit-requests"] == "1000"
+    patched = await keyed.admin.patch(f"/v1/gateway/keys/{created['id']}", json={"rpm": 7})
+    assert patched.status_code == 200 and patched.json()["rpm"] == 7
+    raw = await client.chat.completions.with_raw_response.create(model="free", messages=QUESTION)
+    assert raw.headers["x-ratelimit-limit-requests"] == "7"
+    # Explaining a route needs a key that may use it.
+    body = {"model": "free", "messages": QUESTION}
+    auth = {"authorization": f"Bearer {created['key']}"}
+    explained = await keyed.admin.post("/v1/routing/explain", json=body, headers=auth)
+    assert explained.status_code == 200 and explained.json()["chosen"] == "free"
+    refused = await keyed.admin.post(
+        "/v1/routing/explain", json={**body, "model": "dear"}, headers=auth
+    )
+    assert refused.status_code == 403
+    # An explicit null lifts a limit; a name cannot change.
+    lifted = await keyed.admin.patch(f"/v1/gateway/keys/{created['id']}", json={"rpm": None})
+    assert lifted.json()["rpm"] is None
+    renamed = await keyed.admin.patch(f"/v1/gateway/keys/{created['id']}", json={"name": "x"})
+    assert renamed.status_code == 400
