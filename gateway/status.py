@@ -10,26 +10,36 @@ from router import Availability, LatencySnapshot
 
 
 def replica_states(names: list[str]) -> dict[str, Any]:
-    """Serve status and replica states per backend deployment (blocking: a controller call)."""
+    """Per backend deployment: Serve's status, replicas by state and the autoscaler's target
+    (blocking: one controller call)."""
     from ray import serve
+    from ray.serve.context import _get_global_client
 
     try:
         app_name = serve.get_replica_context().app_name
-        deployments = serve.status().applications[app_name].deployments
+        details = _get_global_client().get_serve_details()  # type: ignore[union-attr]
+        deployments = details["applications"][app_name]["deployments"]
     except Exception as exc:  # outside Serve, or the controller is busy
         return {"error": type(exc).__name__}
     states: dict[str, Any] = {}
     for name in names:
         deployment = deployments.get(deployment_name(name))
         if deployment is not None:
+            counts: dict[str, int] = {}
+            for replica in deployment.get("replicas") or ():
+                state = _name(replica["state"])
+                counts[state] = counts.get(state, 0) + 1
             states[name] = {
-                "status": str(getattr(deployment.status, "value", deployment.status)),
-                "replicas": {
-                    str(getattr(state, "value", state)): count
-                    for state, count in deployment.replica_states.items()
-                },
+                "status": _name(deployment.get("status")),
+                "target_replicas": deployment.get("target_num_replicas"),
+                "replicas": counts,
             }
     return states
+
+
+def _name(value: Any) -> str:
+    """An enum's value (the controller's details may hold enums or their strings)."""
+    return str(getattr(value, "value", value))
 
 
 def placement(backend: Backend) -> dict[str, Any]:
@@ -50,6 +60,7 @@ def backend_state(
     deployment: dict[str, Any],
     facts: Mapping[str, str],
 ) -> dict[str, Any]:
+    view = dict(deployment)
     state = {
         "id": name,
         "kind": config.kind,
@@ -65,8 +76,15 @@ def backend_state(
             "tpot_p90_ms": round(stats.tpot_p90_ms, 2),
         },
         "in_flight": stats.in_flight,
-        "deployment": deployment,
+        "deployment": view,
     }
+    scaling = config.deployment.autoscaling_config if config.deployment else None
+    if scaling is not None and "status" in deployment:
+        view["autoscaling"] = {
+            "min_replicas": scaling.min_replicas,
+            "max_replicas": scaling.max_replicas,
+            "target_ongoing_requests": scaling.target_ongoing_requests,
+        }
     if facts:
         state["engine"] = dict(facts)
     return state
