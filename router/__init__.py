@@ -1,6 +1,17 @@
 """Pure routing logic: which backend serves a request, and why. No Ray, no HTTP."""
 
 from router._config import BalanceWeights, RouteConfig, RoutingConfig, TaskConfig
+from router._decision import (
+    Availability,
+    BudgetInfeasible,
+    Decision,
+    Evaluation,
+    ModelNotFound,
+    NoBackendAvailable,
+    Reason,
+    RequestSummary,
+    RoutingError,
+)
 from router._estimate import Estimate
 from router._hints import HintError, RoutingHints, parse_hints
 from router._policies import (
@@ -25,18 +36,7 @@ from router._resilience import (
     RetrySettings,
     retry_delay,
 )
-from router._router import (
-    Availability,
-    BudgetInfeasible,
-    Decision,
-    Evaluation,
-    ModelNotFound,
-    NoBackendAvailable,
-    Reason,
-    RequestSummary,
-    Router,
-    RoutingError,
-)
+from router._router import Router
 from router._stats import BackendStats, LatencyPrior, LatencySnapshot
 from router._tasks import Embedder, TaskClassifier, TaskDecision
 

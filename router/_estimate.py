@@ -17,9 +17,15 @@ class Estimate:
     output_tokens: int
     output_tokens_source: str  # "max_tokens", "history" or "default"
     cost_usd: float
-    latency_ms: float  # at the route's quantile, queueing included
+    latency_ms: float  # at the route's quantile, queueing and cold start included
     queue_ms: float
     latency_source: str  # "measured" or "prior"
+    cold_start_ms: float = 0.0  # no replica running: until one is expected to be
+
+    @property
+    def capacity_ms(self) -> float:
+        """What waiting for capacity adds: queueing behind other requests, or a cold start."""
+        return self.queue_ms + self.cold_start_ms
 
 
 def estimate(
@@ -29,6 +35,7 @@ def estimate(
     max_tokens: int | None,
     default_output_tokens: int,
     quantile: str,
+    cold_start_ms: float = 0.0,
 ) -> Estimate:
     if max_tokens is not None:
         output_tokens, source = max_tokens, "max_tokens"
@@ -57,7 +64,8 @@ def estimate(
         output_tokens=output_tokens,
         output_tokens_source=source,
         cost_usd=cost,
-        latency_ms=service_ms + queue_ms,
+        latency_ms=service_ms + queue_ms + cold_start_ms,
         queue_ms=queue_ms,
         latency_source=snapshot.source,
+        cold_start_ms=cold_start_ms,
     )

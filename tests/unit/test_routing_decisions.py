@@ -193,6 +193,38 @@ def test_budget_between_latencies_picks_cheapest_that_fits() -> None:
     assert ask(router(), hints=RoutingHints(latency_budget_ms=60000)).chosen == "cheap"  # type: ignore[attr-defined]
 
 
+def test_a_cold_backend_spills_requests_with_a_budget_and_keeps_the_others() -> None:
+    # cheap would answer in 4800 ms once up; it is scaled to zero with a 30 s cold start.
+    cold = {"cheap": Availability(cold_start_ms=30_000)}
+    summary = {"prompt_text": "x" * 400, "max_tokens": 100}
+    budget = RequestSummary(hints=RoutingHints(latency_budget_ms=6000), **summary)  # type: ignore[arg-type]
+    spilled = router().decide("r", cold, budget)
+    assert (spilled.chosen, spilled.spillover) == ("mid", ("cheap", "cold_start"))
+    assert spilled.chosen_evaluation is not None
+    cheap = next(e for e in spilled.evaluations if e.backend == "cheap")
+    assert cheap.estimate.cold_start_ms == 30_000 and cheap.estimate.latency_ms > 30_000
+    # Without a budget the request waits for the cheap backend; once it is up, no spill.
+    waits = router().decide("r", cold, RequestSummary(**summary))  # type: ignore[arg-type]
+    assert (waits.chosen, waits.spillover) == ("cheap", None)
+    warm = router().decide("r", {}, budget)
+    assert (warm.chosen, warm.spillover) == ("cheap", None)
+    # A budget nothing but capacity rules out is no spill-over: mid is chosen on its merits.
+    tight = RequestSummary(hints=RoutingHints(latency_budget_ms=2000), **summary)  # type: ignore[arg-type]
+    assert router().decide("r", cold, tight).spillover is None
+
+
+def test_a_queued_backend_spills_with_the_queue_as_reason() -> None:
+    busy = BackendStats(LatencyPrior(800, 40))
+    for _ in range(64 + 20):  # its capacity (64) in flight and 20 queued
+        busy.started()
+    stats = {"cheap": busy.snapshot()}
+    request = RequestSummary(
+        prompt_text="x" * 400, max_tokens=100, hints=RoutingHints(latency_budget_ms=6000)
+    )
+    decision = router().decide("r", {}, request, stats)
+    assert decision.spillover == ("cheap", "queue") and decision.chosen == "mid"
+
+
 def test_infeasible_budget_serves_fastest_and_says_so() -> None:
     decision = ask(router(), hints=RoutingHints(latency_budget_ms=10))
     assert decision.chosen == "dear" and decision.budget_infeasible  # type: ignore[attr-defined]
