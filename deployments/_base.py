@@ -235,6 +235,10 @@ class Backend(ABC):
     async def health(self) -> Health:
         return Health(available=True)
 
+    async def wake(self) -> None:  # noqa: B027 - optional hook: only deployments can sleep
+        """Ask for capacity: a deployment scaled to zero starts a replica. Returns once asked
+        (or once a replica answers), never raises."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections; called when the hosting replica stops."""
 

@@ -76,6 +76,12 @@ class _BackendBase(_Strict):
         return self
 
     @property
+    def scales_to_zero(self) -> bool:
+        """Autoscaled down to no replica when idle (`min_replicas: 0`)."""
+        scaling = self.deployment.autoscaling_config
+        return scaling is not None and scaling.min_replicas == 0
+
+    @property
     def capacity(self) -> int:
         """Requests served at once before queueing: per-replica limit x (max) replicas."""
         options = self.deployment

@@ -94,6 +94,12 @@ class LatencyPriorConfig(_Strict):
 
     ttft_ms: float = Field(default=500.0, ge=0, description="Time to first token.")
     tpot_ms: float = Field(default=20.0, ge=0, description="Time per output token after it.")
+    cold_start_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="With `min_replicas: 0`: how long a replica takes to start from zero, until "
+        "the gateway has seen one start (then it uses what it saw).",
+    )
 
 
 class TimeoutConfig(_Strict):

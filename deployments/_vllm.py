@@ -8,6 +8,7 @@ arguments fail before they cross the network.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from deployments._remote import HEALTH_TIMEOUT_S, as_backend_error
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
     from ray.serve.handle import DeploymentHandle
+
+logger = logging.getLogger("ray.serve")
 
 
 # CPU features that make bfloat16 arithmetic native (otherwise it is emulated: slower than
@@ -244,6 +247,10 @@ class VLLMBackend(Backend):
                 responses.cancel()
 
     async def health(self) -> Health:
+        if self.config.scales_to_zero:
+            # A probe would be queued until a replica starts, and keep one alive for good:
+            # the gateway's capacity watcher reports a scaled-to-zero engine instead.
+            return Health(available=True)
         try:
             await asyncio.wait_for(self._handle.check_health.remote(), HEALTH_TIMEOUT_S)
         except Exception as exc:
@@ -251,3 +258,11 @@ class VLLMBackend(Backend):
                 available=False, reason=f"engine health check failed: {type(exc).__name__}"
             )
         return Health(available=True)
+
+    async def wake(self) -> None:
+        """A request Serve queues for the deployment: its autoscaler starts a replica for it
+        (scale from zero); the call returns when the replica answers."""
+        try:
+            await self._handle.check_health.remote()
+        except Exception as exc:
+            logger.warning("waking backend %s failed: %s", self.name, type(exc).__name__)

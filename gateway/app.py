@@ -63,6 +63,7 @@ class GatewayIngress:
             unavailable=unavailable,
             metrics=GatewayMetrics(),
             keys=key_gate(self.config.auth, access_state),
+            replica_states=replica_states,
         )
         self.facts = facts or {}
         self.gateway.start()

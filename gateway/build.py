@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from deployments import Backend
 from gateway.attempts import Feedback, Observer
+from gateway.capacity import Capacity
 from gateway.config import GatewayConfig
 from gateway.health import HealthMonitor
 from gateway.keys import KeyGate
@@ -61,6 +63,17 @@ def sinks_for(
     return ledger, sinks
 
 
+def _capacity(
+    config: GatewayConfig,
+    backends: Mapping[str, Backend],
+    replica_states: Callable[[list[str]], Mapping[str, Any]] | None,
+) -> Capacity | None:
+    if replica_states is None:
+        return None
+    capacity = Capacity(config.backends, backends, replica_states)
+    return capacity if capacity.watched else None
+
+
 def build_gateway(
     config: GatewayConfig,
     backends: Mapping[str, Backend],
@@ -72,10 +85,12 @@ def build_gateway(
     extra_observers: Sequence[Observer] = (),
     clock: Callable[[], float] | None = None,
     keys: KeyGate | None = None,
+    replica_states: Callable[[list[str]], Mapping[str, Any]] | None = None,
 ) -> tuple[Gateway, Ledger | None]:
     """A gateway over `backends` with the config's routing, resilience, health probes and
     sinks. `metrics` needs a Serve replica (Ray's metrics agent); None records none. `keys`
-    authenticates and limits requests (None: `auth: {mode: none}`)."""
+    authenticates and limits requests (None: `auth: {mode: none}`). `replica_states` reads
+    Serve's replica states (blocking), for backends that scale to zero."""
     routing = Routing(config, project_root, embed)
     resilience = Resilience(config.backends)
 
@@ -108,5 +123,6 @@ def build_gateway(
         log_bodies=config.request_log.enabled and config.request_log.bodies,
         warmups=to_warm(config.backends, backends),
         keys=keys,
+        capacity=_capacity(config, backends, replica_states),
     )
     return gateway, ledger

@@ -19,6 +19,7 @@ import orjson
 
 from deployments import Backend, BackendError, Endpoint, WarmupConfig
 from gateway.attempts import Feedback
+from gateway.capacity import Capacity
 from gateway.errors import OpenAIError, from_exception
 from gateway.health import HealthMonitor
 from gateway.keys import KeyGate
@@ -102,8 +103,10 @@ class Gateway:
         log_bodies: bool = False,
         warmups: Mapping[str, WarmupConfig] | None = None,
         keys: KeyGate | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.backends = dict(backends)
+        self.capacity = capacity  # None: no backend scales to zero
         self.keys = keys  # None: no authentication (`auth: {mode: none}`)
         self.routing = routing
         self.resilience = resilience
@@ -126,7 +129,18 @@ class Gateway:
         """Validate, prepare and route a body: what serving and explaining share."""
         body = parse_body(raw_body, endpoint)
         availability = self.resilience.overlay(self.health.availability)
+        if self.capacity is not None:
+            availability = self.capacity.overlay(availability)
         return await self.routing.route(endpoint, body, headers, availability, request_id)
+
+    def _ask_for_capacity(self, routed: Routed) -> None:
+        """A cold backend that is chosen, or passed over for now, is asked to start."""
+        if self.capacity is None:
+            return
+        decision = routed.decision
+        for name in (decision.chosen, (decision.spillover or ("",))[0]):
+            if name in self.capacity.running:
+                self.capacity.wake(name)
 
     async def explain(self, raw_body: bytes, headers: Mapping[str, str], request_id: str) -> Reply:
         """The routing decision for a chat completion body, without calling any backend."""
@@ -155,6 +169,7 @@ class Gateway:
                 caller = await self.keys.authenticate(headers)
                 self.keys.describe(record, caller)
             routed = await self.route(endpoint, raw_body, headers, request_id)
+            self._ask_for_capacity(routed)
             if self.keys is not None:
                 reply_headers.update(await self.keys.admit(caller, routed, record))
             reply_headers.update(routed.headers())
@@ -257,6 +272,8 @@ class Gateway:
     def start(self) -> None:
         """Background work (health probes, warm-ups, key sync); needs a running event loop."""
         self.health.start()
+        if self.capacity is not None:
+            self.capacity.start()
         if self.keys is not None:
             self.keys.start()
         jobs: dict[str, Any] = {"router": asyncio.to_thread(self.routing.warm)}
@@ -278,6 +295,8 @@ class Gateway:
         """Stop probing and warming, let shadow requests end, close backends, write every
         record."""
         await self.health.stop()
+        if self.capacity is not None:
+            await self.capacity.stop()
         for task in list(self._warmup_tasks):
             task.cancel()
         if self._shadows:

@@ -84,6 +84,8 @@ class Routed:
             headers["x-gateway-predicted-latency-ms"] = f"{chosen.estimate.latency_ms:.1f}"
         if decision.budget_infeasible:
             headers["x-gateway-budget-infeasible"] = "true"
+        if decision.spillover is not None:
+            headers["x-gateway-spillover"] = decision.spillover[1]
         if self.prepared.template:
             headers["x-gateway-template"] = self.prepared.template
         assignment = self.prepared.assignment
@@ -96,6 +98,8 @@ class Routed:
         decision, assignment = self.decision, self.prepared.assignment
         record.stream = bool(self.body.get("stream"))
         record.route, record.task = decision.route, decision.task
+        if decision.spillover is not None:
+            record.spilled_from, record.spillover = decision.spillover
         record.template = self.prepared.template
         if assignment is not None:
             record.experiment, record.arm = assignment.experiment, assignment.arm
@@ -119,6 +123,11 @@ class Routed:
             "chosen": decision.chosen,
             "attempts": list(decision.attempts),
             "budget_infeasible": decision.budget_infeasible,
+            "spillover": (
+                {"backend": decision.spillover[0], "reason": decision.spillover[1]}
+                if decision.spillover
+                else None
+            ),
             "template": self.prepared.template,
             "experiment": assignment.experiment if assignment else None,
             "arm": assignment.arm if assignment else None,
@@ -134,6 +143,7 @@ class Routed:
                     "estimated_cost_usd": e.estimate.cost_usd,
                     "predicted_latency_ms": round(e.estimate.latency_ms, 1),
                     "queue_ms": round(e.estimate.queue_ms, 1),
+                    "cold_start_ms": round(e.estimate.cold_start_ms, 1),
                     "latency_from": e.estimate.latency_source,
                     "quality": e.quality,
                     "score": decision.scores.get(e.backend),

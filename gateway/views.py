@@ -71,7 +71,7 @@ def backend_states(
     facts: Mapping[str, Mapping[str, str]],
 ) -> list[dict[str, Any]]:
     snapshots = gateway.routing.live.snapshots()
-    return [
+    states = [
         backend_state(
             name,
             backend,
@@ -83,3 +83,9 @@ def backend_states(
         )
         for name, backend in config.backends.items()
     ]
+    if gateway.capacity is not None:
+        for state in states:
+            scaling = gateway.capacity.describe(state["id"])
+            if scaling is not None:
+                state["cold_start"] = scaling
+    return states

@@ -75,11 +75,13 @@ async def warm_up(name: str, backend: Backend, settings: WarmupConfig) -> float:
 def to_warm(
     configs: Mapping[str, object], backends: Mapping[str, Backend]
 ) -> dict[str, WarmupConfig]:
-    """The engines that want a warm-up and are deployed."""
+    """The engines that want a warm-up and are deployed (not those scaled to zero: a warm-up
+    would start a replica, and keep it, for no request)."""
     return {
         name: config.warmup
         for name, config in configs.items()
         if isinstance(config, VLLMBackendConfig)
         and config.warmup.enabled
         and backends[name].deployed
+        and not config.scales_to_zero
     }

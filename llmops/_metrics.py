@@ -72,6 +72,12 @@ class GatewayMetrics:
         self.arms = metrics.Counter(
             "gateway_experiment_arms", "Requests per experiment arm.", _tags("experiment", "arm")
         )
+        self.spillovers = metrics.Counter(
+            "gateway_spillovers",
+            "Requests a backend could not serve within their latency budget for want of "
+            "capacity (reason: cold_start or queue), served by another candidate.",
+            _tags("backend", "reason"),
+        )
         self.circuit = metrics.Gauge(
             "gateway_circuit_state", "0 closed, 1 half-open, 2 open.", _tags("backend")
         )
@@ -95,6 +101,9 @@ class GatewayMetrics:
         self.requests.inc(tags={"route": route, "backend": backend, "status": str(record.status)})
         if record.task:
             self.tasks.inc(tags={"task": record.task})
+        if record.spilled_from:
+            tags = {"backend": record.spilled_from, "reason": record.spillover or "none"}
+            self.spillovers.inc(tags=tags)
         if record.experiment:
             self.arms.inc(tags={"experiment": record.experiment, "arm": record.arm or "none"})
         if len(record.attempts) > 1:

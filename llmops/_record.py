@@ -40,6 +40,8 @@ class RequestRecord:
     arm: str | None = None
     template: str | None = None
     shadow_of: str | None = None  # a shadow request's primary
+    spillover: str | None = None  # why the preferred backend was passed over: cold_start, queue
+    spilled_from: str | None = None  # that backend
     status: int = 200
     error_code: str | None = None
     prompt_tokens: int | None = None
