@@ -69,10 +69,17 @@ class _BackendBase(_Strict):
     )
 
     @model_validator(mode="after")
-    def _quality_range(self) -> _BackendBase:
+    def _consistent(self) -> _BackendBase:
         bad = [task for task, value in self.quality.items() if not 0 <= value <= 1]
         if bad:
             raise ValueError(f"quality must be within 0..1 (tasks: {', '.join(bad)})")
+        scaling = self.deployment.autoscaling_config
+        tokens = scaling is not None and scaling.signal == "tokens_in_flight"
+        if tokens and getattr(self, "kind", None) != "vllm":
+            raise ValueError(
+                "deployment.autoscaling_config.signal: tokens_in_flight is measured by "
+                "vLLM replicas only; use ongoing_requests"
+            )
         return self
 
     @property

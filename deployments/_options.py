@@ -3,7 +3,7 @@ timeouts, retries and the circuit breaker."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +25,10 @@ class Pricing(_Strict):
     )
 
 
+# Imported by Serve's controller by name (it runs the policy), not by this package.
+TOKENS_POLICY = "deployments._autoscaling:TokensInFlightPolicy"
+
+
 class AutoscalingOptions(_Strict):
     """Ray Serve autoscaling for one backend (a subset of `ray.serve.config.AutoscalingConfig`)."""
 
@@ -42,12 +46,39 @@ class AutoscalingOptions(_Strict):
     look_back_period_s: float | None = Field(
         default=None, gt=0, description="Window the load is averaged over (Ray's default if unset)."
     )
+    signal: Literal["ongoing_requests", "tokens_in_flight"] = Field(
+        default="ongoing_requests",
+        description="What to scale on. `ongoing_requests`: Serve's default policy "
+        "(`target_ongoing_requests`). `tokens_in_flight` (vLLM only): the output tokens "
+        "requests may still produce, per replica (`target_tokens_per_replica`), plus one "
+        "replica while the time to first token is over `target_ttft_ms`.",
+    )
+    target_tokens_per_replica: int | None = Field(
+        default=None, gt=0, description="With `signal: tokens_in_flight`: tokens per replica."
+    )
+    target_ttft_ms: float | None = Field(
+        default=None, gt=0, description="With `signal: tokens_in_flight`: add a replica above it."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingOptions:
         if self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must not exceed max_replicas")
+        if self.signal == "tokens_in_flight" and self.target_tokens_per_replica is None:
+            raise ValueError("signal tokens_in_flight needs target_tokens_per_replica")
         return self
+
+    def serve_config(self) -> dict[str, Any]:
+        """Serve's `autoscaling_config`: the custom policy when the signal asks for it."""
+        config = self.model_dump(
+            exclude_none=True, exclude={"signal", "target_tokens_per_replica", "target_ttft_ms"}
+        )
+        if self.signal == "tokens_in_flight":
+            kwargs: dict[str, Any] = {"target_tokens_per_replica": self.target_tokens_per_replica}
+            if self.target_ttft_ms is not None:
+                kwargs["target_ttft_ms"] = self.target_ttft_ms
+            config["policy"] = {"policy_function": TOKENS_POLICY, "policy_kwargs": kwargs}
+        return config
 
 
 class DeploymentOptions(_Strict):
@@ -83,7 +114,7 @@ class DeploymentOptions(_Strict):
         """The keyword arguments for `Deployment.options` / LLMConfig.deployment_config."""
         options = self.model_dump(exclude_none=True, exclude={"ray_actor_options"})
         if self.autoscaling_config is not None:
-            options["autoscaling_config"] = self.autoscaling_config.model_dump(exclude_none=True)
+            options["autoscaling_config"] = self.autoscaling_config.serve_config()
         if self.ray_actor_options:
             options["ray_actor_options"] = dict(self.ray_actor_options)
         return options

@@ -146,9 +146,16 @@ def build_vllm_application(
 ) -> Application:
     from ray.serve.llm import build_llm_deployment
 
+    options: dict[str, Any] = {}
+    scaling = config.deployment.autoscaling_config
+    if scaling is not None and scaling.signal == "tokens_in_flight":
+        from deployments._autoscaling import LoadReportingLLMServer
+
+        options["deployment_cls"] = LoadReportingLLMServer  # reports what the policy reads
     return build_llm_deployment(
         llm_config_for(name, config, project_root, choices),
         override_serve_options={"name": deployment_name(name)},
+        **options,
     )
 
 

@@ -216,6 +216,15 @@ def test_replicas_are_placed_by_resources_and_requests_cross_both_nodes(deployed
             backends.add(response.headers.get("x-gateway-backend"))
     assert statuses.count(200) == 20 and statuses.count(429) == 10  # one limit, two ingresses
     assert backends == {"tiny"}  # answered by the engine on the worker node
+    # One ledger for the cluster: whichever ingress replica answers, the same totals.
+    time.sleep(1.0)  # each replica's batch writer runs every 0.25 s
+
+    def totals() -> list[tuple[str, int]]:
+        usage = deployed.admin.get(f"{deployed.root}/v1/gateway/usage?group_by=key").json()
+        return sorted((row["key_name"], row["requests"]) for row in usage["data"])
+
+    seen = [totals() for _ in range(8)]
+    assert all(answer == seen[0] for answer in seen) and ("c", 30) in seen[0]
 
 
 def test_a_dead_worker_node_loses_no_request_and_a_new_one_takes_the_traffic_back(
