@@ -65,14 +65,7 @@ def elastic(stack: Stack) -> Iterator[str]:
     serve.run(build_app(elastic_config(stack.logs)), name="elastic", route_prefix=PREFIX,
               blocking=False)  # fmt: skip
     root = stack.root_url + PREFIX
-    wait_until(
-        lambda: (
-            replicas(root, "elastic-vllm").get("RUNNING") == 1
-            and replicas(root, "elastic-tokens").get("RUNNING") == 1
-        ),
-        420,
-        "elastic app",
-    )
+    wait_until(lambda: replicas(root, "elastic-vllm").get("RUNNING") == 1, 300, "elastic app")
     yield root
     serve.delete("elastic")
 
