@@ -33,6 +33,9 @@ WINDOWED: tuple[Dim, ...] = ("requests", "tokens")
 DIMS: tuple[Dim, ...] = ("requests", "tokens", "usd", "parallel")
 
 
+MAX_SEEN = 256  # replicas remembered per key or team
+
+
 def lease_size(limit: float, fraction: float, dim: Dim) -> float:
     if dim == "usd":
         return limit * fraction
@@ -107,6 +110,7 @@ class QuotaBook:
         self._windows: dict[tuple[str, Dim], deque[list[float]]] = {}
         self._leases: dict[tuple[str, str], _Lease] = {}  # (entity, replica) -> lease
         self._held: dict[tuple[str, Dim], float] = {}  # usd and parallel granted, unsettled
+        self._seen: dict[str, set[str]] = {}  # entity -> replicas that took a lease on it
 
     def renew(
         self,
@@ -173,6 +177,10 @@ class QuotaBook:
         """How many replicas hold a lease on `entity` now."""
         return sum(1 for held, _ in self._leases if held == entity)
 
+    def seen(self, entity: str) -> int:
+        """How many replicas have taken a lease on `entity` since the state started."""
+        return len(self._seen.get(entity, ()))
+
     def report_spend(self, entity: str, replica: str, usd: float, period: str) -> None:
         """Spend a replica reports while keeping its lease: it moves from the lease's hold to
         the stored spend at once, so a gateway killed later loses none of it."""
@@ -205,6 +213,9 @@ class QuotaBook:
             else:
                 self._held[(entity, dim)] = self._held.get((entity, dim), 0.0) + amount
         self._leases[(entity, replica)] = _Lease(dict(amounts), entries, period, now + self.ttl)
+        seen = self._seen.setdefault(entity, set())
+        if len(seen) < MAX_SEEN:
+            seen.add(replica)
 
     def _window(self, entity: str, dim: Dim, now: float) -> deque[list[float]]:
         window = self._windows.setdefault((entity, dim), deque())

@@ -173,6 +173,7 @@ class AccessState:
             "period": limits.period,
             "spend_usd": spent,
             "replicas_holding_leases": self.quota.holders(principal.entity),
+            "replicas_seen": self.quota.seen(principal.entity),
         }
         if principal.budget_usd is not None:
             usage["budget_remaining_usd"] = max(0.0, principal.budget_usd - spent)
