@@ -103,6 +103,12 @@ class DeploymentOptions(_Strict):
     health_check_period_s: float | None = Field(
         default=None, gt=0, description="How often Serve checks replica health."
     )
+    max_replicas_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        description="Spread replicas: at most this many on one node (e.g. 1 puts an ingress "
+        "replica on each of several nodes).",
+    )
 
     @model_validator(mode="after")
     def _one_scaling_mode(self) -> DeploymentOptions:

@@ -16,6 +16,7 @@ from gateway.config import PROJECT_ROOT, GatewayConfig
 from gateway.exposure import check_exposure, running_serve_hosts
 from gateway.http import create_app
 from gateway.keystore import key_gate, master_key, state_application
+from gateway.recordstore import HandleRecordsTransport, records_application
 from gateway.status import replica_states
 from llmops import GatewayMetrics
 
@@ -49,6 +50,7 @@ class GatewayIngress:
         unavailable: dict[str, str],
         facts: dict[str, dict[str, str]] | None = None,
         access_state: DeploymentHandle[Any] | None = None,
+        records: DeploymentHandle[Any] | None = None,
     ) -> None:
         self.config = GatewayConfig.load(config)
         check_exposure(self.config.auth, running_serve_hosts() or ())
@@ -64,6 +66,7 @@ class GatewayIngress:
             metrics=GatewayMetrics(),
             keys=key_gate(self.config.auth, access_state),
             replica_states=replica_states,
+            records=None if records is None else HandleRecordsTransport(records),
         )
         self.facts = facts or {}
         self.gateway.start()
@@ -106,7 +109,8 @@ def build_app(args: dict[str, Any]) -> Application:
     options = config.ingress.deployment.serve_options()
     options["logging_config"] = {"enable_access_log": config.ingress.serve_access_log}
     state = state_application(config.auth) if config.auth.keys else None
+    records = records_application(config)
     application: Application = GatewayIngress.options(**options).bind(  # type: ignore[attr-defined]
-        config.model_dump(mode="json"), applications, unavailable, facts, state
+        config.model_dump(mode="json"), applications, unavailable, facts, state, records
     )
     return application

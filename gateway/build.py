@@ -10,7 +10,7 @@ from typing import Any
 from deployments import Backend
 from gateway.attempts import Feedback, Observer
 from gateway.capacity import Capacity
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig
 from gateway.health import HealthMonitor
 from gateway.keys import KeyGate
 from gateway.pipeline import Gateway
@@ -21,11 +21,15 @@ from llmops import (
     Accounting,
     GatewayMetrics,
     Ledger,
+    LedgerReader,
     Price,
+    RecordsTransport,
     Redactor,
     RequestLog,
     RequestRecord,
+    SharedRecords,
     Sink,
+    log_entry,
 )
 from router import Embedder
 
@@ -46,9 +50,16 @@ class Books(Observer):
 
 
 def sinks_for(
-    config: GatewayConfig, project_root: Path, metrics: GatewayMetrics | None
-) -> tuple[Ledger | None, list[Sink]]:
-    """The ledger (also read by the usage and feedback endpoints) and every sink."""
+    config: GatewayConfig,
+    project_root: Path,
+    metrics: GatewayMetrics | None,
+    records: RecordsTransport | None = None,
+) -> tuple[LedgerReader | None, list[Sink]]:
+    """The ledger (also read by the usage and feedback endpoints) and every sink. With
+    `ledger.scope: cluster`, records go to the owner `records` reaches."""
+    observed: list[Sink] = [] if metrics is None else [metrics]
+    if config.ledger.scope == "cluster":
+        return _shared_sinks(config, project_root, records, observed)
     sinks: list[Sink] = []
     ledger = Ledger(project_root / config.ledger.path) if config.ledger.enabled else None
     if ledger is not None:
@@ -58,9 +69,31 @@ def sinks_for(
         redact = Redactor(log.redact)
         path = project_root / log.path
         sinks.append(RequestLog(path, log.max_bytes, log.backups, log.bodies, redact))
-    if metrics is not None:
-        sinks.append(metrics)
-    return ledger, sinks
+    return ledger, [*sinks, *observed]
+
+
+def _shared_sinks(
+    config: GatewayConfig,
+    project_root: Path,
+    records: RecordsTransport | None,
+    observed: list[Sink],
+) -> tuple[LedgerReader | None, list[Sink]]:
+    ledger, log = config.ledger, config.request_log
+    if not (ledger.enabled or log.enabled):
+        return None, observed
+    if records is None:
+        raise ConfigError("ledger.scope: `cluster` needs the records owner, and none was deployed")
+    entry = None
+    if log.enabled:
+        redact = Redactor(log.redact)
+
+        def entry(record: RequestRecord) -> dict[str, Any]:
+            return log_entry(record, log.bodies, redact)
+
+    shared = SharedRecords(
+        records, project_root / ledger.spool_path, ledger=ledger.enabled, log_entry=entry
+    )
+    return (shared if ledger.enabled else None), [shared, *observed]
 
 
 def _capacity(
@@ -86,11 +119,13 @@ def build_gateway(
     clock: Callable[[], float] | None = None,
     keys: KeyGate | None = None,
     replica_states: Callable[[list[str]], Mapping[str, Any]] | None = None,
-) -> tuple[Gateway, Ledger | None]:
+    records: RecordsTransport | None = None,
+) -> tuple[Gateway, LedgerReader | None]:
     """A gateway over `backends` with the config's routing, resilience, health probes and
     sinks. `metrics` needs a Serve replica (Ray's metrics agent); None records none. `keys`
     authenticates and limits requests (None: `auth: {mode: none}`). `replica_states` reads
-    Serve's replica states (blocking), for backends that scale to zero."""
+    Serve's replica states (blocking), for backends that scale to zero. `records` reaches
+    the cluster's records owner (`ledger.scope: cluster`)."""
     routing = Routing(config, project_root, embed)
     resilience = Resilience(config.backends)
 
@@ -108,7 +143,7 @@ def build_gateway(
         name: Price(b.pricing.input_per_mtok, b.pricing.output_per_mtok)
         for name, b in config.backends.items()
     }
-    ledger, sinks = sinks_for(config, project_root, metrics)
+    ledger, sinks = sinks_for(config, project_root, metrics, records)
     observers: list[Observer] = [routing.live, health, resilience, Books(Accounting(prices, sinks))]
     if keys is not None:
         observers.append(keys)  # after the books: it settles from the actual cost

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.responses import Response
 
 from gateway.errors import OpenAIError, from_validation_error
-from llmops import GROUPS, Ledger, parse_since
+from llmops import GROUPS, LedgerReader, RecordsUnavailable, parse_since
 
 
 class FeedbackRequest(BaseModel):
@@ -32,7 +32,12 @@ class FeedbackRequest(BaseModel):
         return float(value)
 
 
-async def record_feedback(raw: bytes, ledger: Ledger | None) -> Response:
+def _unavailable(exc: RecordsUnavailable) -> Response:
+    message = f"The cluster's ledger cannot be read now: {exc}. Retry shortly."
+    return OpenAIError(503, message, code="ledger_unavailable").response()
+
+
+async def record_feedback(raw: bytes, ledger: LedgerReader | None) -> Response:
     if ledger is None:
         return OpenAIError(404, "The cost ledger is disabled.", code="ledger_disabled").response()
     try:
@@ -43,13 +48,16 @@ async def record_feedback(raw: bytes, ledger: Ledger | None) -> Response:
         feedback = FeedbackRequest.model_validate(data)
     except ValidationError as exc:
         return from_validation_error(exc, data).response()
-    found = await asyncio.to_thread(
-        ledger.add_feedback,
-        feedback.request_id,
-        float(feedback.score),
-        feedback.label,
-        feedback.comment,
-    )
+    try:
+        found = await asyncio.to_thread(
+            ledger.add_feedback,
+            feedback.request_id,
+            float(feedback.score),
+            feedback.label,
+            feedback.comment,
+        )
+    except RecordsUnavailable as exc:
+        return _unavailable(exc)
     if not found:
         return OpenAIError(
             404,
@@ -61,7 +69,7 @@ async def record_feedback(raw: bytes, ledger: Ledger | None) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-async def usage_totals(query: Mapping[str, str], ledger: Ledger | None) -> Response:
+async def usage_totals(query: Mapping[str, str], ledger: LedgerReader | None) -> Response:
     group_by = query.get("group_by", "backend")
     if group_by not in GROUPS:
         return OpenAIError(
@@ -81,6 +89,9 @@ async def usage_totals(query: Mapping[str, str], ledger: Ledger | None) -> Respo
         ledger.flush(1.0)  # include requests that just finished
         return ledger.totals(group_by, since)
 
-    data = await asyncio.to_thread(totals)
+    try:
+        data = await asyncio.to_thread(totals)
+    except RecordsUnavailable as exc:
+        return _unavailable(exc)
     body = {"object": "list", "group_by": group_by, "since": since, "data": data}
     return Response(orjson.dumps(body), media_type="application/json")

@@ -24,7 +24,7 @@ from gateway.errors import OpenAIError, from_exception
 from gateway.feedback import record_feedback, usage_totals
 from gateway.pipeline import Gateway, Reply, StreamReply
 from gateway.views import ReplicaStates, backend_states, health_report, model_cards
-from llmops import Ledger
+from llmops import LedgerReader
 
 logger = logging.getLogger("ray.serve")
 JSON = "application/json"
@@ -118,7 +118,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def create_app(
     gateway: Gateway,
     config: GatewayConfig,
-    ledger: Ledger | None = None,
+    ledger: LedgerReader | None = None,
     *,
     request_id: Callable[[Request], str] = lambda r: r.headers.get("x-request-id", ""),
     replica_states: ReplicaStates = lambda names: {},

@@ -309,6 +309,8 @@ class Gateway:
         for observer in self.feedback.observers:
             close = getattr(observer, "close", None)
             if close is not None:
-                close()
+                # In a thread: closing writes what is queued, which may need this loop (a
+                # cluster's records owner is called through a handle that runs here).
+                await asyncio.to_thread(close)
         if self.keys is not None:
             await self.keys.aclose()  # leases go back with what they used

@@ -12,12 +12,19 @@ from llmops._experiments import (
     assign_arm,
     unit_hash,
 )
-from llmops._ledger import GROUPS, Ledger, parse_since
+from llmops._ledger import GROUPS, Ledger, LedgerReader, parse_since
 from llmops._metrics import GatewayMetrics
 from llmops._record import LEDGER_COLUMNS, RequestRecord, key_id, response_text
 from llmops._redact import DEFAULT_REDACTIONS, Redactor
 from llmops._report import build_report, render_html, render_table
-from llmops._request_log import RequestLog
+from llmops._request_log import RequestLog, log_entry
+from llmops._shared import (
+    LocalRecordsTransport,
+    RecordsOwner,
+    RecordsTransport,
+    RecordsUnavailable,
+    SharedRecords,
+)
 
 __all__ = [
     "DEFAULT_REDACTIONS",
@@ -32,16 +39,23 @@ __all__ = [
     "GatewayMetrics",
     "Ledger",
     "LedgerConfig",
+    "LedgerReader",
+    "LocalRecordsTransport",
     "Price",
+    "RecordsOwner",
+    "RecordsTransport",
+    "RecordsUnavailable",
     "Redactor",
     "RequestLog",
     "RequestLogConfig",
     "RequestRecord",
+    "SharedRecords",
     "Sink",
     "Strict",
     "assign_arm",
     "build_report",
     "key_id",
+    "log_entry",
     "parse_since",
     "render_html",
     "render_table",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmops._redact import DEFAULT_REDACTIONS
@@ -19,8 +21,26 @@ class LedgerConfig(Strict):
     enabled: bool = Field(default=True, description="False keeps no ledger.")
     path: str = Field(
         default="var/ledger.sqlite",
-        description="SQLite file; relative paths resolve against the project root. One per "
-        "ingress host: replicas on one host share it (WAL allows concurrent writers).",
+        description="SQLite file; relative paths resolve against the project root. With "
+        "scope `host`, one per ingress host (replicas on one host share it: WAL allows "
+        "concurrent writers); with scope `cluster`, on the owner's node.",
+    )
+    scope: Literal["host", "cluster"] = Field(
+        default="host",
+        description="`host`: each ingress host writes its own ledger and request log. "
+        "`cluster`: one records owner (a single replica) writes them for every ingress "
+        "replica of the cluster, so usage and reports agree whichever replica answers; "
+        "replicas ship records in batches and spool what the owner cannot take.",
+    )
+    owner_node: str | None = Field(
+        default=None,
+        description="With scope `cluster`: a custom Ray resource the owner's node has (e.g. "
+        "`head`), so the files stay on one node across restarts.",
+    )
+    spool_path: str = Field(
+        default="var/records.spool.sqlite",
+        description="With scope `cluster`: where an ingress host keeps records the owner "
+        "could not take yet (shipped, oldest first, once it answers).",
     )
 
 

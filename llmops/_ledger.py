@@ -8,10 +8,11 @@ their own connection, which WAL lets run beside the writer.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -51,6 +52,24 @@ def _cell(value: Any) -> Any:
     return orjson.dumps(value).decode() if isinstance(value, dict | list) else value
 
 
+class LedgerReader(Protocol):
+    """What the gateway's endpoints read: a `Ledger` on this host, or the cluster's owner."""
+
+    def flush(self, timeout_s: float = 5.0) -> bool: ...
+
+    def totals(self, group_by: str, since: float | None = None) -> list[dict[str, Any]]: ...
+
+    def rows(self, since: float | None = None) -> list[dict[str, Any]]: ...
+
+    def add_feedback(
+        self, request_id: str, score: float, label: str | None, comment: str | None
+    ) -> bool: ...
+
+    def feedback(self, request_id: str) -> list[dict[str, Any]]: ...
+
+    def feedback_scores(self) -> dict[str, float]: ...
+
+
 class Ledger:
     """Append-only request ledger at `path` (created with its folder). A sink."""
 
@@ -65,7 +84,8 @@ class Ledger:
                 if column not in known:  # a ledger written by an older gateway
                     db.execute(f"ALTER TABLE requests ADD COLUMN {column}")
         self.journal_mode = str(mode)
-        self._db: sqlite3.Connection | None = None  # the writer thread's own
+        self._db: sqlite3.Connection | None = None  # the writer's own
+        self._db_lock = threading.Lock()  # `insert` may run beside the writer thread
         self._writer: BatchWriter[tuple[Any, ...]] = BatchWriter("ledger", self._insert, BATCH_S)
 
     def _connect(self) -> sqlite3.Connection:
@@ -81,11 +101,16 @@ class Ledger:
         """Queue a row given as a mapping (keys from COLUMNS; missing ones are NULL)."""
         self._writer.add(tuple(row.get(column) for column in COLUMNS))
 
+    def insert(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Write rows (values in COLUMNS order) now, in one transaction (blocking)."""
+        with self._db_lock:
+            if self._db is None:
+                self._db = self._connect()
+            with self._db:
+                self._db.executemany(_INSERT, [tuple(map(_cell, row)) for row in rows])
+
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
-        if self._db is None:
-            self._db = self._connect()
-        with self._db:
-            self._db.executemany(_INSERT, [tuple(map(_cell, row)) for row in rows])
+        self.insert(rows)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until every queued row is written (reads, tests, shutdown)."""
@@ -93,9 +118,10 @@ class Ledger:
 
     def close(self) -> None:
         self._writer.close()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def totals(self, group_by: str, since: float | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and cost per group since a Unix time (blocking: run in a thread).

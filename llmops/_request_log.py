@@ -18,6 +18,19 @@ BATCH_S = 0.25
 _DROPPED = ("started", "request_body", "estimated_prompt_tokens", "response_text")
 
 
+def log_entry(record: RequestRecord, bodies: bool, redact: Redactor) -> dict[str, Any]:
+    """A record as its request log line says it (bodies redacted, and only when asked)."""
+    row = record.as_row()
+    entry = {k: v for k, v in row.items() if k not in _DROPPED}
+    entry["fallback_chain"] = entry.pop("attempts")
+    entry["api_key_id"] = entry.pop("key_id")
+    if bodies:
+        body = orjson.dumps(record.request_body).decode()
+        entry["request"] = orjson.loads(redact(body))
+        entry["response"] = redact(record.response_text or "")
+    return entry
+
+
 class RequestLog:
     """A sink: `write(record)` queues one line; `close()` writes the rest."""
 
@@ -37,26 +50,20 @@ class RequestLog:
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
         self._handler.setFormatter(logging.Formatter("%(message)s"))
-        self._writer: BatchWriter[str] = BatchWriter("request-log", self._write_lines, BATCH_S)
+        self._writer: BatchWriter[str] = BatchWriter("request-log", self.write_lines, BATCH_S)
 
     def write(self, record: RequestRecord) -> None:
         self._writer.add(orjson.dumps(self.entry(record)).decode())
 
     def entry(self, record: RequestRecord) -> dict[str, Any]:
-        row = record.as_row()
-        entry = {k: v for k, v in row.items() if k not in _DROPPED}
-        entry["fallback_chain"] = entry.pop("attempts")
-        entry["api_key_id"] = entry.pop("key_id")
-        if self.bodies:
-            body = orjson.dumps(record.request_body).decode()
-            entry["request"] = orjson.loads(self._redact(body))
-            entry["response"] = self._redact(record.response_text or "")
-        return entry
+        return log_entry(record, self.bodies, self._redact)
 
-    def _write_lines(self, lines: list[str]) -> None:
-        # One record per line keeps rotation exact (a file never ends mid-batch over its size).
+    def write_lines(self, lines: list[str]) -> None:
+        """Append lines now (blocking): the batch writer's job, or a cluster's records owner.
+        One record per line keeps rotation exact (a file never ends mid-batch over its size);
+        `handle` takes the handler's lock."""
         for line in lines:
-            self._handler.emit(logging.makeLogRecord({"msg": line}))
+            self._handler.handle(logging.makeLogRecord({"msg": line}))
         self._handler.flush()
 
     def flush(self, timeout_s: float = 5.0) -> bool:

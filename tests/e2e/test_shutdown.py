@@ -22,6 +22,7 @@ import orjson
 import pytest
 import yaml
 
+from llmops import LEDGER_COLUMNS
 from tests.helpers import ROOT, cluster_env, free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +31,12 @@ CONCURRENCY = 16
 IN_FLIGHT = 4  # slow streams still running when the stop begins
 
 
-def serve_config(port: int, logs: Path, interval_s: float = 10.0) -> dict[str, Any]:
+def serve_config(
+    port: int, logs: Path, interval_s: float = 10.0, scope: str = "host"
+) -> dict[str, Any]:
+    ledger = {"path": str(logs / "ledger.sqlite")}
+    if scope == "cluster":
+        ledger |= {"scope": "cluster", "spool_path": str(logs / "spool.sqlite")}
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -51,7 +57,7 @@ def serve_config(port: int, logs: Path, interval_s: float = 10.0) -> dict[str, A
                         },
                     },
                     "ingress": {"health_check_interval_s": interval_s},
-                    "ledger": {"path": str(logs / "ledger.sqlite")},
+                    "ledger": ledger,
                     "request_log": {"path": str(logs / "requests.jsonl")},
                 },
             }
@@ -142,22 +148,41 @@ async def drive(base: str) -> tuple[int, list[asyncio.Task[bool]]]:
     return answered, slow
 
 
-def counts(logs: Path) -> tuple[int, int, int]:
-    """Ledger rows of answered requests, log lines of answered requests, all ledger rows."""
+def counts(logs: Path, spool: bool = False) -> tuple[int, int, int]:
+    """Ledger rows of answered requests, log lines of answered requests, all ledger rows; with
+    `spool`, also the records an ingress host spooled for the cluster's owner."""
     with sqlite3.connect(logs / "ledger.sqlite") as db:
-        answered, total = db.execute("SELECT SUM(status = 200), COUNT(*) FROM requests").fetchone()
+        statuses = [status for (status,) in db.execute("SELECT status FROM requests")]
     lines = [orjson.loads(line) for line in (logs / "requests.jsonl").read_text().splitlines()]
-    return int(answered or 0), sum(1 for line in lines if line["status"] == 200), int(total)
+    logged = [line["status"] for line in lines]
+    if spool and (logs / "spool.sqlite").exists():
+        with sqlite3.connect(logs / "spool.sqlite") as db:
+            for (record,) in db.execute("SELECT record FROM spool"):
+                row, line = orjson.loads(record)
+                statuses.append(row[LEDGER_COLUMNS.index("status")])
+                logged.append(orjson.loads(line)["status"])
+    return statuses.count(200), logged.count(200), len(statuses)
 
 
-@pytest.mark.parametrize("stop", ["sigint", "shutdown", "redeploy"])
+@pytest.mark.parametrize(
+    ("stop", "scope"),
+    [
+        ("sigint", "host"),
+        ("shutdown", "host"),
+        ("redeploy", "host"),
+        ("shutdown", "cluster"),
+        ("redeploy", "cluster"),
+    ],
+)
 def test_stopping_loses_no_record(
-    cluster: tuple[str, dict[str, str]], tmp_path: Path, stop: str
+    cluster: tuple[str, dict[str, str]], tmp_path: Path, stop: str, scope: str
 ) -> None:
+    """With `ledger.scope: cluster` the ingress ships records to the owner; what it could not
+    ship before the owner stopped waits in its host's spool until the next deployment."""
     address, env = cluster
     port = free_port()
     config_path = tmp_path / "serve.yaml"
-    config_path.write_text(yaml.safe_dump(serve_config(port, tmp_path)))
+    config_path.write_text(yaml.safe_dump(serve_config(port, tmp_path, scope=scope)))
     log = tmp_path / "serve-run.log"
     proc = serve_run(address, env, config_path, log)
     base = f"http://127.0.0.1:{port}"
@@ -175,7 +200,7 @@ def test_stopping_loses_no_record(
             elif stop == "shutdown":
                 stopping = asyncio.to_thread(driver, address, env, "serve.shutdown()\n")
             else:
-                changed = serve_config(port, tmp_path, interval_s=11.0)["applications"][0]
+                changed = serve_config(port, tmp_path, 11.0, scope)["applications"][0]
                 code = (
                     "from gateway.app import build_app\n"
                     f"serve.run(build_app({changed['args']!r}), name='gateway', route_prefix='/')\n"
@@ -192,6 +217,15 @@ def test_stopping_loses_no_record(
         # Every answered request is in the ledger and the log, and every request in the ledger
         # (a redeploy stops the old replica after the new one is up: wait for its last write).
         expected = (answered, answered, REQUESTS + IN_FLIGHT)
-        wait_until(lambda: counts(tmp_path) == expected, 60, f"records {expected}")
+        spooled = scope == "cluster"
+        wait_until(lambda: counts(tmp_path, spooled) == expected, 60, f"records {expected}")
+        if scope == "cluster" and stop == "shutdown":  # the next deployment ships the spool
+            stop_process(proc, grace_s=60)
+            proc = serve_run(address, env, config_path, log)
+            wait_until(
+                lambda: httpx.get(f"{base}/v1/models", timeout=5).status_code == 200,
+                300, "serve run again", proc, log,
+            )  # fmt: skip
+        wait_until(lambda: counts(tmp_path) == expected, 60, f"records {expected}, no spool")
     finally:
         stop_process(proc, grace_s=60)

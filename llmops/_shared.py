@@ -1,0 +1,275 @@
+"""One ledger and request log for a whole cluster (`ledger.scope: cluster`).
+
+Ingress replicas, on any node, ship their finished records in batches to one owner
+(`RecordsOwner`, run by a single Serve replica), which writes them to its SQLite ledger and
+request log. A batch the owner cannot take (it is restarting, or stopped before this replica
+finished draining) goes to a spool file on this host; the spool is shipped, oldest first,
+before the next batch that gets through and when a replica starts. Delivery is at least once:
+the ledger's key (request id, time) makes a batch shipped twice one row.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from llmops._batch import BatchWriter
+from llmops._ledger import COLUMNS, Ledger
+from llmops._record import RequestRecord
+from llmops._request_log import RequestLog
+
+logger = logging.getLogger("ray.serve")
+BATCH_S = 0.25
+SPOOL_CHUNK = 500
+SPOOL_CHECK_S = 5.0
+# One finished request as shipped: its ledger row (None without a ledger) and its request log
+# line (None without a request log).
+Shipped = tuple[list[Any] | None, str | None]
+
+
+class RecordsUnavailable(Exception):
+    """The records owner could not be reached (reads only: writes are spooled instead)."""
+
+
+class RecordsTransport(ABC):
+    """Carries one operation to the records owner and returns its answer; blocking (callers
+    run it in a thread). Raises on any failure to reach the owner."""
+
+    @abstractmethod
+    def call(self, op: str, payload: dict[str, Any]) -> Any: ...
+
+
+class RecordsOwner:
+    """Writes every ingress replica's records and answers reads of the ledger."""
+
+    def __init__(self, ledger: Ledger | None, request_log: RequestLog | None) -> None:
+        self.ledger = ledger
+        self.request_log = request_log
+
+    def call(self, op: str, payload: dict[str, Any]) -> Any:
+        if op == "append":
+            return self._append(payload["records"])
+        ledger = self.ledger
+        if ledger is None:
+            raise RecordsUnavailable("the cost ledger is disabled")
+        since = payload.get("since")
+        if op == "totals":
+            return ledger.totals(payload["group_by"], since)
+        if op == "rows":
+            return ledger.rows(since)
+        if op == "add_feedback":
+            args = (payload["score"], payload.get("label"), payload.get("comment"))
+            return ledger.add_feedback(payload["request_id"], *args)
+        if op == "feedback":
+            return ledger.feedback(payload["request_id"])
+        if op == "feedback_scores":
+            return ledger.feedback_scores()
+        raise ValueError(f"unknown records operation {op!r}")
+
+    def _append(self, records: list[Shipped]) -> int:
+        rows = [row for row, _ in records if row is not None]
+        lines = [line for _, line in records if line is not None]
+        if rows and self.ledger is not None:
+            self.ledger.insert(rows)
+        if lines and self.request_log is not None:
+            self.request_log.write_lines(lines)
+        return len(records)
+
+    def close(self) -> None:
+        for sink in (self.ledger, self.request_log):
+            if sink is not None:
+                sink.close()
+
+
+class LocalRecordsTransport(RecordsTransport):
+    """The owner in this process: tests, and a gateway without Serve."""
+
+    def __init__(self, owner: RecordsOwner) -> None:
+        self.owner = owner
+
+    def call(self, op: str, payload: dict[str, Any]) -> Any:
+        return self.owner.call(op, payload)
+
+
+class Spool:
+    """Records not yet delivered, in a SQLite file on this host, shared by the replicas here.
+    Shipping holds the file's write lock from reading a chunk until it is deleted, so two
+    replicas never ship the same records (the request log would show them twice)."""
+
+    LOCK_TIMEOUT_S = 60.0  # longer than any one shipment: adding must not fail
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(
+            path, timeout=self.LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY, record)")
+        self._lock = threading.Lock()
+
+    def add(self, records: list[Shipped]) -> None:
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT INTO spool (record) VALUES (?)", [(orjson.dumps(r),) for r in records]
+            )
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+
+    def ship(self, send: Callable[[list[Shipped]], None]) -> int:
+        """Send what is spooled, oldest first, deleting each chunk once `send` returned;
+        stops at the first failure (it raises). The number of records sent."""
+        sent = 0
+        while True:
+            with self._lock, self._transaction():
+                found = self._db.execute(
+                    "SELECT id, record FROM spool ORDER BY id LIMIT ?", (SPOOL_CHUNK,)
+                ).fetchall()
+                if not found:
+                    return sent
+                send([(*orjson.loads(record),) for _, record in found])
+                self._db.executemany("DELETE FROM spool WHERE id = ?", [(i,) for i, _ in found])
+            sent += len(found)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class SharedRecords:
+    """The ingress side: a sink that ships records to the owner, and the ledger reads the
+    gateway's endpoints make (answered by the owner, so equal on every replica)."""
+
+    def __init__(
+        self,
+        transport: RecordsTransport,
+        spool_path: Path,
+        *,
+        ledger: bool,
+        log_entry: Callable[[RequestRecord], dict[str, Any]] | None,
+    ) -> None:
+        self._transport = transport
+        self._ledger = ledger
+        self._log_entry = log_entry
+        self._spool = Spool(spool_path)
+        self._spooled = False
+        self._writer: BatchWriter[Shipped] = BatchWriter("records", self._ship, BATCH_S)
+        # Another replica on this host may spool its last records as it stops, after this
+        # one started: look at the spool now and then, not only when a request finishes.
+        self._stopping = threading.Event()
+        self._check_spool()  # what an earlier run left: shipped first
+        self._watcher = threading.Thread(target=self._watch_spool, name="records-spool")
+        self._watcher.daemon = True
+        self._watcher.start()
+
+    def _watch_spool(self) -> None:
+        while not self._stopping.wait(SPOOL_CHECK_S):
+            self._check_spool()
+
+    def _check_spool(self) -> None:
+        try:
+            if self._spool.count():
+                self._spooled = True
+                self._writer.add((None, None))  # wakes the writer, which ships it
+        except sqlite3.Error:
+            logger.exception("records spool %s unreadable", self._spool.path)
+
+    @property
+    def spooled(self) -> int:
+        """Records waiting on this host for the owner."""
+        return self._spool.count()
+
+    def write(self, record: RequestRecord) -> None:
+        """Queue one request's row and log line. Never blocks."""
+        row = [getattr(record, column) for column in COLUMNS] if self._ledger else None
+        line = None
+        if self._log_entry is not None:
+            line = orjson.dumps(self._log_entry(record)).decode()
+        self._writer.add((row, line))
+
+    def _send(self, records: list[Shipped]) -> None:
+        self._transport.call("append", {"records": records})
+
+    def _ship(self, batch: list[Shipped]) -> None:
+        batch = [item for item in batch if item != (None, None)]
+        try:
+            if self._spooled:
+                sent = self._spool.ship(self._send)
+                self._spooled = False
+                logger.info("records: shipped %d spooled records to the owner", sent)
+            if batch:
+                self._send(batch)
+        except Exception as exc:
+            if batch:
+                self._spool.add(batch)
+                self._spooled = True
+            logger.warning(
+                "records owner unreachable (%s): %d records spooled at %s",
+                type(exc).__name__,
+                len(batch),
+                self._spool.path,
+            )
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every record queued here was shipped (or spooled)."""
+        return self._writer.flush(timeout_s)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._watcher.join(5)
+        self._writer.close()
+        self._spool.close()
+
+    def _read(self, op: str, **payload: Any) -> Any:
+        try:
+            return self._transport.call(op, payload)
+        except RecordsUnavailable:
+            raise
+        except Exception as exc:
+            raise RecordsUnavailable(f"records owner unreachable ({type(exc).__name__})") from exc
+
+    def totals(self, group_by: str, since: float | None = None) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self._read("totals", group_by=group_by, since=since)
+        return answer
+
+    def rows(self, since: float | None = None) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self._read("rows", since=since)
+        return answer
+
+    def add_feedback(
+        self, request_id: str, score: float, label: str | None, comment: str | None
+    ) -> bool:
+        self.flush(2.0)  # the request may have finished here a moment ago
+        found = self._read(
+            "add_feedback", request_id=request_id, score=score, label=label, comment=comment
+        )
+        return bool(found)
+
+    def feedback(self, request_id: str) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self._read("feedback", request_id=request_id)
+        return answer
+
+    def feedback_scores(self) -> dict[str, float]:
+        answer: dict[str, float] = self._read("feedback_scores")
+        return answer
