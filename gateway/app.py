@@ -28,6 +28,15 @@ logger = logging.getLogger("ray.serve")
 __all__ = ["PROJECT_ROOT", "GatewayIngress", "build_app"]
 
 
+def replica_name() -> str:
+    """This ingress replica as its records name it: its Ray node (the id's first 12 hex
+    digits, as `ray status` shows them) and Serve's replica id."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()[:12]
+    return f"{node}/{serve.get_replica_context().replica_id.unique_id}"
+
+
 def serve_request_id(request: Request) -> str:
     """Serve's id for the request (the client's `x-request-id`, or a new one), which its
     proxy also puts in the response's `x-request-id` header."""
@@ -67,6 +76,7 @@ class GatewayIngress:
             keys=key_gate(self.config.auth, access_state),
             replica_states=replica_states,
             records=None if records is None else HandleRecordsTransport(records),
+            ingress=replica_name(),
         )
         self.facts = facts or {}
         self.gateway.start()

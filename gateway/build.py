@@ -54,12 +54,13 @@ def sinks_for(
     project_root: Path,
     metrics: GatewayMetrics | None,
     records: RecordsTransport | None = None,
+    ingress: str | None = None,
 ) -> tuple[LedgerReader | None, list[Sink]]:
     """The ledger (also read by the usage and feedback endpoints) and every sink. With
-    `ledger.scope: cluster`, records go to the owner `records` reaches."""
+    `ledger.scope: cluster`, records go to the owner `records` reaches, marked `ingress`."""
     observed: list[Sink] = [] if metrics is None else [metrics]
     if config.ledger.scope == "cluster":
-        return _shared_sinks(config, project_root, records, observed)
+        return _shared_sinks(config, project_root, records, observed, ingress)
     sinks: list[Sink] = []
     ledger = Ledger(project_root / config.ledger.path) if config.ledger.enabled else None
     if ledger is not None:
@@ -77,6 +78,7 @@ def _shared_sinks(
     project_root: Path,
     records: RecordsTransport | None,
     observed: list[Sink],
+    ingress: str | None,
 ) -> tuple[LedgerReader | None, list[Sink]]:
     ledger, log = config.ledger, config.request_log
     if not (ledger.enabled or log.enabled):
@@ -90,9 +92,8 @@ def _shared_sinks(
         def entry(record: RequestRecord) -> dict[str, Any]:
             return log_entry(record, log.bodies, redact)
 
-    shared = SharedRecords(
-        records, project_root / ledger.spool_path, ledger=ledger.enabled, log_entry=entry
-    )
+    spool = project_root / ledger.spool_path
+    shared = SharedRecords(records, spool, ledger=ledger.enabled, log_entry=entry, ingress=ingress)
     return (shared if ledger.enabled else None), [shared, *observed]
 
 
@@ -120,12 +121,13 @@ def build_gateway(
     keys: KeyGate | None = None,
     replica_states: Callable[[list[str]], Mapping[str, Any]] | None = None,
     records: RecordsTransport | None = None,
+    ingress: str | None = None,
 ) -> tuple[Gateway, LedgerReader | None]:
     """A gateway over `backends` with the config's routing, resilience, health probes and
     sinks. `metrics` needs a Serve replica (Ray's metrics agent); None records none. `keys`
     authenticates and limits requests (None: `auth: {mode: none}`). `replica_states` reads
     Serve's replica states (blocking), for backends that scale to zero. `records` reaches
-    the cluster's records owner (`ledger.scope: cluster`)."""
+    the cluster's records owner (`ledger.scope: cluster`); `ingress` names this replica."""
     routing = Routing(config, project_root, embed)
     resilience = Resilience(config.backends)
 
@@ -143,7 +145,7 @@ def build_gateway(
         name: Price(b.pricing.input_per_mtok, b.pricing.output_per_mtok)
         for name, b in config.backends.items()
     }
-    ledger, sinks = sinks_for(config, project_root, metrics, records)
+    ledger, sinks = sinks_for(config, project_root, metrics, records, ingress)
     observers: list[Observer] = [routing.live, health, resilience, Books(Accounting(prices, sinks))]
     if keys is not None:
         observers.append(keys)  # after the books: it settles from the actual cost

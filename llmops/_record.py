@@ -42,6 +42,7 @@ class RequestRecord:
     shadow_of: str | None = None  # a shadow request's primary
     spillover: str | None = None  # why the preferred backend was passed over: cold_start, queue
     spilled_from: str | None = None  # that backend
+    ingress: str | None = None  # the ingress replica that answered (`ledger.scope: cluster`)
     status: int = 200
     error_code: str | None = None
     prompt_tokens: int | None = None

@@ -168,8 +168,11 @@ class SharedRecords:
         *,
         ledger: bool,
         log_entry: Callable[[RequestRecord], dict[str, Any]] | None,
+        ingress: str | None = None,
     ) -> None:
+        """`ingress` names this replica in the records it ships (node and replica)."""
         self._transport = transport
+        self._ingress = ingress
         self._ledger = ledger
         self._log_entry = log_entry
         self._spool = Spool(spool_path)
@@ -202,6 +205,7 @@ class SharedRecords:
 
     def write(self, record: RequestRecord) -> None:
         """Queue one request's row and log line. Never blocks."""
+        record.ingress = self._ingress
         row = [getattr(record, column) for column in COLUMNS] if self._ledger else None
         line = None
         if self._log_entry is not None:

@@ -3,13 +3,16 @@ a head node (Serve controller, HAProxy, the gateway's ingress replicas and its k
 a worker node (`--resources '{"worker": ...}'`) where the vLLM replica is placed by the
 config's resources. Requests cross both nodes; limits hold whichever ingress replica answers;
 killing the worker node under load loses no request (the route's fallback serves), the backend
-is reported down, and a node that comes back gets the replica and the traffic again."""
+is reported down, and a node that comes back gets the replica and the traffic again. A second
+application spreads its ingress over both nodes and keeps one ledger (`ledger.scope: cluster`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -51,9 +54,15 @@ class Cluster:
                    f"--metrics-export-port={ports[2]}", f"--runtime-env-agent-port={ports[3]}",
                    "--min-worker-port=22001", "--max-worker-port=24000"]  # fmt: skip
         log = self.logs / f"worker-{time.monotonic():.0f}.log"
+        # Both nodes share this machine's loopback: the worker's ingress replicas listen on
+        # ports of their own (Serve's defaults start at 30000 and 40000 on every node).
+        ports_env = {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "32000",
+                     "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "33000",
+                     "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "42000",
+                     "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "43000"}  # fmt: skip
         with log.open("wb") as out:
             self.worker = subprocess.Popen(
-                command, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                command, env={**self.env, **ports_env}, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         wait_until(lambda: b"Ray runtime started" in log.read_bytes(), 180, "worker node",
@@ -132,11 +141,32 @@ def serve_config(http_port: int, stub_url: str, logs: Path) -> dict[str, Any]:
         "ledger": {"path": str(logs / "ledger.sqlite")},
         "request_log": {"path": str(logs / "requests.jsonl")},
     }  # fmt: skip
+    # A second application with an ingress replica on each node, keeping one ledger for both.
+    spread = {
+        "backends": {"api": args["backends"]["api"]},
+        "routes": {"auto": {"candidates": ["api"]}},
+        "ingress": {
+            "deployment": {
+                "num_replicas": 2,
+                "max_replicas_per_node": 1,
+                "ray_actor_options": {"num_cpus": 0.25},
+            }
+        },
+        "ledger": {
+            "path": str(logs / "spread-ledger.sqlite"),
+            "scope": "cluster",
+            "owner_node": "head",
+            "spool_path": str(logs / "spread-spool.sqlite"),
+        },
+        "request_log": {"path": str(logs / "spread-requests.jsonl")},
+    }
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": http_port},
         "applications": [{"name": "gateway", "route_prefix": "/",
-                          "import_path": "gateway.app:build_app", "args": args}],
+                          "import_path": "gateway.app:build_app", "args": args},
+                         {"name": "spread", "route_prefix": "/spread",
+                          "import_path": "gateway.app:build_app", "args": spread}],
     }  # fmt: skip
 
 
@@ -183,14 +213,14 @@ def deployed(cluster: Cluster) -> Iterator[Deployed]:
         stop_process(stub)
 
 
-def placement(cluster: Cluster) -> dict[str, str]:
-    """Deployment name -> the custom resource of the node its replicas run on."""
+def placement(cluster: Cluster, app: str = "gateway") -> dict[str, str]:
+    """Deployment name -> the custom resource of the nodes its replicas run on."""
     code = (
         "nodes = {n['NodeID']: ('worker' if 'worker' in n['Resources'] else 'head')"
         " for n in ray.nodes() if n['Alive']}\n"
         "details = serve.context._get_global_client().get_serve_details()\n"
         "where = {name: sorted({nodes.get(r['node_id'], '?') for r in d['replicas']})"
-        " for name, d in details['applications']['gateway']['deployments'].items()}\n"
+        f" for name, d in details['applications'][{app!r}]['deployments'].items()}}\n"
         "print(json.dumps(where))\n"
     )
     return {
@@ -225,6 +255,38 @@ def test_replicas_are_placed_by_resources_and_requests_cross_both_nodes(deployed
 
     seen = [totals() for _ in range(8)]
     assert all(answer == seen[0] for answer in seen) and ("c", 30) in seen[0]
+
+
+def test_ingress_replicas_on_both_nodes_keep_one_ledger(deployed: Deployed) -> None:
+    """`ledger.scope: cluster`: the owner on the head writes what both ingress replicas (one
+    per node) answered; usage is the same whichever of them answers."""
+    root = f"{deployed.root}/spread"
+    wait_until(
+        lambda: placement(deployed.cluster, "spread").get("GatewayIngress") == "head,worker",
+        180, "an ingress replica on each node",
+    )  # fmt: skip
+    assert placement(deployed.cluster, "spread")["RecordsDeployment"] == "head"
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+    async def send() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            calls = [client.post(f"{root}/v1/chat/completions", json=body) for _ in range(40)]
+            return [response.status_code for response in await asyncio.gather(*calls)]
+
+    assert asyncio.run(send()) == [200] * 40
+
+    def ledger() -> list[tuple[str, int]]:
+        with sqlite3.connect(deployed.cluster.logs / "spread-ledger.sqlite") as db:
+            return db.execute("SELECT ingress, COUNT(*) FROM requests GROUP BY ingress").fetchall()
+
+    wait_until(lambda: sum(count for _, count in ledger()) == 40, 30, "40 rows in one ledger")
+    nodes = {ingress.split("/")[0] for ingress, _ in ledger()}
+    assert len(nodes) == 2, ledger()  # rows from the head's and the worker's ingress replica
+    lines = (deployed.cluster.logs / "spread-requests.jsonl").read_text().splitlines()
+    assert len(lines) == 40
+    answers = [httpx.get(f"{root}/v1/gateway/usage", timeout=30).json() for _ in range(8)]
+    assert all(answer["data"] == answers[0]["data"] for answer in answers)
+    assert answers[0]["data"][0]["requests"] == 40
 
 
 def test_a_dead_worker_node_loses_no_request_and_a_new_one_takes_the_traffic_back(

@@ -6,6 +6,7 @@ test_cluster_records.py."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,27 @@ def test_unknown_operations_and_a_disabled_ledger_are_clear_errors(tmp_path: Pat
     with pytest.raises(ValueError, match="unknown records operation"):
         owner.call("drop_table", {})
     owner.close()
+
+
+def test_a_spool_another_replica_left_is_shipped_without_new_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redeploy starts the new replica before the old one stops: what the old one spools
+    on its way out is shipped by the new one's spool check, not only by its next request."""
+    import llmops._shared as shared
+
+    monkeypatch.setattr(shared, "SPOOL_CHECK_S", 0.1)
+    owner = _owner(tmp_path)
+    spool = tmp_path / "spool.sqlite"
+    new = _replica(Carrier(owner), spool)
+    stopped_owner = Carrier(owner)
+    stopped_owner.down = True
+    old = _replica(stopped_owner, spool)
+    old.write(_record("last-of-the-old"))
+    old.close()  # spooled on the way out
+    deadline = time.monotonic() + 5
+    while new.spooled and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert new.flush() and new.spooled == 0
+    assert _log_ids(owner) == ["last-of-the-old"]
+    new.close(), owner.close()
