@@ -38,6 +38,9 @@ class AttemptOutcome:
     # Ended without a verdict on the backend: the client left, the caller gave up, or a bug
     # of ours. Neither a success nor a failure.
     cancelled: bool = False
+    # Sent while the backend had no running replica: its latency includes a cold start, which
+    # says nothing of the backend's speed once up (the cold-start ETA is learned apart).
+    cold: bool = False
 
     @property
     def succeeded(self) -> bool:

@@ -199,6 +199,7 @@ class Gateway:
 
         async def attempt(name: str, limits: Limits) -> dict[str, Any]:
             async with self.feedback.attempt(name, record, streamed=False) as attempt:
+                attempt.outcome.cold = self._cold(name)
                 try:
                     async with asyncio.timeout(limits.total_s):
                         result = await self.backends[name].complete(endpoint, body)
@@ -230,6 +231,7 @@ class Gateway:
         async def attempt(name: str, limits: Limits) -> tuple[bytes, AsyncIterator[bytes]]:
             chunks = self.backends[name].stream(endpoint, body)
             attempt = self.feedback.attempt(name, record, streamed=True)
+            attempt.outcome.cold = self._cold(name)
             events = relay(attempt, chunks, limits, record, strip_usage)
             try:
                 # The first chunk before answering: a backend failing early still yields a
@@ -244,6 +246,9 @@ class Gateway:
             routed.decision, self._route_config(routed), headers, attempt
         )
         return StreamReply(headers, first, rest, lambda: self.feedback.request_finished(record))
+
+    def _cold(self, name: str) -> bool:
+        return self.capacity is not None and self.capacity.cold_start_ms(name) > 0
 
     def _route_config(self, routed: Routed) -> RouteConfig | None:
         route = routed.decision.route

@@ -168,6 +168,8 @@ class LiveStats(Observer):
         stats.finished()
         if not outcome.succeeded or outcome.first_byte is None or outcome.ended is None:
             return
+        if outcome.cold:  # a cold start's wait is learned by the capacity watcher instead
+            return
         if outcome.streamed:
             tokens = outcome.tokens or 1
             ttft_ms = (outcome.first_byte - outcome.started) * 1000

@@ -93,12 +93,16 @@ async def test_a_cold_backend_spills_budgeted_requests_until_a_replica_runs(
     # What it saw replaces the prior: 12 s observed, learned halfway from 30 s.
     assert capacity.describe("local")["observed_cold_starts_s"] == [12.0]  # type: ignore[index]
     assert capacity.learned_s["local"] == 21.0
+    local_stats = gateway.routing.live.stats["local"]
+    assert len(local_stats.ttft_window) == 1  # the warm answer is a latency sample
     # Scaled back to zero: requests without a budget wait for it (and wake it), no spill.
     serve_says["local"] = {"replicas": {}, "target_replicas": 0}
     capacity.update(serve_says)
     waited = await ask(budget_ms=None)
     assert waited.headers["x-gateway-backend"] == "local"
     assert backends["local"].woken == 2
+    # Its wait included a cold start: not a sample of how fast the backend answers once up.
+    assert len(local_stats.ttft_window) == 1
     await gateway.aclose()
     assert ledger is not None
     rows = {(r["backend"], r["spillover"], r["spilled_from"]) for r in ledger.rows()}
