@@ -44,7 +44,7 @@ $(INSTALLED): pyproject.toml constraints-cpu.txt
 
 models: $(PREPARED)
 
-$(PREPARED): $(INSTALLED) scripts/prepare_models.py
+$(PREPARED): $(INSTALLED) scripts/prepare_models.py data/extraction/train.jsonl llmops/_finetune.py
 	$(BIN)/python scripts/prepare_models.py --out $(MODELS)
 	@touch $@
 

@@ -16,6 +16,7 @@ from deployments._base import (
 )
 from deployments._bounded import BoundedBackend
 from deployments._config import (
+    AdapterConfig,
     AnthropicBackendConfig,
     AutoscalingOptions,
     BackendConfig,
@@ -34,6 +35,7 @@ from deployments._openai import OpenAICompatibleBackend
 
 __all__ = [
     "ENDPOINTS",
+    "AdapterConfig",
     "AnthropicBackend",
     "AnthropicBackendConfig",
     "AutoscalingOptions",

@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-Endpoint = Literal["chat/completions", "completions"]
-ENDPOINTS: tuple[Endpoint, ...] = ("chat/completions", "completions")
+Endpoint = Literal["chat/completions", "completions", "embeddings"]
+ENDPOINTS: tuple[Endpoint, ...] = ("chat/completions", "completions", "embeddings")
+# What a backend serves unless its config says otherwise (`endpoints:`).
+GENERATION: tuple[Endpoint, ...] = ("chat/completions", "completions")
 
 
 def deployment_name(backend: str) -> str:
-    """The Serve deployment that hosts a backend (vLLM replicas or a proxy)."""
-    return f"backend-{backend}"
+    """The Serve deployment that hosts a backend (vLLM replicas or a proxy); an adapter's
+    candidate, `<backend>:<adapter>`, is hosted by its backend's."""
+    return f"backend-{backend.partition(':')[0]}"
 
 
 def max_output_tokens(body: Mapping[str, Any]) -> int | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from deployments._base import GENERATION, Endpoint
 from deployments._options import (
     AutoscalingOptions,
     CircuitBreakerConfig,
@@ -20,6 +22,7 @@ from deployments._options import (
 )
 
 __all__ = [
+    "AdapterConfig",
     "AnthropicBackendConfig",
     "AutoscalingOptions",
     "BackendConfig",
@@ -49,6 +52,13 @@ class _BackendBase(_Strict):
     )
     tasks: tuple[str, ...] | None = Field(
         default=None, description="Tasks this backend serves; unset serves every task."
+    )
+    endpoints: tuple[Endpoint, ...] = Field(
+        default=GENERATION,
+        min_length=1,
+        description="The API endpoints this backend serves: `chat/completions` and "
+        "`completions` (a generative model), or `embeddings` (an embedding model). The router "
+        "sends a request only to backends serving its endpoint.",
     )
     quality: dict[str, float] = Field(
         default_factory=dict,
@@ -116,6 +126,43 @@ class WarmupConfig(_Strict):
     )
 
 
+ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's max_lora_rank accepts
+
+
+class AdapterConfig(_Strict):
+    """A LoRA adapter served by its backend's vLLM replicas, routed as `<backend>:<name>`."""
+
+    path: str = Field(
+        description="The adapter folder (PEFT: adapter_config.json and the weights, as "
+        "`gateway finetune` writes it); relative paths resolve against the project root."
+    )
+    description: str = Field(default="", description="Free text shown in `GET /v1/models`.")
+    tasks: tuple[str, ...] | None = Field(
+        default=None, description="Tasks this adapter serves; unset: the base's."
+    )
+    quality: dict[str, float] = Field(
+        default_factory=dict, description="Task -> quality 0..1; unset: the base's."
+    )
+    pricing: Pricing | None = Field(
+        default=None, description="Token prices; unset: the base's (the same replicas)."
+    )
+
+    def resolved_path(self, project_root: Path) -> Path:
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() else (project_root / path).resolve()
+
+    def rank(self, project_root: Path) -> int | None:
+        """The adapter's LoRA rank, from its adapter_config.json (None: unreadable)."""
+        try:
+            found = json.loads(
+                (self.resolved_path(project_root) / "adapter_config.json").read_text()
+            )
+            return int(found["r"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
 class VLLMBackendConfig(_BackendBase):
     """An open-weights model served by vLLM replicas through Ray Serve LLM."""
 
@@ -153,6 +200,64 @@ class VLLMBackendConfig(_BackendBase):
         "otherwise give the engine as many as ray_actor_options.num_cpus (often 1), which "
         "slows prefill. `runtime_env.env_vars.OMP_NUM_THREADS` overrides it. Ignored on GPUs.",
     )
+    adapters: dict[str, AdapterConfig] = Field(
+        default_factory=dict,
+        description="LoRA adapters served by the same replicas (vLLM multi-LoRA). Each is a "
+        "routing candidate of its own, `<backend>:<name>`, with its own tasks, quality and "
+        "prices.",
+    )
+    adapter_of: str | None = Field(
+        default=None,
+        description="Set by the gateway on an adapter's candidate (the backend serving it); "
+        "never in a config file.",
+    )
+
+    @model_validator(mode="after")
+    def _adapter_names(self) -> VLLMBackendConfig:
+        import re
+
+        bad = [name for name in self.adapters if not re.match(ADAPTER_NAME, name)]
+        if bad:
+            raise ValueError(f"adapters: names must match {ADAPTER_NAME} (got {bad})")
+        if self.model in self.adapters:
+            raise ValueError(f"adapters.{self.model}: an adapter may not be named as its model")
+        return self
+
+    def adapter_candidates(self, name: str) -> dict[str, VLLMBackendConfig]:
+        """One routing candidate per adapter: the base's settings, the adapter's routing
+        facts, and the adapter's name as the model sent to the engine."""
+        candidates = {}
+        for adapter, config in self.adapters.items():
+            update: dict[str, Any] = {
+                "model": adapter,
+                "adapters": {},
+                "adapter_of": name,
+                "description": config.description or f"LoRA adapter {adapter} on {self.model}",
+            }
+            for field_name in ("tasks", "quality", "pricing"):
+                value = getattr(config, field_name)
+                if value:
+                    update[field_name] = value
+            candidates[f"{name}:{adapter}"] = self.model_copy(update=update)
+        return candidates
+
+    def lora_engine_kwargs(self, project_root: Path) -> dict[str, Any]:
+        """vLLM engine arguments that load the adapters at start (static LoRA modules)."""
+        if not self.adapters:
+            return {}
+        ranks = [config.rank(project_root) or 16 for config in self.adapters.values()]
+        rank = next((r for r in LORA_RANKS if r >= max(ranks)), LORA_RANKS[-1])
+        modules = [
+            {"name": adapter, "path": str(config.resolved_path(project_root))}
+            for adapter, config in self.adapters.items()
+        ]
+        return {
+            "enable_lora": True,
+            "max_lora_rank": rank,
+            "max_loras": min(len(modules), 4),
+            "max_cpu_loras": len(modules),
+            "lora_modules": modules,
+        }
 
     def resolved_source(self, project_root: Path) -> str:
         """An absolute path when `source` names an existing local folder, else `source`."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import math
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,6 +58,8 @@ class FakeBackend(Backend):
         return words, len(prompt.split()), finish
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        if endpoint == "embeddings":
+            return await self._embed(body)
         words, prompt_tokens, finish = self._answer(endpoint, body)
         await asyncio.sleep(
             (self.config.latency_ms + self.config.token_interval_ms * len(words)) / 1000
@@ -86,3 +92,26 @@ class FakeBackend(Backend):
             token_usage = shapes.usage(prompt_tokens, len(words))
             yield shapes.sse(shapes.usage_chunk(endpoint, chunk_id, model, token_usage))
         yield shapes.DONE
+
+    async def _embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Vectors from each word's hash (texts sharing words point alike): 16 dimensions."""
+        self.calls.append(("embeddings", body))
+        await asyncio.sleep(self.config.latency_ms / 1000)
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data, tokens = [], 0
+        for index, text in enumerate(texts):
+            words = str(text).lower().split()
+            tokens += len(words)
+            vector = [0.0] * 16
+            for word in words:
+                digest = hashlib.sha256(word.encode()).digest()
+                for i in range(16):
+                    vector[i] += digest[i] / 255 - 0.5
+            norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+            embedding: Any = [v / norm for v in vector]
+            if body.get("encoding_format") == "base64":  # OpenAI's: little-endian float32
+                embedding = base64.b64encode(struct.pack(f"<{len(embedding)}f", *embedding))
+                embedding = embedding.decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return {"object": "list", "data": data, "model": self.config.model, "usage": usage}

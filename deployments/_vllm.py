@@ -127,6 +127,8 @@ def llm_config_for(
         engine_kwargs["dtype"] = choices.dtype
     if config.context_window and "max_model_len" not in engine_kwargs:
         engine_kwargs["max_model_len"] = config.context_window
+    # Set in engine_kwargs, a LoRA argument wins over the one derived from the adapters.
+    engine_kwargs = {**config.lora_engine_kwargs(project_root), **engine_kwargs}
     return LLMConfig(
         model_loading_config={
             "model_id": config.model,
@@ -193,9 +195,15 @@ class VLLMBackend(Backend):
             self._client_errors: type[Exception] = VLLMClientError
         except ImportError:  # older vLLM: its checks raise ValueError
             self._client_errors = ValueError
+        # `EmbeddingRequest` in ray.serve.llm is a Union alias: the concrete class is here.
+        from ray.llm._internal.serve.core.configs.openai_api_models import (
+            EmbeddingCompletionRequest,
+        )
+
         self._request_types = {
             "chat/completions": (ChatCompletionRequest, "chat"),
             "completions": (CompletionRequest, "completions"),
+            "embeddings": (EmbeddingCompletionRequest, "embeddings"),
         }
 
     def _engine_request(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[Any, str]:
@@ -215,7 +223,8 @@ class VLLMBackend(Backend):
             raise client_error(str(exc), param=param, code="invalid_value") from None
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
-        request, method = self._engine_request(endpoint, {**body, "stream": False})
+        unstreamed = body if endpoint == "embeddings" else {**body, "stream": False}
+        request, method = self._engine_request(endpoint, unstreamed)
         responses = getattr(self._stream_handle, method).remote(request)
         try:
             async for item in responses:

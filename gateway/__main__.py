@@ -8,6 +8,8 @@ A/B experiment from the cost ledger (`--ledger PATH`, or the one `--config` name
 Ray cluster without the Ray dashboard (`make serve` uses it; docs/performance.md).
 `python -m gateway keys|teams create|list|get|update|revoke ...` calls the admin API
 (gateway/keys_cli.py).
+`python -m gateway eval|dataset|finetune ...`: the adaptation loop (gateway/eval_cli.py,
+gateway/adapt_cli.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from gateway import keys_cli
+from gateway import adapt_cli, eval_cli, keys_cli
 from gateway.config import ConfigError, GatewayConfig, load_yaml
 from gateway.exposure import check_exposure, serve_file_hosts
 
@@ -43,9 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         help="start the Ray dashboard too (for `serve status`, `serve deploy`, the web UI)",
     )
     keys_cli.add_commands(commands)
+    eval_cli.add_commands(commands)
+    adapt_cli.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command in ("keys", "teams"):
         return keys_cli.run(args)
+    if args.command == "eval":
+        return eval_cli.run(args)
+    if args.command == "dataset":
+        return adapt_cli.run_dataset(args)
+    if args.command == "finetune":
+        return adapt_cli.run_finetune(args)
     if args.command == "report":
         return _report(args)
     if args.command == "serve":

@@ -12,7 +12,7 @@ from ray import serve
 
 from deployments.serving import connect_backend, plan_backend
 from gateway.build import build_gateway
-from gateway.config import PROJECT_ROOT, GatewayConfig
+from gateway.config import PROJECT_ROOT, ConfigError, GatewayConfig
 from gateway.exposure import check_exposure, running_serve_hosts
 from gateway.http import create_app
 from gateway.keystore import key_gate, master_key, state_application
@@ -64,7 +64,9 @@ class GatewayIngress:
         self.config = GatewayConfig.load(config)
         check_exposure(self.config.auth, running_serve_hosts() or ())
         backends = {
-            name: connect_backend(name, backend, handles.get(name), unavailable.get(name, ""))
+            name: connect_backend(
+                name, backend, handles.get(hosted_by(name)), unavailable.get(name, "")
+            )
             for name, backend in self.config.backends.items()
         }
         self.gateway, self.ledger = build_gateway(
@@ -95,6 +97,26 @@ class GatewayIngress:
         await self.gateway.aclose()
 
 
+def hosted_by(name: str) -> str:
+    """The configured backend whose replicas serve `name` (itself, or an adapter's base)."""
+    return name.partition(":")[0]
+
+
+def check_adapters(config: GatewayConfig) -> None:
+    """An adapter folder vLLM cannot load would stop its engine from starting: say so now."""
+    problems = []
+    for name, backend in config.backends.items():
+        for adapter, settings in getattr(backend, "adapters", {}).items():
+            folder = settings.resolved_path(PROJECT_ROOT)
+            if not (folder / "adapter_config.json").is_file():
+                problems.append(
+                    f"backends.{name}.adapters.{adapter}.path: no adapter at {folder} (an "
+                    "adapter_config.json is missing; `python -m gateway finetune` writes one)"
+                )
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """Serve application builder: validates the config, then binds one deployment per backend
     and the ingress. Config mistakes raise here, so the deploy fails with the field path."""
@@ -105,7 +127,10 @@ def build_app(args: dict[str, Any]) -> Application:
     applications: dict[str, Application] = {}
     unavailable: dict[str, str] = {}
     facts: dict[str, dict[str, str]] = {}
+    check_adapters(config)
     for name, backend in config.backends.items():
+        if name != hosted_by(name):
+            continue  # an adapter: served by its backend's replicas
         plan = plan_backend(name, backend, PROJECT_ROOT)
         if plan.facts:
             facts[name] = plan.facts
@@ -116,6 +141,10 @@ def build_app(args: dict[str, Any]) -> Application:
             logger.warning("backend %s is unavailable: %s", name, plan.unavailable_reason)
         elif plan.application is not None:
             applications[name] = plan.application
+    for name in config.backends:
+        base = hosted_by(name)
+        if base in unavailable and name != base:
+            unavailable[name] = f"its backend {base!r} is unavailable: {unavailable[base]}"
     options = config.ingress.deployment.serve_options()
     options["logging_config"] = {"enable_access_log": config.ingress.serve_access_log}
     state = state_application(config.auth) if config.auth.keys else None

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from access import AuthConfig
-from deployments import BackendConfig, DeploymentOptions
+from deployments import BackendConfig, DeploymentOptions, VLLMBackendConfig
 from gateway.templates import PromptTemplate, resolve
 from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig
 from router import RoutingConfig
@@ -74,6 +74,34 @@ class GatewayConfig(RoutingConfig):
     experiments: dict[str, ExperimentConfig] = Field(
         default_factory=dict, description="Name -> A/B experiment on a route."
     )
+    quality_file: str | None = Field(
+        default=None,
+        description="Measured quality per backend and task (JSON, written by `python -m "
+        "gateway eval --write-quality`); a measurement wins over the backend's configured "
+        "`quality` for its task, and explain says which one it used. Read at deploy.",
+    )
+
+    @model_validator(mode="after")
+    def _adapter_candidates(self) -> GatewayConfig:
+        """Each LoRA adapter of a vLLM backend becomes a backend of its own, `<backend>:<name>`
+        (regenerated here, so a dumped and reloaded config comes out the same)."""
+        declared = {
+            name: backend
+            for name, backend in self.backends.items()
+            if getattr(backend, "adapter_of", None) is None
+        }
+        colons = [name for name in declared if ":" in name]
+        if colons:
+            raise ValueError(
+                f"backends: {', '.join(colons)}: `:` is kept for adapters (`<backend>:<adapter>`)"
+            )
+        backends: dict[str, BackendConfig] = {}
+        for name, backend in declared.items():
+            backends[name] = backend
+            if isinstance(backend, VLLMBackendConfig):
+                backends.update(backend.adapter_candidates(name))
+        object.__setattr__(self, "backends", backends)  # frozen: set once, while validating
+        return self
 
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:

@@ -181,6 +181,10 @@ def create_app(
     async def completions(request: Request) -> Response:
         return await serve(request, "completions")
 
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        return await serve(request, "embeddings")
+
     @app.post("/v1/routing/explain")
     async def explain(request: Request) -> Response:
         """The routing decision for a chat completion body, without calling any backend."""

@@ -215,7 +215,9 @@ class Gateway:
         record.take_usage(result.get("usage"))
         if self.log_bodies:
             record.response_text = response_text(result)
-        self.feedback.request_finished(record)
+        self.feedback.request_finished(record)  # closes the books: the actual cost is known
+        if record.cost_usd is not None:
+            headers["x-gateway-cost-usd"] = f"{record.cost_usd:.10f}"
         return Reply(200, orjson.dumps(result), headers)
 
     async def _stream(

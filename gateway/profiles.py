@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from deployments import BackendConfig, VLLMBackendConfig
 from router import BackendProfile, LatencyPrior, approximate_tokens
@@ -24,7 +26,14 @@ def _local_token_counter(folder: Path) -> TokenCounter | None:
     return count
 
 
-def profile_for(name: str, config: BackendConfig, project_root: Path) -> BackendProfile:
+def profile_for(
+    name: str,
+    config: BackendConfig,
+    project_root: Path,
+    measured: Mapping[str, Mapping[str, Any]] | None = None,
+) -> BackendProfile:
+    """`measured`: task -> a measurement from the quality file (`gateway eval
+    --write-quality`), which wins over the configured number for that task."""
     counter: TokenCounter | None = None
     if isinstance(config, VLLMBackendConfig):
         counter = _local_token_counter(Path(config.resolved_source(project_root)))
@@ -36,7 +45,14 @@ def profile_for(name: str, config: BackendConfig, project_root: Path) -> Backend
         gpu_hour_usd=config.pricing.gpu_hour_usd,
         context_window=window or config.context_window,
         tasks=frozenset(config.tasks) if config.tasks is not None else None,
-        quality=dict(config.quality),
+        endpoints=frozenset(config.endpoints),
+        quality={**config.quality, **{t: float(m["score"]) for t, m in (measured or {}).items()}},
+        quality_sources={
+            task: f"measured {m.get('measured', '?')}: {m.get('metric', '?')} on "
+            f"{m.get('n', '?')} examples of {m.get('dataset', '?')}, 95% interval "
+            f"{m.get('interval')}"
+            for task, m in (measured or {}).items()
+        },
         latency_prior=LatencyPrior(config.latency_prior.ttft_ms, config.latency_prior.tpot_ms),
         capacity=config.capacity,
         count_tokens=counter or approximate_tokens,

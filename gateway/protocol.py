@@ -155,9 +155,25 @@ class CompletionRequest(_Sampling):
     suffix: StrictStr | None = None
 
 
-REQUEST_MODELS: dict[str, type[_Sampling]] = {
+class EmbeddingRequest(_Open):
+    """OpenAI's embeddings request: one input or a batch (text, or token ids)."""
+
+    model: StrictStr | None = Field(default=None, description="Backend, route or alias name.")
+    input: (
+        Annotated[StrictStr, Field(min_length=1)]
+        | Annotated[list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1)]
+        | Annotated[list[StrictInt], Field(min_length=1)]
+        | Annotated[list[Annotated[list[StrictInt], Field(min_length=1)]], Field(min_length=1)]
+    )
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[int, Field(ge=1, strict=True)] | None = None
+    user: StrictStr | None = None
+
+
+REQUEST_MODELS: dict[str, type[_Open]] = {
     "chat/completions": ChatCompletionRequest,
     "completions": CompletionRequest,
+    "embeddings": EmbeddingRequest,
 }
 
 # Roles whose messages carry their content in `content` (an assistant's may be tool calls).

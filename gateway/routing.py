@@ -17,7 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError
 from gateway.profiles import profile_for
 from gateway.templates import apply as apply_template
-from llmops import Assignment, Experiments, RequestRecord
+from llmops import Assignment, Experiments, QualityFile, RequestRecord
 from router import (
     Availability,
     BackendStats,
@@ -34,7 +34,12 @@ from router import (
 
 
 def prompt_text(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
-    """The text a tokenizer or classifier should read: message contents, or the prompt."""
+    """The text a tokenizer or classifier should read: message contents, or the prompt (or
+    the texts to embed)."""
+    if endpoint == "embeddings":
+        found = body.get("input", "")
+        texts = found if isinstance(found, list) else [found]
+        return "\n".join(text for text in texts if isinstance(text, str))
     if endpoint == "completions":
         prompt = body.get("prompt", "")
         if isinstance(prompt, str):
@@ -146,6 +151,7 @@ class Routed:
                     "cold_start_ms": round(e.estimate.cold_start_ms, 1),
                     "latency_from": e.estimate.latency_source,
                     "quality": e.quality,
+                    "quality_from": e.quality_source,
                     "score": decision.scores.get(e.backend),
                 }
                 for e in decision.evaluations
@@ -199,7 +205,14 @@ class Routing:
     ) -> None:
         """`embed` defaults to all-MiniLM-L6-v2 when any task has examples."""
         self.config = config
-        profiles = {n: profile_for(n, b, project_root) for n, b in config.backends.items()}
+        self.project_root = project_root
+        self.quality = (
+            QualityFile(project_root / config.quality_file) if config.quality_file else None
+        )
+        measured = self.quality.read() if self.quality else {}
+        profiles = {
+            n: profile_for(n, b, project_root, measured.get(n)) for n, b in config.backends.items()
+        }
         self.router = Router(config, profiles, {n: b.model for n, b in config.backends.items()})
         self.live = LiveStats({n: BackendStats(p.latency_prior) for n, p in profiles.items()})
         self.known_tasks = {config.default_task, *config.tasks}
@@ -211,6 +224,15 @@ class Routing:
             embed = MiniLMEmbedder()
         self.classifier = TaskClassifier(config, embed)
         self.experiments = Experiments(config.experiments)
+
+    def _reload_quality(self, quality: QualityFile) -> None:
+        """A quality file written since (`gateway eval --write-quality`) takes effect now."""
+        measured = quality.read()
+        for name, backend in self.config.backends.items():
+            profile = profile_for(name, backend, self.project_root, measured.get(name))
+            self.router.update_profile(
+                name, quality=profile.quality, quality_sources=profile.quality_sources
+            )
 
     def warm(self) -> None:
         """First-time work of the tokenizers and the task classifier, done before the first
@@ -229,6 +251,8 @@ class Routing:
         """Resolve the target, assign an experiment arm, apply the template; the body given
         is the client's and is not changed."""
         body = dict(body)
+        if self.quality is not None and self.quality.due():
+            self._reload_quality(self.quality)
         try:
             hints = parse_hints(body.pop("routing", None), headers)
         except HintError as exc:
@@ -262,8 +286,9 @@ class Routing:
     ) -> Routed:
         text = prompt_text(prepared.endpoint, prepared.body)
         hints = prepared.hints
-        if prepared.kind == "backend":
-            # A backend named directly is not routed: skip the classifier's ~14 ms.
+        if prepared.kind == "backend" or prepared.endpoint == "embeddings":
+            # Not routed by task (a backend named directly, or texts to embed): skip the
+            # classifier's milliseconds.
             task = self.classifier.classify("", hints.task)
         elif hints.task is None and self.classifier.uses_embeddings:
             # Milliseconds of CPU: off the event loop, so other requests keep flowing.
@@ -272,7 +297,8 @@ class Routing:
             task = self.classifier.classify(text, hints.task)
         summary = RequestSummary(
             prompt_text=text,
-            max_tokens=max_output_tokens(prepared.body),
+            max_tokens=0 if prepared.endpoint == "embeddings" else max_output_tokens(prepared.body),
+            endpoint=prepared.endpoint,
             hints=hints,
             task=task.task,
             task_source=task.source,

@@ -84,4 +84,5 @@ def to_warm(
         and config.warmup.enabled
         and backends[name].deployed
         and not config.scales_to_zero
+        and "chat/completions" in config.endpoints  # warm-up requests are chat requests
     }

@@ -4,6 +4,17 @@ report. No HTTP; Ray only inside `GatewayMetrics` (imported when one is built)."
 from llmops._accounting import Accounting, Price, Sink
 from llmops._batch import BatchWriter
 from llmops._config import LedgerConfig, RequestLogConfig, Strict
+from llmops._evals import (
+    METRICS,
+    SCORERS,
+    CandidateResult,
+    QualityFile,
+    interval95,
+    judge_score,
+    read_quality,
+    summarise,
+    write_quality,
+)
 from llmops._experiments import (
     ArmConfig,
     Assignment,
@@ -30,10 +41,13 @@ __all__ = [
     "DEFAULT_REDACTIONS",
     "GROUPS",
     "LEDGER_COLUMNS",
+    "METRICS",
+    "SCORERS",
     "Accounting",
     "ArmConfig",
     "Assignment",
     "BatchWriter",
+    "CandidateResult",
     "ExperimentConfig",
     "Experiments",
     "GatewayMetrics",
@@ -42,6 +56,7 @@ __all__ = [
     "LedgerReader",
     "LocalRecordsTransport",
     "Price",
+    "QualityFile",
     "RecordsOwner",
     "RecordsTransport",
     "RecordsUnavailable",
@@ -54,11 +69,16 @@ __all__ = [
     "Strict",
     "assign_arm",
     "build_report",
+    "interval95",
+    "judge_score",
     "key_id",
     "log_entry",
     "parse_since",
+    "read_quality",
     "render_html",
     "render_table",
     "response_text",
+    "summarise",
     "unit_hash",
+    "write_quality",
 ]

@@ -61,6 +61,9 @@ class RequestRecord:
         if not usage:
             return
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        total = usage.get("total_tokens")
+        if completion is None and isinstance(prompt, int) and isinstance(total, int):
+            completion = total - prompt  # embeddings: no output tokens
         if isinstance(prompt, int) and isinstance(completion, int):
             self.prompt_tokens, self.completion_tokens = prompt, completion
             self.usage_source = "upstream"

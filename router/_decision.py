@@ -79,6 +79,7 @@ class Reason(StrEnum):
     QUALITY = "quality"
     COST = "cost"
     LATENCY_BUDGET = "latency_budget"
+    ENDPOINT_NOT_SERVED = "endpoint_not_served"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class RequestSummary:
     task_source: str = "default"  # "hint", "keyword", "classifier" or "default"
     task_similarity: float | None = None
     seed: int = 0
+    endpoint: str = "chat/completions"  # or "completions", "embeddings"
 
 
 @dataclass(slots=True)  # built per candidate per request: not frozen, for speed
@@ -105,6 +107,7 @@ class Evaluation:
     quality: float
     tokenizer: str
     codes: tuple[Reason, ...] = ()
+    quality_source: str = "default"  # configured, measured (how), or the 0.5 default
 
     def only(self, *codes: Reason) -> bool:
         """Whether it is ineligible for these reasons and no other."""

@@ -23,11 +23,20 @@ class BackendProfile:
     gpu_hour_usd: float = 0.0
     context_window: int | None = None
     tasks: frozenset[str] | None = None  # None: serves any task
+    endpoints: frozenset[str] = frozenset({"chat/completions", "completions"})
     quality: Mapping[str, float] = field(default_factory=dict)  # task or "default" -> 0..1
     latency_prior: LatencyPrior = field(default_factory=LatencyPrior)
     capacity: int = 64  # requests served at once across replicas before queueing
     count_tokens: TokenCounter = approximate_tokens
     tokenizer: str = "approximate"  # says how prompt tokens were counted, for explain
+    # task or "default" -> where its quality comes from ("configured", or a measurement)
+    quality_sources: Mapping[str, str] = field(default_factory=dict)
 
     def quality_for(self, task: str) -> float:
         return self.quality.get(task, self.quality.get("default", 0.5))
+
+    def quality_source_for(self, task: str) -> str:
+        key = task if task in self.quality else "default"
+        if key not in self.quality:
+            return "default (0.5: neither configured nor measured)"
+        return self.quality_sources.get(key, "configured")

