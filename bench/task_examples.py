@@ -1,47 +1,72 @@
-"""Tasks (3 examples each) and unseen prompts, shared by the classifier test and bench."""
+"""Tasks (3 examples and a description each) and unseen prompts, shared by the classifier test
+and bench."""
 
 TASKS = {
     "code": {
+        "description": (
+            "programming, writing or fixing source code, software bugs, errors, "
+            "functions, scripts, APIs, SQL queries, git"
+        ),
         "examples": [
             "Write a Python function that reverses a linked list.",
             "Why does my JavaScript fetch call return undefined?",
             "Refactor this SQL query to use a join instead of a subquery.",
-        ]
+        ],
     },
     "math": {
+        "description": (
+            "arithmetic, algebra, calculus, equations, "
+            "probability, statistics, geometry, proofs, numbers"
+        ),
         "examples": [
             "What is the integral of x squared from 0 to 3?",
             "Solve for x: 3x + 7 = 22.",
             "Prove that the square root of 2 is irrational.",
-        ]
+        ],
     },
     "summarize": {
+        "description": (
+            "condense or shorten a text, article, "
+            "notes or report into its key points, a brief summary"
+        ),
         "examples": [
             "Summarize this article in three bullet points.",
             "Give me a short summary of the meeting notes below.",
             "TL;DR of the following report, please.",
-        ]
+        ],
     },
     "translate": {
+        "description": (
+            "translation from one language into another, how to say a phrase in French, "
+            "Spanish, German, Japanese"
+        ),
         "examples": [
             "Translate 'good morning, how are you?' into Spanish.",
             "How do you say 'thank you very much' in Japanese?",
             "Translate this paragraph from German to English.",
-        ]
+        ],
     },
     "extraction": {
+        "description": (
+            "pull structured fields, names, "
+            "dates, numbers, emails out of a document into JSON or a table"
+        ),
         "examples": [
             "Extract all email addresses from the text below.",
             "List the company names and dates mentioned in this contract as JSON.",
             "Pull out the invoice number, total and due date from this invoice.",
-        ]
+        ],
     },
     "chat": {
+        "description": (
+            "casual conversation, small talk, feelings, "
+            "recommendations, opinions, everyday advice"
+        ),
         "examples": [
             "Hi! How is your day going?",
             "Can you recommend a good book for a long flight?",
             "I'm feeling a bit stressed about work, any advice?",
-        ]
+        ],
     },
 }
 

@@ -110,6 +110,12 @@ class TaskConfig(_Strict):
     examples: tuple[str, ...] = Field(
         default=(), description="Example prompts; embedded at startup for the classifier."
     )
+    description: str = Field(
+        default="",
+        description="What the task covers, as comma-separated phrases (`programming, source "
+        "code, bugs, SQL`): each phrase is one more prototype for the classifier. Words "
+        "people use for the task help most where three examples cannot cover it.",
+    )
     keywords: tuple[str, ...] = Field(
         default=(),
         description="Case-insensitive regular expressions; a match decides the task at once.",
@@ -136,11 +142,11 @@ class RoutingConfig(_Strict):
     )
     default_task: str = Field(default="chat", description="Task when nothing else decides.")
     task_threshold: float = Field(
-        default=0.1,
+        default=0.05,
         ge=-1,
         le=1,
-        description="Least cosine similarity between a prompt and a task's centroid for the "
-        "classifier to name that task (MiniLM similarities of short prompts are small).",
+        description="Least score (cosine similarity, after centring, to the task's centroid "
+        "and nearest prototypes) for the classifier to name a task; below it, `default_task`.",
     )
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""Which task a prompt is: explicit hint, then keyword rules, then nearest examples."""
+"""Which task a prompt is: explicit hint, then keyword rules, then the embedding classifier."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from router._config import RoutingConfig
 
 # Embeds texts to unit-length vectors (a list of floats each).
 Embedder = Callable[[Sequence[str]], Sequence[Sequence[float]]]
+Vector = list[float]
+NEAREST = 2  # prototypes averaged per task
+CENTROID_WEIGHT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,16 +22,34 @@ class TaskDecision:
     similarity: float | None = None
 
 
-def _centroid(vectors: Sequence[Sequence[float]]) -> list[float]:
-    mean = [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
-    norm = sum(x * x for x in mean) ** 0.5 or 1.0
-    return [x / norm for x in mean]
+def _unit(vector: Sequence[float]) -> Vector:
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]
+
+
+def _mean(vectors: Sequence[Sequence[float]]) -> Vector:
+    return [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+@dataclass(frozen=True)
+class _Task:
+    centroid: Vector  # of its examples and its name
+    prototypes: list[Vector]  # its examples and its description's phrases
 
 
 class TaskClassifier:
-    """Keyword rules first (cheap, exact), then the task whose centroid (its examples and its
-    name, embedded) is most similar to the prompt, if at least `task_threshold`; else
-    `default_task`. Centroids generalise better than nearest examples from 3 examples."""
+    """Keyword rules first (cheap, exact); then, from embeddings, the task scoring highest, if
+    at least `task_threshold`; else `default_task`.
+
+    Each task's score is half its centroid's similarity (examples and name) and half the mean
+    of its two most similar prototypes (examples and the phrases of its description). Every
+    vector is first centred on the mean of all of them: what all prompts share ("a request to
+    an assistant") no longer dominates the similarity. Measured in docs/routing.md.
+    """
 
     def __init__(self, config: RoutingConfig, embed: Embedder | None = None) -> None:
         self._default = config.default_task
@@ -39,16 +60,47 @@ class TaskClassifier:
             if task.keywords
         ]
         self._embed = embed
-        self._centroids: dict[str, list[float]] = {}
-        if embed is not None:
-            for name, task in config.tasks.items():
-                if task.examples:
-                    vectors = embed([*task.examples, name.replace("_", " ")])
-                    self._centroids[name] = _centroid(vectors)
+        self._tasks: dict[str, _Task] = {}
+        self._origin: Vector = []
+        if embed is None:
+            return
+        texts: dict[str, tuple[list[str], list[str]]] = {}
+        for name, task in config.tasks.items():
+            if task.examples:
+                phrases = [p.strip() for p in re.split(r"[,;\n]", task.description) if p.strip()]
+                texts[name] = ([*task.examples, name.replace("_", " ")], phrases)
+        if not texts:
+            return
+        flat = [text for own, phrases in texts.values() for text in (*own, *phrases)]
+        vectors = [list(map(float, v)) for v in embed(flat)]
+        self._origin = _mean(vectors)
+        centred = iter([self._centre(v) for v in vectors])
+        for name, (own, phrases) in texts.items():
+            own_vectors = [next(centred) for _ in own]
+            phrase_vectors = [next(centred) for _ in phrases]
+            self._tasks[name] = _Task(
+                centroid=_unit(_mean(own_vectors)),
+                prototypes=[*own_vectors[:-1], *phrase_vectors],  # examples and phrases
+            )
+
+    def _centre(self, vector: Sequence[float]) -> Vector:
+        return _unit([x - o for x, o in zip(vector, self._origin, strict=True)])
 
     @property
     def uses_embeddings(self) -> bool:
-        return bool(self._centroids)
+        return bool(self._tasks)
+
+    def scores(self, text: str) -> dict[str, float]:
+        """Each task's score for a text (for explain, tests and tuning)."""
+        assert self._embed is not None
+        query = self._centre(self._embed([text])[0])
+        found = {}
+        for name, task in self._tasks.items():
+            nearest = sorted((_dot(query, p) for p in task.prototypes), reverse=True)[:NEAREST]
+            found[name] = CENTROID_WEIGHT * _dot(query, task.centroid) + (1 - CENTROID_WEIGHT) * (
+                sum(nearest) / len(nearest)
+            )
+        return found
 
     def classify(self, text: str, hint: str | None = None) -> TaskDecision:
         if hint:
@@ -56,14 +108,10 @@ class TaskClassifier:
         for name, pattern in self._rules:
             if pattern.search(text):
                 return TaskDecision(name, "keyword")
-        if self._centroids and self._embed is not None and text.strip():
-            query = self._embed([text])[0]
-            best, best_label = -2.0, self._default
-            for label, centroid in self._centroids.items():
-                similarity = sum(a * b for a, b in zip(query, centroid, strict=True))
-                if similarity > best:
-                    best, best_label = similarity, label
-            if best >= self._threshold:
-                return TaskDecision(best_label, "classifier", best)
-            return TaskDecision(self._default, "default", best)
+        if self._tasks and self._embed is not None and text.strip():
+            scores = self.scores(text)
+            best = max(scores, key=scores.__getitem__)
+            if scores[best] >= self._threshold:
+                return TaskDecision(best, "classifier", scores[best])
+            return TaskDecision(self._default, "default", scores[best])
         return TaskDecision(self._default, "default")

@@ -25,9 +25,10 @@ pytestmark = pytest.mark.integration
 PREFIX = "/adapt"
 SHIPPED = MODELS / "smollm2-extract-lora"
 HELDOUT = ROOT / "data" / "extraction" / "heldout.jsonl"
-PERSON_PROMPT = (
-    "Extract the person's name, age, city and job from the sentence. Answer with JSON only."
-    "\n\nSentence: {sentence}"
+# The task's prompt, as the shipped dataset words it (the sentence comes after it).
+_FIRST = json.loads(HELDOUT.read_text().splitlines()[0])["messages"][0]["content"]
+PERSON_PROMPT = _FIRST.split("Sentence: ")[0].replace("{", "{{").replace("}", "}}") + (
+    "Sentence: {sentence}"
 )
 
 
