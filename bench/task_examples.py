@@ -59,8 +59,7 @@ TASKS = {
     },
     "chat": {
         "description": (
-            "casual conversation, small talk, feelings, "
-            "recommendations, opinions, everyday advice"
+            "casual conversation, small talk, feelings, recommendations, opinions, everyday advice"
         ),
         "examples": [
             "Hi! How is your day going?",

@@ -31,6 +31,7 @@ def embed_config(stack: Stack, root: str) -> dict[str, Any]:
                 "accelerator": "cpu",
                 "endpoints": ["embeddings"],
                 "engine_kwargs": {"runner": "pooling", "dtype": "float32", "max_model_len": 256,
+                              "kv_cache_memory_bytes": 32 << 20,
                                   "enforce_eager": True},
                 "deployment": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5}},
                 "timeouts": {"first_token_s": 60, "total_s": 60},
@@ -108,23 +109,37 @@ def test_floats_and_base64_agree_and_the_ledger_prices_the_proxy(embed: str) -> 
 
 @pytest.mark.parametrize(
     "body",
-    [{"model": "minilm"}, {"model": "minilm", "input": ""}, {"model": "minilm", "input": [""]},
+    [{"model": "minilm", "input": ""}, {"model": "minilm", "input": [""]},
      {"model": "minilm", "input": "x", "encoding_format": "hex"}],
 )  # fmt: skip
 def test_bad_input_is_an_openai_400(embed: str, body: dict[str, Any]) -> None:
     client = openai.OpenAI(base_url=f"{embed}/v1", api_key="unused", max_retries=0)
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.BadRequestError) as caught:
         client.embeddings.create(**body)
+    assert caught.value.param and caught.value.code == "invalid_value"
+
+
+def test_a_body_without_input_is_a_400_naming_it(embed: str) -> None:
+    response = httpx.post(f"{embed}/v1/embeddings", json={"model": "minilm"}, timeout=30)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "input"
 
 
 def test_the_ledger_has_every_embedding_request(stack: Stack, embed: str) -> None:
-    def rows() -> int:
-        with sqlite3.connect(stack.logs / "embed-ledger.sqlite") as db:
-            found = db.execute(
-                "SELECT COUNT(*) FROM requests WHERE endpoint = 'embeddings' AND status = 200"
-            ).fetchone()
-        return int(found[0])
+    body = {"model": "minilm", "input": "one more"}
+    response = httpx.post(f"{embed}/v1/embeddings", json=body, timeout=30)
+    assert response.status_code == 200
+    request_id = response.headers["x-request-id"]
 
-    before = rows()
-    httpx.post(f"{embed}/v1/embeddings", json={"model": "minilm", "input": "one more"}, timeout=30)
-    wait_until(lambda: rows() == before + 1, 10, "the ledger row")
+    def row() -> tuple[Any, ...] | None:
+        with sqlite3.connect(stack.logs / "embed-ledger.sqlite") as db:
+            found: tuple[Any, ...] | None = db.execute(
+                "SELECT endpoint, status, prompt_tokens, completion_tokens FROM requests "
+                "WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+        return found
+
+    wait_until(lambda: row() is not None, 10, "the ledger row")
+    tokens = response.json()["usage"]["prompt_tokens"]
+    assert row() == ("embeddings", 200, tokens, 0)

@@ -124,3 +124,21 @@ def test_dataset_export_joins_feedback_dedupes_and_splits_stably(tmp_path: Path)
     assert 0 < result.heldout_examples < 12
     again = export_dataset(log, scores, tmp_path / "again.jsonl", min_score=0.8, task="extraction")
     assert again.heldout.read_text() == result.heldout.read_text()  # stable split
+
+
+def test_an_experiment_pits_the_adapter_against_its_base(tmp_path: Path) -> None:
+    """A/B base vs adapter: arms pin the two candidates; promoting the adapter is then a
+    config change (make it the route's first or only candidate)."""
+    config = _config(_adapter(tmp_path / "a"))
+    config["experiments"] = {
+        "lora-vs-base": {
+            "route": "by-task",
+            "arms": {
+                "base": {"backend": "smollm2", "weight": 0.5},
+                "lora": {"backend": "smollm2:extract", "weight": 0.5},
+            },
+        }
+    }
+    loaded = GatewayConfig.load(config)
+    arms = loaded.experiments["lora-vs-base"].arms
+    assert {arm.backend for arm in arms.values()} == {"smollm2", "smollm2:extract"}
