@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -140,11 +141,13 @@ def ask(root: str, content: str, model: str = "by-task") -> httpx.Response:
 
 def test_base_and_adapters_are_served_by_one_engine(adapt: tuple[str, Path]) -> None:
     root, _ = adapt
-    models = {m["id"] for m in httpx.get(f"{root}/v1/models").json()["data"]}
-    assert {"smollm2", "smollm2:extract", "smollm2:fresh"} <= models
+    listed = {m["id"] for m in httpx.get(f"{root}/v1/models").json()["data"]}
+    assert {"smollm2", "smollm2:extract", "smollm2:fresh"} <= listed
     sentence = "Ask anyone in Graz: Mei Ruiz, 41, is the best pilot around."
     prompt = PERSON_PROMPT.format(sentence=sentence)
-    answers = {m: ask(root, prompt, m) for m in ("smollm2", "smollm2:extract", "smollm2:fresh")}
+    models = ("smollm2", "smollm2:extract", "smollm2:fresh")
+    with ThreadPoolExecutor(len(models)) as pool:  # at once: one engine, three candidates
+        answers = dict(zip(models, pool.map(lambda m: ask(root, prompt, m), models), strict=True))
     assert all(r.status_code == 200 for r in answers.values())
     assert {r.headers["x-gateway-backend"] for r in answers.values()} == set(answers)
     extracted = json.loads(answers["smollm2:extract"].json()["choices"][0]["message"]["content"])
@@ -198,3 +201,15 @@ def test_routing_by_task_sends_extraction_to_the_adapter(adapt: tuple[str, Path]
     chat = ask(root, "Hi! Can you recommend a good film for tonight?")
     assert chat.headers["x-gateway-task"] == "chat"
     assert chat.headers["x-gateway-backend"] == "smollm2"  # adapters serve extraction only
+
+
+def test_a_backend_of_the_gateway_judges_answers(adapt: tuple[str, Path]) -> None:
+    """`--metric judge:<backend>`: the rubric goes to that backend, its 1-5 grade is the score
+    (the tiny base model is a poor judge: this checks the path, not its verdicts)."""
+    root, _ = adapt
+    done = cli("eval", "--dataset", str(HELDOUT), "--candidates", "smollm2:extract",
+               "--task", "extraction", "--metric", "judge:smollm2", "--gateway", root,
+               "--limit", "3", "--max-tokens", "64", "--format", "json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)["results"]
+    assert result["n"] == 3 and result["errors"] == 0 and 0 <= result["score"] <= 1
