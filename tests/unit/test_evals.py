@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
-from deployments import FakeBackend, FakeBackendConfig
 from gateway.build import build_gateway
 from gateway.config import GatewayConfig
 from llmops import interval95, judge_score, read_quality, summarise, write_quality
 from llmops._evals import render_html, render_table, score_contains, score_exact, score_json_fields
+from tests.helpers import fake_backends
 
 PERSON = {"name": "Leila Tanaka", "age": 22, "city": "Amman", "job": "librarian"}
 
@@ -82,11 +82,7 @@ def _gateway(tmp_path: Path, quality_file: Path) -> Any:
             "request_log": {"enabled": False},
         }
     )
-    backends = {
-        name: FakeBackend(backend)
-        for name, backend in config.backends.items()
-        if isinstance(backend, FakeBackendConfig)
-    }
+    backends = fake_backends(config)
     gateway, _ = build_gateway(config, backends, tmp_path)
     return gateway
 

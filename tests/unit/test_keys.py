@@ -17,11 +17,11 @@ import openai
 import pytest
 
 from access import AccessClient, AccessState, LocalTransport, Transport
-from deployments import FakeBackend, FakeBackendConfig
 from gateway.build import build_gateway
 from gateway.config import GatewayConfig
 from gateway.http import create_app
 from gateway.keys import KeyGate
+from tests.helpers import fake_backends
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")  # the loop the fixtures run in
 MASTER = "sk-master-" + secrets.token_hex(16)
@@ -81,11 +81,7 @@ async def start(tmp: Path, **auth: Any) -> Keyed:
             "request_log": {"path": str(tmp / "requests.jsonl"), "bodies": True},
         }
     )
-    backends = {
-        name: FakeBackend(backend)
-        for name, backend in config.backends.items()
-        if isinstance(backend, FakeBackendConfig)
-    }
+    backends = fake_backends(config)
     state = AccessState(tmp / "access.sqlite", 0.05, config.auth.lease_ttl_s)
     switch = Switch(state)
     gate = KeyGate(AccessClient(config.auth, switch, MASTER))

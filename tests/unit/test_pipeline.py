@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from deployments import FakeBackend, FakeBackendConfig
 from gateway.attempts import AttemptOutcome, Observer
 from gateway.build import build_gateway
 from gateway.config import GatewayConfig
 from gateway.pipeline import Gateway, Reply, StreamReply
 from llmops import Ledger, RequestRecord
+from tests.helpers import fake_backends
 
 FAST_RETRY = {"max_retries": 1, "initial_backoff_ms": 1, "max_backoff_ms": 2}
 CONFIG: dict[str, Any] = {
@@ -75,11 +75,7 @@ class Harness:
                 "request_log": {"path": str(tmp_path / "requests.jsonl")},
             }
         )
-        self.backends = {
-            name: FakeBackend(backend)
-            for name, backend in config.backends.items()
-            if isinstance(backend, FakeBackendConfig)
-        }
+        self.backends = fake_backends(config)
         self.counting = Counting()
         gateway, ledger = build_gateway(
             config, self.backends, tmp_path, extra_observers=[self.counting]
