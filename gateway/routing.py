@@ -4,6 +4,10 @@ headers, an explanation and the start of the request record."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import queue
+import threading
 import time
 import zlib
 from collections.abc import Mapping
@@ -32,6 +36,8 @@ from router import (
     parse_hints,
 )
 
+logger = logging.getLogger("ray.serve")
+
 
 def prompt_text(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
     """The text a tokenizer or classifier should read: message contents, or the prompt (or
@@ -53,6 +59,35 @@ def prompt_text(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
         elif isinstance(content, list):
             parts.extend(p["text"] for p in content if isinstance(p.get("text"), str))
     return "\n".join(parts)
+
+
+class TaskLearner:
+    """Teaches the classifier from labelled requests in a thread of its own, off the request
+    path; when it falls behind, new samples are dropped rather than queued without bound."""
+
+    def __init__(self, classifier: TaskClassifier, backlog: int = 32) -> None:
+        self.classifier = classifier
+        self.learned = 0
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=backlog)
+        threading.Thread(target=self._run, name="task-learner", daemon=True).start()
+
+    def offer(self, text: str, task: str) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait((text, task))
+
+    def _run(self) -> None:
+        while True:
+            text, task = self._queue.get()
+            try:
+                self.learned += self.classifier.learn(text, task)
+            except Exception:  # a bad sample must not stop learning
+                logger.exception("learning task %r failed", task)
+            finally:
+                self._queue.task_done()
+
+    def join(self) -> None:
+        """Wait until every offered sample was learned (tests)."""
+        self._queue.join()
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +258,7 @@ class Routing:
 
             embed = MiniLMEmbedder()
         self.classifier = TaskClassifier(config, embed)
+        self.learner = TaskLearner(self.classifier) if self.classifier.learns else None
         self.experiments = Experiments(config.experiments)
 
     def _reload_quality(self, quality: QualityFile) -> None:
@@ -290,6 +326,10 @@ class Routing:
             # Not routed by task (a backend named directly, or texts to embed): skip the
             # classifier's milliseconds.
             task = self.classifier.classify("", hints.task)
+        elif hints.task is not None:
+            task = self.classifier.classify(text, hints.task)
+            if self.learner is not None:
+                self.learner.offer(text, hints.task)  # the client labelled it: learn from it
         elif hints.task is None and self.classifier.uses_embeddings:
             # Milliseconds of CPU: off the event loop, so other requests keep flowing.
             task = await asyncio.to_thread(self.classifier.classify, text)

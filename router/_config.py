@@ -149,6 +149,15 @@ class RoutingConfig(_Strict):
         "and nearest prototypes) for the classifier to name a task; below it, `default_task`.",
     )
 
+    task_learning: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Learn from labelled traffic: a routed request whose task the client "
+        "states (`routing.task`) becomes a prototype of that task, up to this many per task "
+        "(newest kept; 0: off). Each ingress replica learns from what it serves, in memory.",
+    )
+
     @model_validator(mode="after")
     def _default_route_exists(self) -> RoutingConfig:
         if self.default_route is not None and self.default_route not in self.routes:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from router._config import RoutingConfig
 
@@ -35,10 +37,18 @@ def _dot(a: Sequence[float], b: Sequence[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Task:
-    centroid: Vector  # of its examples and its name
-    prototypes: list[Vector]  # its examples and its description's phrases
+    own: list[Vector]  # its examples and its name (centred)
+    phrases: list[Vector]  # its description's phrases (centred)
+    learned: deque[Vector] = field(default_factory=deque)  # labelled traffic (centred)
+    centroid: Vector = field(default_factory=list)
+    prototypes: list[Vector] = field(default_factory=list)
+
+    def refresh(self) -> None:
+        """Centroid of examples, name and learned prompts; prototypes: all but the name."""
+        self.centroid = _unit(_mean([*self.own, *self.learned]))
+        self.prototypes = [*self.own[:-1], *self.phrases, *self.learned]
 
 
 class TaskClassifier:
@@ -62,6 +72,8 @@ class TaskClassifier:
         self._embed = embed
         self._tasks: dict[str, _Task] = {}
         self._origin: Vector = []
+        self._learning = False
+        self._lock = threading.Lock()
         if embed is None:
             return
         texts: dict[str, tuple[list[str], list[str]]] = {}
@@ -76,12 +88,11 @@ class TaskClassifier:
         self._origin = _mean(vectors)
         centred = iter([self._centre(v) for v in vectors])
         for name, (own, phrases) in texts.items():
-            own_vectors = [next(centred) for _ in own]
-            phrase_vectors = [next(centred) for _ in phrases]
-            self._tasks[name] = _Task(
-                centroid=_unit(_mean(own_vectors)),
-                prototypes=[*own_vectors[:-1], *phrase_vectors],  # examples and phrases
-            )
+            known = _Task([next(centred) for _ in own], [next(centred) for _ in phrases])
+            known.learned = deque(maxlen=max(1, config.task_learning))
+            known.refresh()
+            self._tasks[name] = known
+        self._learning = config.task_learning > 0
 
     def _centre(self, vector: Sequence[float]) -> Vector:
         return _unit([x - o for x, o in zip(vector, self._origin, strict=True)])
@@ -90,14 +101,32 @@ class TaskClassifier:
     def uses_embeddings(self) -> bool:
         return bool(self._tasks)
 
+    @property
+    def learns(self) -> bool:
+        return self._learning and bool(self._tasks)
+
+    def learn(self, text: str, task: str) -> bool:
+        """Take a prompt whose task the client stated as a prototype of that task (blocking:
+        one embedding). False when the task has no examples to learn beside, or no text."""
+        found = self._tasks.get(task)
+        if not self.learns or found is None or self._embed is None or not text.strip():
+            return False
+        vector = self._centre(self._embed([text])[0])
+        with self._lock:
+            found.learned.append(vector)
+            found.refresh()
+        return True
+
     def scores(self, text: str) -> dict[str, float]:
         """Each task's score for a text (for explain, tests and tuning)."""
         assert self._embed is not None
         query = self._centre(self._embed([text])[0])
         found = {}
-        for name, task in self._tasks.items():
-            nearest = sorted((_dot(query, p) for p in task.prototypes), reverse=True)[:NEAREST]
-            found[name] = CENTROID_WEIGHT * _dot(query, task.centroid) + (1 - CENTROID_WEIGHT) * (
+        with self._lock:
+            tasks = [(name, task.centroid, task.prototypes) for name, task in self._tasks.items()]
+        for name, centroid, prototypes in tasks:
+            nearest = sorted((_dot(query, p) for p in prototypes), reverse=True)[:NEAREST]
+            found[name] = CENTROID_WEIGHT * _dot(query, centroid) + (1 - CENTROID_WEIGHT) * (
                 sum(nearest) / len(nearest)
             )
         return found
