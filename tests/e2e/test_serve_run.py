@@ -138,3 +138,18 @@ def test_the_shipped_adapter_is_a_candidate_beside_its_base(served: tuple[Path, 
     explained = httpx.post(f"{BASE}/v1/routing/explain", json=body, timeout=30).json()
     assert explained["task"]["name"] == "extraction"
     assert explained["chosen"] == "smollm2:extract"
+
+
+def test_the_embedded_default_serves_embeddings(served: tuple[Path, int]) -> None:
+    probe = {"model": "minilm", "input": "x"}
+    wait_until(  # its engine starts beside SmolLM2's
+        lambda: httpx.post(f"{BASE}/v1/embeddings", json=probe, timeout=30).status_code == 200,
+        180, "the embedding engine",
+    )  # fmt: skip
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="x", max_retries=0)
+    raw = client.embeddings.with_raw_response.create(
+        model="embed", input=["A kitten naps on the couch.", "Stock markets fell today."]
+    )
+    assert raw.headers["x-gateway-backend"] == "minilm"  # the API has no key here
+    vectors = [item.embedding for item in raw.parse().data]
+    assert [len(vector) for vector in vectors] == [384, 384]

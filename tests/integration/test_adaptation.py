@@ -203,6 +203,20 @@ def test_routing_by_task_sends_extraction_to_the_adapter(adapt: tuple[str, Path]
     assert chat.headers["x-gateway-backend"] == "smollm2"  # adapters serve extraction only
 
 
+def test_the_adapter_made_from_traffic_is_evaluated_like_any_candidate(
+    adapt: tuple[str, Path],
+) -> None:
+    """The end of dataset -> finetune -> eval: two training steps teach it little; this checks
+    the loop runs, not the skill (the shipped adapter's test above does)."""
+    root, _ = adapt
+    done = cli("eval", "--dataset", str(HELDOUT), "--candidates", "smollm2:fresh",
+               "--task", "extraction", "--metric", "json_fields", "--gateway", root,
+               "--limit", "4", "--max-tokens", "64", "--format", "json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)["results"]
+    assert result["backend"] == "smollm2:fresh" and result["n"] == 4 and result["errors"] == 0
+
+
 def test_a_backend_of_the_gateway_judges_answers(adapt: tuple[str, Path]) -> None:
     """`--metric judge:<backend>`: the rubric goes to that backend, its 1-5 grade is the score
     (the tiny base model is a poor judge: this checks the path, not its verdicts)."""
