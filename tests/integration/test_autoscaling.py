@@ -133,7 +133,9 @@ def scale_cycle(
         seen_states.update(state for state, count in states.items() if count)
         return states.get("RUNNING") == target and not states.get("STARTING")
 
-    assert watch(1)
+    # The view caches Serve's replica states for 2 s: the app's first replica may still show
+    # STARTING there just after it answered.
+    wait_until(lambda: watch(1), 60, f"{name} at 1 running replica")
     started = time.monotonic()
     with Load(root, name, clients, body) as load:
         wait_until(lambda: watch(2), 240, f"{name} scaled to 2 replicas")
