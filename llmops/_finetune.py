@@ -107,7 +107,9 @@ def finetune(
     tokenizer = AutoTokenizer.from_pretrained(config.base)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [_encode(tokenizer, e, config.max_tokens) for e in load_examples(config.data)]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     model: Any = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32)
+    model.to(device)
     checkpoint = config.out / CHECKPOINT
     fingerprint = config.fingerprint()
     state = _read_checkpoint(checkpoint, fingerprint)
@@ -127,14 +129,14 @@ def finetune(
     )
     start_step = 0
     if state is not None:
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt"))
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device))
         start_step = int(state["step"])
     order = _order(len(encoded), config.batch_size, config.steps, config.seed)
     losses: list[float] = list(state["losses"]) if state else []
     model.train()
     for step in range(start_step, config.steps):
         batch = [encoded[i] for i in order[step]]
-        loss = _step(model, optimizer, batch, pad, torch)
+        loss = _step(model, optimizer, batch, pad, torch, device)
         losses.append(loss)
         if progress is not None:
             progress(step + 1, config.steps, loss)
@@ -176,7 +178,12 @@ def _order(count: int, batch_size: int, steps: int, seed: int) -> list[list[int]
 
 
 def _step(
-    model: Any, optimizer: Any, batch: Sequence[tuple[list[int], int]], pad: int, torch: Any
+    model: Any,
+    optimizer: Any,
+    batch: Sequence[tuple[list[int], int]],
+    pad: int,
+    torch: Any,
+    device: str,
 ) -> float:
     width = max(len(ids) for ids, _ in batch)
     inputs = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -186,6 +193,7 @@ def _step(
         inputs[row, : len(ids)] = torch.tensor(ids)
         labels[row, answer_at : len(ids)] = torch.tensor(ids[answer_at:])
         mask[row, : len(ids)] = 1
+    inputs, labels, mask = inputs.to(device), labels.to(device), mask.to(device)
     loss = model(input_ids=inputs, attention_mask=mask, labels=labels).loss
     loss.backward()
     optimizer.step()
