@@ -41,6 +41,17 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def eval_one(root: str, candidate: str, metric: str, limit: int) -> dict[str, Any]:
+    """`gateway eval` of one candidate on the first `limit` held-out examples: its result."""
+    done = cli("eval", "--dataset", str(HELDOUT), "--candidates", candidate,
+               "--task", "extraction", "--metric", metric, "--gateway", root,
+               "--limit", str(limit), "--max-tokens", "64", "--format", "json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)["results"]
+    found: dict[str, Any] = result
+    return found
+
+
 def adapt_config(stack: Stack, fresh: Path, quality_file: Path) -> dict[str, Any]:
     return {
         "backends": {
@@ -208,22 +219,12 @@ def test_the_adapter_made_from_traffic_is_evaluated_like_any_candidate(
 ) -> None:
     """The end of dataset -> finetune -> eval: two training steps teach it little; this checks
     the loop runs, not the skill (the shipped adapter's test above does)."""
-    root, _ = adapt
-    done = cli("eval", "--dataset", str(HELDOUT), "--candidates", "smollm2:fresh",
-               "--task", "extraction", "--metric", "json_fields", "--gateway", root,
-               "--limit", "4", "--max-tokens", "64", "--format", "json")  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    (result,) = json.loads(done.stdout)["results"]
+    result = eval_one(adapt[0], "smollm2:fresh", "json_fields", limit=4)
     assert result["backend"] == "smollm2:fresh" and result["n"] == 4 and result["errors"] == 0
 
 
 def test_a_backend_of_the_gateway_judges_answers(adapt: tuple[str, Path]) -> None:
     """`--metric judge:<backend>`: the rubric goes to that backend, its 1-5 grade is the score
     (the tiny base model is a poor judge: this checks the path, not its verdicts)."""
-    root, _ = adapt
-    done = cli("eval", "--dataset", str(HELDOUT), "--candidates", "smollm2:extract",
-               "--task", "extraction", "--metric", "judge:smollm2", "--gateway", root,
-               "--limit", "3", "--max-tokens", "64", "--format", "json")  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    (result,) = json.loads(done.stdout)["results"]
+    result = eval_one(adapt[0], "smollm2:extract", "judge:smollm2", limit=3)
     assert result["n"] == 3 and result["errors"] == 0 and 0 <= result["score"] <= 1
