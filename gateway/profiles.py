@@ -26,6 +26,23 @@ def _local_token_counter(folder: Path) -> TokenCounter | None:
     return count
 
 
+def quality_for(
+    config: BackendConfig, measured: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    """A backend's `quality` and `quality_sources`: the configured numbers, with the quality
+    file's measurements (task -> measurement) winning for their tasks."""
+    measured = measured or {}
+    return {
+        "quality": {**config.quality, **{t: float(m["score"]) for t, m in measured.items()}},
+        "quality_sources": {
+            task: f"measured {m.get('measured', '?')}: {m.get('metric', '?')} on "
+            f"{m.get('n', '?')} examples of {m.get('dataset', '?')}, 95% interval "
+            f"{m.get('interval')}"
+            for task, m in measured.items()
+        },
+    }
+
+
 def profile_for(
     name: str,
     config: BackendConfig,
@@ -46,13 +63,7 @@ def profile_for(
         context_window=window or config.context_window,
         tasks=frozenset(config.tasks) if config.tasks is not None else None,
         endpoints=frozenset(config.endpoints),
-        quality={**config.quality, **{t: float(m["score"]) for t, m in (measured or {}).items()}},
-        quality_sources={
-            task: f"measured {m.get('measured', '?')}: {m.get('metric', '?')} on "
-            f"{m.get('n', '?')} examples of {m.get('dataset', '?')}, 95% interval "
-            f"{m.get('interval')}"
-            for task, m in (measured or {}).items()
-        },
+        **quality_for(config, measured),
         latency_prior=LatencyPrior(config.latency_prior.ttft_ms, config.latency_prior.tpot_ms),
         capacity=config.capacity,
         count_tokens=counter or approximate_tokens,

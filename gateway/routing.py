@@ -19,7 +19,7 @@ from deployments import Endpoint, max_output_tokens
 from gateway.attempts import AttemptOutcome, Observer
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError
-from gateway.profiles import profile_for
+from gateway.profiles import profile_for, quality_for
 from gateway.templates import apply as apply_template
 from llmops import Assignment, Experiments, QualityFile, RequestRecord
 from router import (
@@ -240,7 +240,6 @@ class Routing:
     ) -> None:
         """`embed` defaults to all-MiniLM-L6-v2 when any task has examples."""
         self.config = config
-        self.project_root = project_root
         self.quality = (
             QualityFile(project_root / config.quality_file) if config.quality_file else None
         )
@@ -262,13 +261,11 @@ class Routing:
         self.experiments = Experiments(config.experiments)
 
     def _reload_quality(self, quality: QualityFile) -> None:
-        """A quality file written since (`gateway eval --write-quality`) takes effect now."""
+        """A quality file written since (`gateway eval --write-quality`) takes effect now
+        (only the quality: no tokenizer is loaded again on the request path)."""
         measured = quality.read()
         for name, backend in self.config.backends.items():
-            profile = profile_for(name, backend, self.project_root, measured.get(name))
-            self.router.update_profile(
-                name, quality=profile.quality, quality_sources=profile.quality_sources
-            )
+            self.router.update_profile(name, **quality_for(backend, measured.get(name)))
 
     def warm(self) -> None:
         """First-time work of the tokenizers and the task classifier, done before the first
