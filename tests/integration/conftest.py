@@ -252,7 +252,7 @@ def start_upstream(port: int, key: str, log: Path) -> subprocess.Popen[bytes]:
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(TINY_MODEL), "--served-model-name", "tiny-upstream",
         "--host", "127.0.0.1", "--port", str(port),
-        "--enforce-eager", "--max-model-len", "512", "--enable-log-requests",
+        "--enforce-eager", "--max-model-len", "1024", "--enable-log-requests",
     ]  # fmt: skip
     # The key goes by environment, not argv: vLLM logs its arguments. Request logging, with
     # millisecond time stamps, makes the server log each abort for the cancellation test.

