@@ -1,6 +1,12 @@
 """Backends: one `Backend` interface and its implementations (vLLM, OpenAI-compatible, fake)."""
 
 from deployments._anthropic import AnthropicBackend
+from deployments._anthropic_translate import (
+    MessagesStream,
+    chat_usage,
+    to_chat_body,
+    to_message,
+)
 from deployments._base import (
     ENDPOINTS,
     Backend,
@@ -51,6 +57,7 @@ __all__ = [
     "FakeBackend",
     "FakeBackendConfig",
     "Health",
+    "MessagesStream",
     "OpenAIBackendConfig",
     "OpenAICompatibleBackend",
     "Pricing",
@@ -59,7 +66,10 @@ __all__ = [
     "TimeoutConfig",
     "VLLMBackendConfig",
     "WarmupConfig",
+    "chat_usage",
     "deployment_name",
     "max_output_tokens",
     "parse_retry_after",
+    "to_chat_body",
+    "to_message",
 ]

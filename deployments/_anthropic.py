@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
+
 from deployments._anthropic_translate import (
     StreamTranslator,
+    native_params,
     to_chat_completion,
     to_messages_params,
 )
@@ -45,7 +48,8 @@ def _error_from_sdk(name: str, exc: Exception) -> BackendError:
 
 
 class AnthropicBackend(Backend):
-    """Translates each chat completion into a Messages call and the answer back."""
+    """Translates each chat completion into a Messages call and the answer back; a Messages
+    request (endpoint "messages") passes through as the client sent it, answer included."""
 
     def __init__(self, name: str, config: AnthropicBackendConfig) -> None:
         import anthropic
@@ -68,6 +72,8 @@ class AnthropicBackend(Backend):
             raise BackendUnavailable(
                 f"backend {self.name!r} is unavailable: {self._unavailable_reason}"
             )
+        if endpoint == "messages":
+            return native_params(body, self.config.model)
         if endpoint != "chat/completions":
             raise BackendError(
                 f"backend {self.name!r} serves chat completions only",
@@ -80,14 +86,40 @@ class AnthropicBackend(Backend):
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         params = self._params(endpoint, body)
+        if endpoint == "messages":
+            return await self._pass_through(params)
         try:
             message = await self._client.messages.create(**params)
         except Exception as exc:
             raise _error_from_sdk(self.name, exc) from None
         return to_chat_completion(message, self.config.model)
 
+    async def _pass_through(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The upstream's Message as it sent it (the SDK's parse skipped)."""
+        try:
+            raw = await self._client.messages.with_raw_response.create(**params)
+        except Exception as exc:
+            raise _error_from_sdk(self.name, exc) from None
+        result: dict[str, Any] = orjson.loads(raw.http_response.content)
+        return result
+
+    async def _stream_through(self, params: dict[str, Any]) -> AsyncIterator[bytes]:
+        """The upstream's event stream, bytes as they come."""
+        try:
+            async with self._client.messages.with_streaming_response.create(
+                **params, stream=True
+            ) as response:
+                async for chunk in response.http_response.aiter_bytes():
+                    yield chunk
+        except Exception as exc:
+            raise _error_from_sdk(self.name, exc) from None
+
     async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
         params = self._params(endpoint, body)
+        if endpoint == "messages":
+            async for chunk in self._stream_through(params):
+                yield chunk
+            return
         options = body.get("stream_options") or {}
         translator = StreamTranslator(self.config.model, bool(options.get("include_usage")))
         try:

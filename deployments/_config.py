@@ -83,6 +83,11 @@ class _BackendBase(_Strict):
         bad = [task for task, value in self.quality.items() if not 0 <= value <= 1]
         if bad:
             raise ValueError(f"quality must be within 0..1 (tasks: {', '.join(bad)})")
+        if "messages" in self.endpoints:
+            raise ValueError(
+                "endpoints: `messages` is not routed on its own (a Messages request is "
+                "routed as a chat completion); list chat/completions"
+            )
         scaling = self.deployment.autoscaling_config
         tokens = scaling is not None and scaling.signal == "tokens_in_flight"
         if tokens and getattr(self, "kind", None) != "vllm":
@@ -91,6 +96,11 @@ class _BackendBase(_Strict):
                 "vLLM replicas only; use ongoing_requests"
             )
         return self
+
+    @property
+    def native_apis(self) -> frozenset[Endpoint]:
+        """Client APIs besides chat that this backend serves as the client sent them."""
+        return frozenset()
 
     @property
     def scales_to_zero(self) -> bool:
@@ -392,7 +402,12 @@ class OpenAIBackendConfig(_HTTPBackendBase):
 
 
 class AnthropicBackendConfig(_HTTPBackendBase):
-    """Anthropic's Messages API, translated to and from OpenAI chat completions."""
+    """Anthropic's Messages API, translated to and from OpenAI chat completions; requests to
+    the gateway's own `/v1/messages` pass through untranslated."""
+
+    @property
+    def native_apis(self) -> frozenset[Endpoint]:
+        return frozenset({"messages"})
 
     kind: Literal["anthropic"] = Field(description="Discriminator: the Anthropic Messages API.")
     base_url: str = Field(default="https://api.anthropic.com", description="API root, without /v1.")

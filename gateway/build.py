@@ -161,5 +161,6 @@ def build_gateway(
         warmups=to_warm(config.backends, backends),
         keys=keys,
         capacity=_capacity(config, backends, replica_states),
+        speaks={name: b.native_apis for name, b in config.backends.items() if b.native_apis},
     )
     return gateway, ledger

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from access import AuthConfig
 from deployments import BackendConfig, DeploymentOptions, VLLMBackendConfig
 from gateway.templates import PromptTemplate, resolve
-from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig
+from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig, ResponsesConfig
 from router import RoutingConfig
 
 # Relative paths in a config (ledger, request log, model folders) resolve against this.
@@ -67,6 +67,10 @@ class GatewayConfig(RoutingConfig):
     )
     request_log: RequestLogConfig = Field(
         default_factory=RequestLogConfig, description="One JSON line per request."
+    )
+    responses: ResponsesConfig = Field(
+        default_factory=ResponsesConfig,
+        description="Stored responses of `POST /v1/responses` (`previous_response_id`).",
     )
     prompt_templates: dict[str, PromptTemplate] = Field(
         default_factory=dict, description="Name -> versioned prompt template."

@@ -22,7 +22,9 @@ from gateway.admin import add_admin_routes
 from gateway.config import GatewayConfig
 from gateway.errors import OpenAIError, from_exception
 from gateway.feedback import record_feedback, usage_totals
+from gateway.messages_api import anthropic_error, serve_messages
 from gateway.pipeline import Gateway, Reply, StreamReply
+from gateway.responses_api import ResponsesAPI
 from gateway.views import ReplicaStates, backend_states, health_report, model_cards
 from llmops import LedgerReader
 
@@ -185,6 +187,32 @@ def create_app(
     async def embeddings(request: Request) -> Response:
         return await serve(request, "embeddings")
 
+    @app.post("/v1/messages")
+    async def messages(request: Request) -> Response:
+        """Anthropic's Messages API, served by any backend of the model's route."""
+        rid = request_id(request)
+        try:
+            raw = await read_body(request, limit)
+        except OpenAIError as exc:
+            return to_response(anthropic_error(exc.status, exc.message, rid))
+        return to_response(await serve_messages(gateway, raw, request.headers, rid))
+
+    responses = ResponsesAPI(gateway, config)
+
+    @app.post("/v1/responses")
+    async def create_response(request: Request) -> Response:
+        """OpenAI's Responses API, served by any backend of the model's route."""
+        raw = await read_body(request, limit)
+        return to_response(await responses.create(raw, request.headers, request_id(request)))
+
+    @app.get("/v1/responses/{response_id}")
+    async def retrieve_response(response_id: str, request: Request) -> Response:
+        return to_response(await responses.retrieve(response_id, request.headers))
+
+    @app.delete("/v1/responses/{response_id}")
+    async def delete_response(response_id: str, request: Request) -> Response:
+        return to_response(await responses.delete(response_id, request.headers))
+
     @app.post("/v1/routing/explain")
     async def explain(request: Request) -> Response:
         """The routing decision for a chat completion body, without calling any backend."""
@@ -215,15 +243,18 @@ def create_app(
         status, body = await health_report(config, gateway)
         return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
-    @app.get("/v1/gateway/backends")
-    async def backends(request: Request) -> Response:
-        """Health, circuit state, live latency and replicas of every backend."""
-        await need_key(request)
+    async def backend_list() -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         if loop.time() - replicas["at"] > REPLICAS_TTL_S:
             states = await asyncio.to_thread(replica_states, list(config.backends))
             replicas.update(at=loop.time(), states=states)
-        data = backend_states(config, gateway, replicas["states"], facts or {})
+        return backend_states(config, gateway, replicas["states"], facts or {})
+
+    @app.get("/v1/gateway/backends")
+    async def backends(request: Request) -> Response:
+        """Health, circuit state, live latency and replicas of every backend."""
+        await need_key(request)
+        data = await backend_list()
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
     @app.get("/v1/gateway/usage")

@@ -13,6 +13,14 @@ from gateway.routing import Routed
 from llmops import RequestRecord
 
 
+def authorization(headers: Mapping[str, str]) -> str | None:
+    """The client's credentials: `Authorization`, or Anthropic's `x-api-key` as a bearer."""
+    value = headers.get("authorization")
+    if value is None and (api_key := headers.get("x-api-key")):
+        return f"Bearer {api_key}"
+    return value
+
+
 class KeyGate(Observer):
     """One per ingress replica, around its `AccessClient`."""
 
@@ -21,7 +29,7 @@ class KeyGate(Observer):
         self._tickets: dict[int, Ticket] = {}  # id(record) -> its reservation
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
-        return await self.client.authenticate(headers.get("authorization"))
+        return await self.client.authenticate(authorization(headers))
 
     async def authenticate_admin(self, headers: Mapping[str, str]) -> Caller:
         caller = await self.authenticate(headers)

@@ -13,18 +13,18 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
-from deployments import Backend, BackendError, Endpoint, WarmupConfig
+from deployments import Backend, BackendError, Endpoint, WarmupConfig, chat_usage
 from gateway.attempts import Feedback
 from gateway.capacity import Capacity
 from gateway.errors import OpenAIError, from_exception
 from gateway.health import HealthMonitor
-from gateway.keys import KeyGate
+from gateway.keys import KeyGate, authorization
 from gateway.protocol import parse_body
-from gateway.relay import relay
+from gateway.relay import ChatWire, MessagesWire, Wire, relay
 from gateway.resilience import Limits, Resilience, timeout_error
 from gateway.routing import Routed, Routing
 from gateway.shadow import run_shadow, shadow_record
@@ -34,6 +34,8 @@ from router import RouteConfig, RoutingError
 
 logger = logging.getLogger("ray.serve")
 SHADOW_DRAIN_S = 10.0
+# Client APIs some backends serve as the client sent them (`speaks`), beside chat.
+ENDPOINTS_SPOKEN_NATIVELY = frozenset({"messages"})
 
 
 @dataclass(slots=True)
@@ -43,10 +45,19 @@ class Reply:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    native: bool = False  # the body is in the client's own API: a backend spoke it natively
 
     @classmethod
     def error(cls, error: OpenAIError, headers: Mapping[str, str] | None = None) -> Reply:
         return cls(error.status, orjson.dumps(error.body()), {**error.headers, **(headers or {})})
+
+
+@dataclass(frozen=True, slots=True)
+class _Native:
+    """The client's own body in an API some backends speak natively."""
+
+    api: Endpoint  # one that `speaks` lists for the backend called
+    body: dict[str, Any]
 
 
 class StreamReply:
@@ -61,8 +72,10 @@ class StreamReply:
         first: bytes,
         rest: AsyncIterator[bytes],
         finish: Callable[[], None],
+        native: bool = False,
     ) -> None:
         self.headers = headers
+        self.native = native  # events in the client's own API: a backend spoke it natively
         self._first: bytes | None = first
         self._rest = rest
         self._finish = finish
@@ -88,6 +101,21 @@ class StreamReply:
             self._finish()
 
 
+class TranslatedStream(StreamReply):
+    """Another API's events made from a chat stream (`events` iterates `chat`). Closing it
+    closes the chat stream, iterated or not: that ends the backend call and the record."""
+
+    def __init__(self, chat: StreamReply, events: AsyncIterator[bytes]) -> None:
+        super().__init__(chat.headers, b"", events, lambda: None)
+        self._chat = chat
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self._chat.aclose()
+
+
 class Gateway:
     """One per ingress replica. `handle` serves chat completions and completions."""
 
@@ -104,8 +132,11 @@ class Gateway:
         warmups: Mapping[str, WarmupConfig] | None = None,
         keys: KeyGate | None = None,
         capacity: Capacity | None = None,
+        speaks: Mapping[str, frozenset[Endpoint]] | None = None,
     ) -> None:
         self.backends = dict(backends)
+        # Backend -> the client APIs it serves natively beside chat (Anthropic: "messages").
+        self.speaks = dict(speaks or {})
         self.capacity = capacity  # None: no backend scales to zero
         self.keys = keys  # None: no authentication (`auth: {mode: none}`)
         self.routing = routing
@@ -124,9 +155,14 @@ class Gateway:
     # ---- serving ------------------------------------------------------------------------
 
     async def route(
-        self, endpoint: Endpoint, raw_body: bytes, headers: Mapping[str, str], request_id: str
+        self,
+        endpoint: Endpoint,
+        raw_body: bytes | dict[str, Any],
+        headers: Mapping[str, str],
+        request_id: str,
     ) -> Routed:
-        """Validate, prepare and route a body: what serving and explaining share."""
+        """Validate, prepare and route a body (JSON bytes, or a dict another API's front
+        made): what serving and explaining share."""
         body = parse_body(raw_body, endpoint)
         availability = self.resilience.overlay(self.health.availability)
         if self.capacity is not None:
@@ -158,13 +194,23 @@ class Gateway:
         return Reply(200, orjson.dumps(explanation), routed.headers())
 
     async def handle(
-        self, endpoint: Endpoint, raw_body: bytes, headers: Mapping[str, str], request_id: str
+        self,
+        endpoint: Endpoint,
+        raw_body: bytes | dict[str, Any],
+        headers: Mapping[str, str],
+        request_id: str,
+        *,
+        api: str | None = None,
+        native: dict[str, Any] | None = None,
     ) -> Reply | StreamReply:
-        record = RequestRecord(request_id=request_id, endpoint=endpoint, stream=False)
+        """Serve one request. When a front translated it from another API, `api` names that
+        API (the records say so) and `native` is the client's own body, which backends that
+        speak `api` get instead (`speaks`); the reply says which it holds (`native`)."""
+        record = RequestRecord(request_id=request_id, endpoint=api or endpoint, stream=False)
         reply_headers: dict[str, str] = {}
         try:
             if self.keys is None:
-                record.key_id = key_id(headers.get("authorization"))
+                record.key_id = key_id(authorization(headers))
             else:
                 caller = await self.keys.authenticate(headers)
                 self.keys.describe(record, caller)
@@ -175,9 +221,12 @@ class Gateway:
             reply_headers.update(routed.headers())
             routed.start_record(record, self.log_bodies)
             self._start_shadow(routed, record)
+            own = None
+            if native is not None and api in ENDPOINTS_SPOKEN_NATIVELY:
+                own = _Native(cast(Endpoint, api), native)
             if record.stream:
-                return await self._stream(routed, reply_headers, record)
-            return await self._complete(routed, reply_headers, record)
+                return await self._stream(routed, reply_headers, record, own)
+            return await self._complete(routed, reply_headers, record, own)
         except asyncio.CancelledError:  # the client left before an answer
             record.fail(499, "client_disconnected")
             self.feedback.request_finished(record)
@@ -192,36 +241,46 @@ class Gateway:
             self.feedback.request_finished(record)
             return Reply.error(error, reply_headers)
 
+    def _native_for(self, name: str, own: _Native | None) -> _Native | None:
+        return own if own is not None and own.api in self.speaks.get(name, ()) else None
+
     async def _complete(
-        self, routed: Routed, headers: dict[str, str], record: RequestRecord
+        self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: _Native | None
     ) -> Reply:
         endpoint, body = routed.prepared.endpoint, routed.body
 
-        async def attempt(name: str, limits: Limits) -> dict[str, Any]:
+        async def attempt(name: str, limits: Limits) -> tuple[dict[str, Any], dict[str, Any], bool]:
+            native = self._native_for(name, own)
             async with self.feedback.attempt(name, record, streamed=False) as attempt:
                 attempt.outcome.cold = self._cold(name)
                 try:
                     async with asyncio.timeout(limits.total_s):
-                        result = await self.backends[name].complete(endpoint, body)
+                        if native is None:
+                            result = await self.backends[name].complete(endpoint, body)
+                        else:
+                            result = await self.backends[name].complete(native.api, native.body)
                 except TimeoutError:
                     raise timeout_error(name, "the answer", limits.total_s) from None
-                tokens = (result.get("usage") or {}).get("completion_tokens")
+                usage = result.get("usage") or {}
+                if native is not None:
+                    usage = chat_usage(usage)
+                tokens = usage.get("completion_tokens")
                 attempt.answered(tokens if isinstance(tokens, int) else None)
-            return result
+            return result, usage, native is not None
 
-        result = await self.resilience.first_success(
+        result, usage, spoke_native = await self.resilience.first_success(
             routed.decision, self._route_config(routed), headers, attempt
         )
-        record.take_usage(result.get("usage"))
+        record.take_usage(usage)
         if self.log_bodies:
             record.response_text = response_text(result)
         self.feedback.request_finished(record)  # closes the books: the actual cost is known
         if record.cost_usd is not None:
             headers["x-gateway-cost-usd"] = f"{record.cost_usd:.10f}"
-        return Reply(200, orjson.dumps(result), headers)
+        return Reply(200, orjson.dumps(result), headers, native=spoke_native)
 
     async def _stream(
-        self, routed: Routed, headers: dict[str, str], record: RequestRecord
+        self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: _Native | None
     ) -> StreamReply:
         endpoint, body = routed.prepared.endpoint, routed.body
         # The ledger needs the stream's usage: ask for it, and drop it if the client did not.
@@ -230,11 +289,16 @@ class Gateway:
         if strip_usage:
             body = {**body, "stream_options": {**options, "include_usage": True}}
 
-        async def attempt(name: str, limits: Limits) -> tuple[bytes, AsyncIterator[bytes]]:
-            chunks = self.backends[name].stream(endpoint, body)
+        async def attempt(name: str, limits: Limits) -> tuple[bytes, AsyncIterator[bytes], bool]:
+            native = self._native_for(name, own)
+            wire: Wire
+            if native is None:
+                chunks, wire = self.backends[name].stream(endpoint, body), ChatWire(strip_usage)
+            else:
+                chunks, wire = self.backends[name].stream(native.api, native.body), MessagesWire()
             attempt = self.feedback.attempt(name, record, streamed=True)
             attempt.outcome.cold = self._cold(name)
-            events = relay(attempt, chunks, limits, record, strip_usage)
+            events = relay(attempt, chunks, limits, record, wire)
             try:
                 # The first chunk before answering: a backend failing early still yields a
                 # proper HTTP status, or falls back invisibly.
@@ -242,12 +306,13 @@ class Gateway:
             except BaseException:
                 await events.aclose()  # type: ignore[attr-defined]
                 raise
-            return first, events
+            return first, events, native is not None
 
-        first, rest = await self.resilience.first_success(
+        first, rest, spoke_native = await self.resilience.first_success(
             routed.decision, self._route_config(routed), headers, attempt
         )
-        return StreamReply(headers, first, rest, lambda: self.feedback.request_finished(record))
+        finish = lambda: self.feedback.request_finished(record)  # noqa: E731
+        return StreamReply(headers, first, rest, finish, native=spoke_native)
 
     def _cold(self, name: str) -> bool:
         return self.capacity is not None and self.capacity.cold_start_ms(name) > 0

@@ -200,10 +200,10 @@ def _check_contents(messages: list[dict[str, Any]]) -> None:
             )
 
 
-def parse_body(raw: bytes, endpoint: str) -> dict[str, Any]:
+def parse_body(raw: bytes | dict[str, Any], endpoint: str) -> dict[str, Any]:
     """The client's JSON object, checked against OpenAI's shapes; it is passed on as it is."""
     try:
-        data = orjson.loads(raw)
+        data = raw if isinstance(raw, dict) else orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise OpenAIError(
             400,

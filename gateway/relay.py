@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from deployments import BackendError
+from deployments import BackendError, chat_usage
 from gateway.attempts import Attempt
 from gateway.resilience import Limits, timeout_error
 from llmops import RequestRecord
@@ -36,6 +36,57 @@ def take_usage(events: bytes, strip: bool) -> tuple[dict[str, object] | None, by
                 continue
         kept.append(event)
     return usage, b"\n\n".join(kept)
+
+
+class ChatWire:
+    """An OpenAI SSE stream: its usage chunk, one event per token, OpenAI's error shape."""
+
+    def __init__(self, strip_usage: bool) -> None:
+        self.strip_usage = strip_usage
+
+    def usage(self, ready: bytes) -> tuple[dict[str, object] | None, bytes]:
+        if _USAGE not in ready:
+            return None, ready
+        return take_usage(ready, self.strip_usage)
+
+    @staticmethod
+    def tokens(ready: bytes) -> int:
+        return ready.count(b"data: {")
+
+    @staticmethod
+    def error(exc: BackendError) -> bytes:
+        return b"data: " + orjson.dumps(exc.to_dict()) + b"\n\ndata: [DONE]\n\n"
+
+
+class MessagesWire:
+    """Anthropic's Messages event stream, passed through: usage from `message_start` (the
+    prompt) and `message_delta` (the output so far), in OpenAI's terms for the ledger."""
+
+    def __init__(self) -> None:
+        self._usage: dict[str, object] = {}
+
+    def usage(self, ready: bytes) -> tuple[dict[str, object] | None, bytes]:
+        if b'"usage"' not in ready:
+            return None, ready
+        for event in ready.split(b"\n\n"):
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:") and b'"usage"' in line:
+                    data = orjson.loads(line[5:])
+                    found = (data.get("message") or data).get("usage") or {}
+                    self._usage.update(chat_usage(found, self._usage))
+        return dict(self._usage), ready
+
+    @staticmethod
+    def tokens(ready: bytes) -> int:
+        return ready.count(b'"type":"content_block_delta"')
+
+    @staticmethod
+    def error(exc: BackendError) -> bytes:
+        error = {"type": "api_error", "message": exc.message}
+        return b"event: error\ndata: " + orjson.dumps({"type": "error", "error": error}) + b"\n\n"
+
+
+Wire = ChatWire | MessagesWire
 
 
 class _Deadline:
@@ -81,7 +132,7 @@ async def relay(
     chunks: AsyncIterator[bytes],
     limits: Limits,
     record: RequestRecord,
-    strip_usage: bool,
+    wire: Wire,
 ) -> AsyncIterator[bytes]:
     """One streamed attempt. The first item comes only once the upstream's first chunk did
     (a failure before it raises, so the caller may still fall back or answer with a status);
@@ -94,10 +145,9 @@ async def relay(
     def account(chunk: bytes) -> bytes:
         nonlocal events, usage
         ready = frame(chunk)
-        if _USAGE in ready:
-            found, ready = take_usage(ready, strip_usage)
-            usage = found or usage
-        events += ready.count(b"data: {")
+        found, ready = wire.usage(ready)
+        usage = found or usage
+        events += wire.tokens(ready)
         return ready
 
     async with attempt:
@@ -142,7 +192,7 @@ async def relay(
                 logger.warning("backend %s failed mid-stream: %s", name, exc.message)
                 attempt.fail(exc)
                 record.fail(exc.status, exc.code or "stream_broken")
-                yield b"data: " + orjson.dumps(exc.to_dict()) + b"\n\ndata: [DONE]\n\n"
+                yield wire.error(exc)
         finally:
             if deadline is not None:
                 deadline.cancel()

@@ -3,7 +3,7 @@ report. No HTTP; Ray only inside `GatewayMetrics` (imported when one is built)."
 
 from llmops._accounting import Accounting, Price, Sink
 from llmops._batch import BatchWriter
-from llmops._config import LedgerConfig, RequestLogConfig, Strict
+from llmops._config import LedgerConfig, RequestLogConfig, ResponsesConfig, Strict
 from llmops._evals import (
     METRICS,
     SCORERS,
@@ -29,6 +29,7 @@ from llmops._record import LEDGER_COLUMNS, RequestRecord, key_id, response_text
 from llmops._redact import DEFAULT_REDACTIONS, Redactor
 from llmops._report import build_report, render_html, render_table
 from llmops._request_log import RequestLog, log_entry
+from llmops._responses import ResponseStore
 from llmops._shared import (
     LocalRecordsTransport,
     RecordsOwner,
@@ -64,6 +65,8 @@ __all__ = [
     "RequestLog",
     "RequestLogConfig",
     "RequestRecord",
+    "ResponseStore",
+    "ResponsesConfig",
     "SharedRecords",
     "Sink",
     "Strict",

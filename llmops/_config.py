@@ -61,3 +61,19 @@ class RequestLogConfig(Strict):
         description="Regular expressions replaced by [REDACTED] in logged bodies (defaults: "
         "e-mail addresses, API-key-like strings, card numbers).",
     )
+
+
+class ResponsesConfig(Strict):
+    """Where `POST /v1/responses` keeps responses stored for `previous_response_id`."""
+
+    path: str | None = Field(
+        default=None,
+        description="SQLite file; unset: the ledger's file (its own table). Relative paths "
+        "resolve against the project root. Ingress replicas on one host share it.",
+    )
+    retention_days: float = Field(
+        default=30, gt=0, description="Stored responses older than this are deleted."
+    )
+    store_by_default: bool = Field(
+        default=True, description="Store a response when the request does not say (`store`)."
+    )

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -172,6 +173,27 @@ def test_refusals_map_to_the_sdk_exception_classes(keyed: Keyed) -> None:
     assert other_model.value.code == "model_not_allowed"
     with pytest.raises(openai.PermissionDeniedError):
         keyed.client(created["key"]).with_options().get("/gateway/keys", cast_to=object)
+
+
+def test_the_anthropic_sdk_authenticates_with_x_api_key(keyed: Keyed) -> None:
+    """`/v1/messages` takes the key as Anthropic's SDK sends it, and refuses in its shapes."""
+    created = keyed.create("keys", name="claude-code", models=["free"])
+
+    def sdk(key: str) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=keyed.root, api_key=key, max_retries=0)
+
+    message = sdk(created["key"]).messages.create(
+        model="free", max_tokens=8, messages=[{"role": "user", "content": "one two"}]
+    )
+    assert message.content[0].text == "one two"  # type: ignore[union-attr]
+    with pytest.raises(anthropic.AuthenticationError) as unknown:
+        sdk("sk-gw-unknown").messages.create(model="free", max_tokens=8, messages=QUESTION)
+    assert unknown.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    with pytest.raises(anthropic.PermissionDeniedError) as other_model:
+        sdk(created["key"]).messages.create(model="auto", max_tokens=8, messages=QUESTION)
+    assert other_model.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
+    usage = keyed.admin.get(f"/v1/gateway/keys/{created['id']}").json()["usage"]
+    assert usage["replicas_seen"] >= 1  # admitted under its key
 
 
 def test_a_budget_counts_streams_and_survives_a_restart(keyed: Keyed) -> None:

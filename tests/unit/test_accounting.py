@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from gateway.attempts import Feedback
-from gateway.relay import relay, take_usage
+from gateway.relay import ChatWire, relay, take_usage
 from gateway.resilience import Limits
 from llmops import (
     DEFAULT_REDACTIONS,
@@ -182,7 +182,7 @@ async def test_relay_finds_usage_split_across_chunks_and_hides_it() -> None:
 
     trace = RequestRecord(request_id="r", endpoint="chat/completions", stream=True)
     attempt = Feedback().attempt("fake", trace, streamed=True)
-    events = relay(attempt, rest(), Limits(10, 10), trace, strip_usage=True)
+    events = relay(attempt, rest(), Limits(10, 10), trace, ChatWire(strip_usage=True))
     out = b"".join([chunk async for chunk in events])
     assert out == TOKEN + b"\n\ndata: [DONE]\n\n"  # whole events, usage hidden
     assert trace.usage_source == "upstream" and attempt.outcome.succeeded

@@ -11,7 +11,7 @@ import pytest
 
 from deployments import BackendError, CredentialsRejected, FakeBackendConfig, Recovery
 from gateway.attempts import AttemptOutcome, Feedback, Observer
-from gateway.relay import relay
+from gateway.relay import ChatWire, relay
 from gateway.resilience import Limits, Resilience
 from llmops import RequestRecord
 from router import (
@@ -265,7 +265,9 @@ async def test_stream_past_its_total_timeout_ends_with_an_error_event() -> None:
     outcomes = Outcomes()
     record = RequestRecord("r", "chat/completions", True)
     attempt = Feedback([outcomes]).attempt("a", record, streamed=True)
-    chunks = [chunk async for chunk in relay(attempt, slow(), Limits(1, 0.2), record, False)]
+    chunks = [
+        chunk async for chunk in relay(attempt, slow(), Limits(1, 0.2), record, ChatWire(False))
+    ]
     assert 2 <= len(chunks) <= 6
     assert b"upstream_timeout" in chunks[-1] and chunks[-1].endswith(b"data: [DONE]\n\n")
     (outcome,) = outcomes.ended  # one attempt, ended once, as a failure

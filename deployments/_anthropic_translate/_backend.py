@@ -1,4 +1,5 @@
-"""OpenAI chat completions <-> Anthropic Messages: requests, responses and stream events.
+"""The Anthropic backend's side: OpenAI chat requests as Messages requests, and Messages
+replies (whole, and stream events) as chat completions.
 
 Pure functions over plain dicts and the `anthropic` SDK's event objects; no I/O.
 """
@@ -35,6 +36,17 @@ def _api_params() -> frozenset[str]:
 
 
 SAMPLING = tuple(name for name in ("temperature", "top_p") if name in _api_params())
+
+
+def native_params(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """`messages.create` arguments for a client's own Messages body: the backend's model,
+    and what the installed SDK does not name goes as `extra_body`, untouched."""
+    known = _api_params()
+    params = {k: v for k, v in body.items() if k in known and k not in ("model", "stream")}
+    extra = {k: v for k, v in body.items() if k not in known and k != "stream"}
+    if extra:
+        params["extra_body"] = extra
+    return {**params, "model": model}
 
 
 def _unsupported(param: str, why: str) -> BackendError:
@@ -253,6 +265,22 @@ def _input_tokens(usage: Any) -> int:
         (getattr(usage, "input_tokens", 0) or 0)
         + (getattr(usage, "cache_creation_input_tokens", 0) or 0)
         + (getattr(usage, "cache_read_input_tokens", 0) or 0)
+    )
+
+
+def chat_usage(usage: dict[str, Any], before: dict[str, Any] | None = None) -> dict[str, int]:
+    """A Messages `usage` object (as JSON) in OpenAI's terms; `before` is what an earlier
+    event of the same stream said (a `message_delta` may carry the output count only)."""
+    before = before or {}
+    prompt = int(before.get("prompt_tokens") or 0)
+    if usage.get("input_tokens") is not None:
+        prompt = sum(
+            int(usage.get(name) or 0)
+            for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
+    output = usage.get("output_tokens")
+    return _usage(
+        prompt, int(output if output is not None else before.get("completion_tokens") or 0)
     )
 
 
