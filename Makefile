@@ -27,7 +27,7 @@ export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S ?= 180
 
-.PHONY: install models serve test test-unit test-integration lint bench clean
+.PHONY: install models browser serve test test-unit test-integration lint bench clean
 
 install: $(INSTALLED)
 
@@ -55,8 +55,15 @@ serve: models
 	RAY_ADDRESS=$${RAY_ADDRESS:-local} RAY_OVERRIDE_RESOURCES='{"CPU": $(RAY_CPUS)}' \
 		$(BIN)/python -m gateway serve configs/local.yaml $(if $(DASHBOARD),--dashboard)
 
-test: models
+test: models browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium and its driver from Debian's packages: the console tests drive them.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ export DEBIAN_FRONTEND=noninteractive; \
+		  apt-get install -y --no-install-recommends chromium chromium-driver || \
+		  { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }; }
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -20,6 +20,7 @@ from access import AccessError, model_allowed
 from deployments import Endpoint
 from gateway.admin import add_admin_routes
 from gateway.config import GatewayConfig
+from gateway.console import add_console_routes
 from gateway.errors import OpenAIError, from_exception
 from gateway.feedback import record_feedback, usage_totals
 from gateway.messages_api import anthropic_error, serve_messages
@@ -270,4 +271,5 @@ def create_app(
         return await record_feedback(await read_body(request, limit), ledger)
 
     add_admin_routes(app, keys, lambda request: read_body(request, limit))
+    add_console_routes(app, config, keys, ledger, backend_list)
     return app

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from llmops._ledger import Ledger
+from llmops._ledger import LedgerReader
 
 RESAMPLES = 4000
 ALPHA = 0.05
@@ -61,7 +61,9 @@ def permutation_p(a: list[float], b: list[float], rng: random.Random) -> float:
     return (extreme + 1) / (RESAMPLES + 1)
 
 
-def build_report(ledger: Ledger, experiment: str, since: float | None = None) -> dict[str, Any]:
+def build_report(
+    ledger: LedgerReader, experiment: str, since: float | None = None
+) -> dict[str, Any]:
     rows = [r for r in ledger.rows(since) if r["experiment"] == experiment and r["arm"] != "shadow"]
     scores = ledger.feedback_scores()
     rng = random.Random(0)

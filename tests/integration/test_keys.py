@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from gateway.console import COOKIE
 from tests.helpers import ROOT, wait_until
 from tests.integration.conftest import MASTER_KEY_ENV, Stack
 
@@ -192,8 +193,29 @@ def test_the_anthropic_sdk_authenticates_with_x_api_key(keyed: Keyed) -> None:
     with pytest.raises(anthropic.PermissionDeniedError) as other_model:
         sdk(created["key"]).messages.create(model="auto", max_tokens=8, messages=QUESTION)
     assert other_model.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
-    usage = keyed.admin.get(f"/v1/gateway/keys/{created['id']}").json()["usage"]
-    assert usage["replicas_seen"] >= 1  # admitted under its key
+    usage = keyed.admin.get("/v1/gateway/usage", params={"group_by": "key", "since": "1h"})
+    mine = [row for row in usage.json()["data"] if row["key"] == created["id"]]
+    assert mine and mine[0]["requests"] >= 1  # recorded under its key
+
+
+def test_the_console_needs_an_admin_key_and_signs_in_with_a_cookie(keyed: Keyed) -> None:
+    user = keyed.create("keys", name="not-admin")["key"]
+    with httpx.Client(base_url=keyed.root, timeout=30) as browser:
+        assert browser.get("/console").status_code == 401  # the sign-in page
+        refused = browser.post("/console/login", data={"key": user})
+        assert refused.status_code == 401 and COOKIE not in refused.cookies
+        signed_in = browser.post("/console/login", data={"key": keyed.stack.secrets[3]})
+        assert signed_in.status_code == 303
+        cookie = signed_in.headers["set-cookie"]
+        assert (
+            "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/keyed/console" in cookie
+        )
+        page = browser.get("/console")  # the cookie, sent back by the client
+        assert page.status_code == 200 and "free" in page.text
+        browser.post("/console/logout")
+        assert browser.get("/console").status_code == 401
+    bearer = httpx.get(f"{keyed.root}/console/usage", headers=dict(keyed.admin.headers))
+    assert bearer.status_code == 200
 
 
 def test_a_budget_counts_streams_and_survives_a_restart(keyed: Keyed) -> None:
