@@ -23,7 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.console import add_console_routes
 from gateway.errors import OpenAIError, from_exception
 from gateway.feedback import record_feedback, usage_totals
-from gateway.messages_api import anthropic_error, serve_messages
+from gateway.messages_api import anthropic_error, count_tokens, serve_messages
 from gateway.pipeline import Gateway, Reply, StreamReply
 from gateway.responses_api import ResponsesAPI
 from gateway.views import ReplicaStates, backend_states, health_report, model_cards
@@ -213,6 +213,15 @@ def create_app(
     @app.delete("/v1/responses/{response_id}")
     async def delete_response(response_id: str, request: Request) -> Response:
         return to_response(await responses.delete(response_id, request.headers))
+
+    @app.post("/v1/messages/count_tokens")
+    async def messages_count_tokens(request: Request) -> Response:
+        rid = request_id(request)
+        try:
+            raw = await read_body(request, limit)
+        except OpenAIError as exc:
+            return to_response(anthropic_error(exc.status, exc.message, rid))
+        return to_response(await count_tokens(gateway, raw, request.headers, rid))
 
     @app.post("/v1/routing/explain")
     async def explain(request: Request) -> Response:

@@ -13,7 +13,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 from deployments import MessagesStream, to_chat_body, to_message
-from gateway.errors import OpenAIError, from_validation_error
+from gateway.errors import OpenAIError, from_exception, from_validation_error
 from gateway.pipeline import Gateway, Reply, StreamReply, TranslatedStream
 
 # API versions are dates; the Messages API exists since this one. Later versions add fields
@@ -100,7 +100,7 @@ def _error_reply(reply: Reply, request_id: str) -> Reply:
     return translated
 
 
-def _check(raw: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+def _check(raw: bytes, headers: Mapping[str, str], *, counting: bool = False) -> dict[str, Any]:
     version = headers.get("anthropic-version")
     if version is not None and not (VERSION.fullmatch(version) and version >= FIRST_VERSION):
         raise OpenAIError(
@@ -114,6 +114,8 @@ def _check(raw: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         raise OpenAIError(400, "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise OpenAIError(400, "The request body must be a JSON object.")
+    if counting:  # counting needs no output budget
+        data.setdefault("max_tokens", 1)
     try:
         MessagesRequest.model_validate(data)
     except ValidationError as exc:
@@ -121,6 +123,26 @@ def _check(raw: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         message = re.sub(r"\[(\d+)\]", r".\1", from_validation_error(exc, data).message)
         raise OpenAIError(400, message) from None
     return data
+
+
+async def count_tokens(
+    gateway: Gateway, raw: bytes, headers: Mapping[str, str], request_id: str
+) -> Reply:
+    """`POST /v1/messages/count_tokens`: the prompt tokens the router counts for the backend
+    it would choose (that backend's tokenizer for a local model, an estimate for a provider's;
+    without the chat template's few tokens)."""
+    try:
+        chat = to_chat_body(_check(raw, headers, counting=True))
+        caller = await gateway.keys.authenticate(headers) if gateway.keys is not None else None
+        routed = await gateway.route("chat/completions", chat, headers, request_id)
+        if gateway.keys is not None and caller is not None:
+            gateway.keys.client.check_model(caller, routed.prepared.target)
+    except Exception as exc:
+        error = from_exception(exc)
+        return anthropic_error(error.status, error.message, request_id)
+    chosen = routed.decision.chosen_evaluation
+    tokens = chosen.estimate.prompt_tokens if chosen is not None else 0
+    return Reply(200, orjson.dumps({"input_tokens": tokens}))
 
 
 async def serve_messages(
@@ -134,8 +156,9 @@ async def serve_messages(
     except Exception as exc:  # a translation refused (a block type chat cannot carry)
         return anthropic_error(getattr(exc, "status", 400), str(exc), request_id)
     stops = list(body.get("stop_sequences") or [])
+    native = {k: v for k, v in body.items() if k != "routing"}  # the gateway's, not Anthropic's
     reply = await gateway.handle(
-        "chat/completions", chat, headers, request_id, api="messages", native=body
+        "chat/completions", chat, headers, request_id, api="messages", native=native
     )
     if reply.native:  # an Anthropic backend answered the client's own body: as it came
         return reply

@@ -149,6 +149,8 @@ def to_chat_body(body: dict[str, Any], history: list[dict[str, Any]]) -> dict[st
     for name, chat_name in names.items():
         if body.get(name) is not None:
             chat[chat_name] = body[name]
+    if body.get("routing") is not None:  # the gateway's own routing hints, as on chat
+        chat["routing"] = body["routing"]
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None:

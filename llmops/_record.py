@@ -83,9 +83,13 @@ LEDGER_COLUMNS: tuple[str, ...] = tuple(
 
 
 def response_text(result: dict[str, Any]) -> str:
-    """The generated text of a non-streamed answer (all choices), for the request log."""
+    """The generated text of a non-streamed answer (all choices; or the text blocks of an
+    Anthropic Message passed through), for the request log."""
     parts = []
     for choice in result.get("choices") or []:
         message = choice.get("message") or {}
         parts.append(message.get("content") or choice.get("text") or "")
+    for block in result.get("content") or [] if result.get("type") == "message" else []:
+        if isinstance(block, dict) and block.get("type") == "text":
+            parts.append(block.get("text") or "")
     return "\n".join(p for p in parts if isinstance(p, str))

@@ -172,6 +172,8 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
         chat["tools"] = _chat_tools(body["tools"])
     if body.get("tool_choice"):
         _chat_tool_choice(body["tool_choice"], chat)
+    if body.get("routing") is not None:  # the gateway's own routing hints, as on chat
+        chat["routing"] = body["routing"]
     user = (body.get("metadata") or {}).get("user_id")
     if user:
         chat["user"] = str(user)

@@ -185,3 +185,23 @@ def test_errors_are_anthropic_shaped_with_anthropics_statuses(stack: Stack) -> N
         {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "x" * 70000}]}
     )
     assert huge.status_code == 413 and huge.json()["error"]["type"] == "request_too_large"
+
+
+def test_experiments_and_routing_hints_work_as_on_chat(stack: Stack) -> None:
+    sdk = client(stack)
+    raw = sdk.messages.with_raw_response.create(model="ab-route", max_tokens=8, messages=HI)
+    assert raw.headers["x-gateway-experiment"].split("/")[0] == "ab"
+    for task, backend in (("code", "coder"), ("chat", "echo")):
+        raw = sdk.messages.with_raw_response.create(
+            model="by-task", max_tokens=8, messages=HI, extra_body={"routing": {"task": task}}
+        )
+        assert raw.headers["x-gateway-backend"] == backend
+
+
+def test_count_tokens_is_the_routers_count_for_the_chosen_backend(stack: Stack) -> None:
+    sdk = client(stack)
+    counted = sdk.messages.count_tokens(model="tiny", messages=HI).input_tokens
+    used = sdk.messages.create(model="tiny", max_tokens=2, messages=HI).usage.input_tokens
+    assert 0 < counted <= used  # the chat template adds a few tokens around the text
+    with pytest.raises(anthropic.NotFoundError):
+        sdk.messages.count_tokens(model="no-such-model", messages=HI)

@@ -137,3 +137,11 @@ def test_bad_requests_are_openai_errors(stack: Stack) -> None:
     assert tool.value.code == "unsupported_parameter"
     with pytest.raises(openai.BadRequestError):
         sdk.responses.create(model="echo", input="x", temperature=3)
+
+
+def test_routing_hints_work_as_on_chat(stack: Stack) -> None:
+    for task, backend in (("code", "coder"), ("chat", "echo")):
+        raw = client(stack).responses.with_raw_response.create(
+            model="by-task", input="hi", extra_body={"routing": {"task": task}}
+        )
+        assert raw.headers["x-gateway-backend"] == backend

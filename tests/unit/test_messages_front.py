@@ -239,3 +239,12 @@ def test_a_broken_stream_ends_in_an_error_event() -> None:
         "type": "error",
         "error": {"type": "api_error", "message": "upstream went away"},
     }
+
+
+def test_the_text_of_a_passed_through_message_reaches_the_request_log() -> None:
+    from llmops import response_text
+
+    text = {"type": "text", "text": "Checking."}
+    call = {"type": "tool_use", "id": "t", "name": "f", "input": {}}
+    message = {"type": "message", "content": [text, call]}
+    assert response_text(message) == "Checking."
