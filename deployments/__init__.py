@@ -21,6 +21,7 @@ from deployments._base import (
     parse_retry_after,
 )
 from deployments._bounded import BoundedBackend
+from deployments._chat_stream import ChatStreamTranslator
 from deployments._config import (
     AdapterConfig,
     AnthropicBackendConfig,
@@ -50,6 +51,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "BoundedBackend",
+    "ChatStreamTranslator",
     "CircuitBreakerConfig",
     "CredentialsRejected",
     "DeploymentOptions",

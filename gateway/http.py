@@ -23,7 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.console import add_console_routes
 from gateway.errors import OpenAIError, from_exception
 from gateway.feedback import record_feedback, usage_totals
-from gateway.messages_api import anthropic_error, count_tokens, serve_messages
+from gateway.messages_api import AnthropicHandler, anthropic_error, count_tokens, serve_messages
 from gateway.pipeline import Gateway, Reply, StreamReply
 from gateway.responses_api import ResponsesAPI
 from gateway.views import ReplicaStates, backend_states, health_report, model_cards
@@ -188,15 +188,19 @@ def create_app(
     async def embeddings(request: Request) -> Response:
         return await serve(request, "embeddings")
 
-    @app.post("/v1/messages")
-    async def messages(request: Request) -> Response:
-        """Anthropic's Messages API, served by any backend of the model's route."""
+    async def anthropic(request: Request, serve_it: AnthropicHandler) -> Response:
+        """A Messages API request: its body's errors in Anthropic's shape too."""
         rid = request_id(request)
         try:
             raw = await read_body(request, limit)
         except OpenAIError as exc:
             return to_response(anthropic_error(exc.status, exc.message, rid))
-        return to_response(await serve_messages(gateway, raw, request.headers, rid))
+        return to_response(await serve_it(gateway, raw, request.headers, rid))
+
+    @app.post("/v1/messages")
+    async def messages(request: Request) -> Response:
+        """Anthropic's Messages API, served by any backend of the model's route."""
+        return await anthropic(request, serve_messages)
 
     responses = ResponsesAPI(gateway, config)
 
@@ -216,12 +220,7 @@ def create_app(
 
     @app.post("/v1/messages/count_tokens")
     async def messages_count_tokens(request: Request) -> Response:
-        rid = request_id(request)
-        try:
-            raw = await read_body(request, limit)
-        except OpenAIError as exc:
-            return to_response(anthropic_error(exc.status, exc.message, rid))
-        return to_response(await count_tokens(gateway, raw, request.headers, rid))
+        return await anthropic(request, count_tokens)
 
     @app.post("/v1/routing/explain")
     async def explain(request: Request) -> Response:

@@ -6,7 +6,7 @@ streamed, and every error go back in Anthropic's shapes."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -33,6 +33,12 @@ ERROR_TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
+
+
+# A Messages API endpoint: (gateway, body, headers, request id) -> its reply.
+AnthropicHandler = Callable[
+    [Gateway, bytes, Mapping[str, str], str], Awaitable[Reply | StreamReply]
+]
 
 
 class _Open(BaseModel):

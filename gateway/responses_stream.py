@@ -11,64 +11,31 @@ from typing import Any
 
 import orjson
 
+from deployments import ChatStreamTranslator
 from gateway.responses_wire import call_item, envelope, finish, message_item
 
 
-class ResponsesStream:
-    """Feed it chat SSE bytes (`feed`), then `close`; each returns the events due so far.
-    `response` is the finished `Response` once the stream has ended."""
+class ResponsesStream(ChatStreamTranslator):
+    """A chat stream as Responses events (`feed`, then `close`). `response` is the finished
+    `Response` once the stream has ended."""
 
     def __init__(self, body: dict[str, Any], response_id: str) -> None:
+        super().__init__()
         self.response = envelope(body, response_id, str(body.get("model")))
         self._sequence = 0
-        self._buffer = b""
-        self._started = self._ended = False
+        self._started = False
         self._item: dict[str, Any] | None = None  # the output item being streamed
         self._calls: dict[int, dict[str, Any]] = {}  # chat tool_calls index -> item
         self._finish_reason: str | None = None
-        self._usage: dict[str, Any] | None = None
 
     def _event(self, kind: str, **data: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self._sequence, **data}
         self._sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
-    def feed(self, data: bytes) -> bytes:
-        self._buffer += data
-        out = []
-        while (end := self._buffer.find(b"\n\n")) >= 0:
-            raw, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-            for line in raw.split(b"\n"):
-                if line.startswith(b"data:"):
-                    out.append(self._data(line[5:].strip()))
-        return b"".join(out)
-
-    def close(self) -> bytes:
-        return self._complete() if not self._ended else b""
-
-    def _data(self, payload: bytes) -> bytes:
-        if self._ended:
-            return b""
-        if payload == b"[DONE]":
-            return self._complete()
-        chunk = orjson.loads(payload)
-        out = self._start(chunk)
-        if "error" in chunk:  # the gateway's mid-stream error event
-            self._ended = True
-            error = chunk["error"] or {}
-            self.response.update(
-                status="failed",
-                error={
-                    "code": "server_error",
-                    "message": str(error.get("message", "stream broken")),
-                },
-            )
-            return out + self._event("response.failed", response=self.response)
-        if chunk.get("usage"):
-            self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            out += self._delta(choice)
-        return out
+    def _broken(self, message: str) -> bytes:
+        self.response.update(status="failed", error={"code": "server_error", "message": message})
+        return self._event("response.failed", response=self.response)
 
     def _start(self, chunk: dict[str, Any]) -> bytes:
         if self._started:
@@ -172,8 +139,7 @@ class ResponsesStream:
             self._finish_reason = choice["finish_reason"]
         return out
 
-    def _complete(self) -> bytes:
-        self._ended = True
+    def _finish(self) -> bytes:
         out = self._start({}) + self._close_item()
         finish(self.response, self._finish_reason, self._usage)
         kind = (

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -122,3 +123,30 @@ def fake_backends(config: Any) -> dict[str, Any]:
         for name, backend in config.backends.items()
         if isinstance(backend, FakeBackendConfig)
     }
+
+
+def sse(*chunks: dict[str, Any]) -> bytes:
+    """Chat completion chunks as an upstream streams them, `[DONE]` last."""
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+def delta(**fields: Any) -> dict[str, Any]:
+    """A chat completion chunk with one choice's delta (`finish=` its finish reason)."""
+    finish = fields.pop("finish", None)
+    choice = {"index": 0, "delta": fields, "finish_reason": finish}
+    return {"id": "c1", "model": "tiny", "choices": [choice]}
+
+
+# A streamed answer with text, then a tool call whose arguments come in two pieces, then usage.
+TOOL_CALL_STREAM = sse(
+    delta(role="assistant", content=""),
+    delta(content="Let me "),
+    delta(content="look."),
+    delta(tool_calls=[{"index": 0, "id": "call_1", "type": "function",
+                       "function": {"name": "get_weather", "arguments": ""}}]),
+    delta(tool_calls=[{"index": 0, "function": {"arguments": '{"city": '}}]),
+    delta(tool_calls=[{"index": 0, "function": {"arguments": '"Rome"}'}}]),
+    delta(finish="tool_calls"),
+    {"id": "c1", "model": "tiny", "choices": [],
+     "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}},
+)  # fmt: skip

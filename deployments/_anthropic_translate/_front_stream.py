@@ -10,60 +10,29 @@ from typing import Any
 import orjson
 
 from deployments._anthropic_translate._front import message_id, message_usage, stop_reason
+from deployments._chat_stream import ChatStreamTranslator
 
 
 def event(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
 
 
-class MessagesStream:
-    """Feed it chat SSE bytes as they come (`feed`), then `close`; each returns the Messages
-    events due so far. Whole SSE events may span `feed` calls."""
+class MessagesStream(ChatStreamTranslator):
+    """A chat stream as Messages events (`feed`, then `close`)."""
 
     def __init__(self, model: str, stops: list[str], input_tokens: int = 0) -> None:
+        super().__init__()
         self.model = model
         self.stops = stops
         self.input_tokens = input_tokens  # an estimate until the upstream's usage arrives
-        self._buffer = b""
         self._started = False
-        self._ended = False
         self._block: int | None = None  # the open content block's index
         self._blocks = 0
         self._tools: dict[int, int] = {}  # tool_calls index -> content block index
         self._stop: tuple[str, str | None] = ("end_turn", None)
-        self._usage: dict[str, Any] | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        self._buffer += data
-        out = []
-        while (end := self._buffer.find(b"\n\n")) >= 0:
-            raw, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-            for line in raw.split(b"\n"):
-                if line.startswith(b"data:"):
-                    out.append(self._data(line[5:].strip()))
-        return b"".join(out)
-
-    def close(self) -> bytes:
-        """The closing events (also when the upstream ended without `[DONE]`)."""
-        return self._finish() if not self._ended else b""
-
-    def _data(self, payload: bytes) -> bytes:
-        if self._ended:
-            return b""
-        if payload == b"[DONE]":
-            return self._finish()
-        chunk = orjson.loads(payload)
-        if "error" in chunk:  # the gateway's mid-stream error event
-            self._ended = True
-            error = chunk["error"] or {}
-            body = {"type": "api_error", "message": str(error.get("message", "stream broken"))}
-            return self._start(chunk) + event("error", {"error": body})
-        out = self._start(chunk)
-        if chunk.get("usage"):
-            self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
-            out += self._delta(choice)
-        return out
+    def _broken(self, message: str) -> bytes:
+        return event("error", {"error": {"type": "api_error", "message": message}})
 
     def _start(self, chunk: dict[str, Any]) -> bytes:
         if self._started:
@@ -124,7 +93,6 @@ class MessagesStream:
         return out
 
     def _finish(self) -> bytes:
-        self._ended = True
         out = self._start({}) + self._close_block()
         usage = message_usage(self._usage)
         if self._usage is None:

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from deployments import BackendError, MessagesStream, to_chat_body, to_message
 from deployments._anthropic_translate import to_messages_params
 from gateway.protocol import parse_body
+from tests.helpers import TOOL_CALL_STREAM
 
 EVENT = TypeAdapter(types.RawMessageStreamEvent)
 WEATHER = {
@@ -169,16 +170,6 @@ def test_stop_reasons(finish: str, stop: str | None, reason: str, sequence: str 
     assert (message.stop_reason, message.stop_sequence) == (reason, sequence)
 
 
-def sse(*chunks: dict[str, Any]) -> bytes:
-    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
-
-
-def delta(**fields: Any) -> dict[str, Any]:
-    finish = fields.pop("finish", None)
-    return {"id": "c1", "model": "tiny",
-            "choices": [{"index": 0, "delta": fields, "finish_reason": finish}]}  # fmt: skip
-
-
 def parse_events(data: bytes) -> list[Any]:
     events = []
     for raw in data.split(b"\n\n"):
@@ -196,18 +187,7 @@ def parse_events(data: bytes) -> list[Any]:
 
 
 def test_a_streamed_answer_is_the_messages_event_sequence_in_any_chunking() -> None:
-    upstream = sse(
-        delta(role="assistant", content=""),
-        delta(content="Let me "),
-        delta(content="look."),
-        delta(tool_calls=[{"index": 0, "id": "call_1", "type": "function",
-                           "function": {"name": "get_weather", "arguments": ""}}]),
-        delta(tool_calls=[{"index": 0, "function": {"arguments": '{"city": '}}]),
-        delta(tool_calls=[{"index": 0, "function": {"arguments": '"Rome"}'}}]),
-        delta(finish="tool_calls"),
-        {"id": "c1", "model": "tiny", "choices": [],
-         "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}},
-    )  # fmt: skip
+    upstream = TOOL_CALL_STREAM
     for size in (7, 64, len(upstream)):  # SSE events cut anywhere between feeds
         translator = MessagesStream("auto", [], input_tokens=8)
         out = b"".join(

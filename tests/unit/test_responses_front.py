@@ -18,6 +18,7 @@ from gateway.protocol import parse_body
 from gateway.responses_stream import ResponsesStream
 from gateway.responses_wire import to_chat_body, to_response
 from llmops import ResponseStore
+from tests.helpers import TOOL_CALL_STREAM
 
 EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 WEATHER = {
@@ -113,28 +114,8 @@ def test_a_completion_is_a_response_the_sdk_accepts() -> None:
     assert cut.incomplete_details.reason == "max_output_tokens"
 
 
-def sse(*chunks: dict[str, Any]) -> bytes:
-    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
-
-
-def delta(**fields: Any) -> dict[str, Any]:
-    finish = fields.pop("finish", None)
-    return {"id": "c", "model": "tiny", "choices": [{"index": 0, "delta": fields,
-                                                     "finish_reason": finish}]}  # fmt: skip
-
-
 def test_a_stream_is_the_typed_event_sequence_numbered_in_any_chunking() -> None:
-    upstream = sse(
-        delta(role="assistant", content=""),
-        delta(content="Let me "),
-        delta(content="look."),
-        delta(tool_calls=[{"index": 0, "id": "call_1", "type": "function",
-                           "function": {"name": "get_weather", "arguments": ""}}]),
-        delta(tool_calls=[{"index": 0, "function": {"arguments": '{"city": "Rome"}'}}]),
-        delta(finish="tool_calls"),
-        {"id": "c", "model": "tiny", "choices": [],
-         "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}},
-    )  # fmt: skip
+    upstream = TOOL_CALL_STREAM
     for size in (5, 80, len(upstream)):
         translator = ResponsesStream({"model": "auto", "input": "x"}, "resp_1")
         out = b"".join(
