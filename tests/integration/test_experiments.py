@@ -21,6 +21,7 @@ USERS = [f"user-{i}" for i in range(60)]
 
 
 async def test_two_arm_experiment_end_to_end(stack: Stack) -> None:
+    started = time.time()  # the report covers this test's requests (others use `ab` too)
     async with httpx.AsyncClient(timeout=60) as client:
         semaphore = asyncio.Semaphore(8)
 
@@ -67,7 +68,7 @@ async def test_two_arm_experiment_end_to_end(stack: Stack) -> None:
 
     report = subprocess.run(
         [sys.executable, "-m", "gateway", "report", "--experiment", "ab", "--format", "json",
-         "--ledger", str(stack.logs / "ledger.sqlite")],
+         "--ledger", str(stack.logs / "ledger.sqlite"), "--since", str(started)],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     result = orjson.loads(report.stdout)

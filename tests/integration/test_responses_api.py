@@ -32,7 +32,8 @@ def logged_body(stack: Stack, request_id: str) -> dict[str, Any]:
     """The chat body the gateway served for a request, from the request log."""
 
     def find() -> dict[str, Any] | None:
-        for line in (stack.logs / "requests.jsonl").read_text().splitlines():
+        # Whole lines only: the gateway may be writing the last one right now.
+        for line in (stack.logs / "requests.jsonl").read_text().split("\n")[:-1]:
             entry = orjson.loads(line)
             if entry.get("request_id") == request_id:
                 return dict(entry)
