@@ -186,3 +186,11 @@ def test_a_passed_through_stream_is_accounted_and_its_final_response_found() -> 
     assert wire.tokens(events) == 1
     assert _final_response(events) == done["response"]
     assert _final_response(events.split(b"event: response.completed")[0]) is None
+
+
+def test_the_text_of_a_passed_through_response_reaches_the_request_log() -> None:
+    from llmops import response_text
+
+    body = {"model": "auto", "input": "x"}
+    response = to_response(body, "resp_1", completion("stop", content="Sunny."))
+    assert response_text(response) == "Sunny."
