@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-# What a backend is called with: the routed OpenAI endpoints, and "messages" (Anthropic's
-# Messages API, the client's own body) for backends that speak it natively.
-Endpoint = Literal["chat/completions", "completions", "embeddings", "messages"]
+# What a backend is called with: the routed OpenAI endpoints, and the client's own body in
+# another API for backends that speak it natively: "messages" (Anthropic's Messages API),
+# "responses" (OpenAI's Responses API).
+Endpoint = Literal["chat/completions", "completions", "embeddings", "messages", "responses"]
 # The endpoints requests are routed by (a Messages request is routed as the chat it is).
 ENDPOINTS: tuple[Endpoint, ...] = ("chat/completions", "completions", "embeddings")
 # What a backend serves unless its config says otherwise (`endpoints:`).

@@ -83,10 +83,10 @@ class _BackendBase(_Strict):
         bad = [task for task, value in self.quality.items() if not 0 <= value <= 1]
         if bad:
             raise ValueError(f"quality must be within 0..1 (tasks: {', '.join(bad)})")
-        if "messages" in self.endpoints:
+        if {"messages", "responses"} & set(self.endpoints):
             raise ValueError(
-                "endpoints: `messages` is not routed on its own (a Messages request is "
-                "routed as a chat completion); list chat/completions"
+                "endpoints: `messages` and `responses` are not routed on their own (their "
+                "requests are routed as chat completions); list chat/completions"
             )
         scaling = self.deployment.autoscaling_config
         tokens = scaling is not None and scaling.signal == "tokens_in_flight"
@@ -399,6 +399,17 @@ class OpenAIBackendConfig(_HTTPBackendBase):
         default="https://api.openai.com/v1", description="API root, up to and including /v1."
     )
     max_connections: int = Field(default=256, ge=1, description="Pooled connections per replica.")
+    responses_api: bool = Field(
+        default=False,
+        description="The upstream serves OpenAI's Responses API (`<base_url>/responses`: "
+        "OpenAI, vLLM): the gateway's `/v1/responses` requests pass through, untranslated "
+        "(state stays in the gateway's store: the upstream gets the whole conversation and "
+        "`store: false`).",
+    )
+
+    @property
+    def native_apis(self) -> frozenset[Endpoint]:
+        return frozenset({"responses"}) if self.responses_api else frozenset()
 
 
 class AnthropicBackendConfig(_HTTPBackendBase):

@@ -17,14 +17,14 @@ from typing import Any, cast
 
 import orjson
 
-from deployments import Backend, BackendError, Endpoint, WarmupConfig, chat_usage
+from deployments import Backend, BackendError, Endpoint, WarmupConfig
 from gateway.attempts import Feedback
 from gateway.capacity import Capacity
 from gateway.errors import OpenAIError, from_exception
 from gateway.health import HealthMonitor
 from gateway.keys import KeyGate, authorization
 from gateway.protocol import parse_body
-from gateway.relay import ChatWire, MessagesWire, Wire, relay
+from gateway.relay import relay, usage_in_chat_terms, wire_for
 from gateway.resilience import Limits, Resilience, timeout_error
 from gateway.routing import Routed, Routing
 from gateway.shadow import run_shadow, shadow_record
@@ -35,7 +35,7 @@ from router import RouteConfig, RoutingError
 logger = logging.getLogger("ray.serve")
 SHADOW_DRAIN_S = 10.0
 # Client APIs some backends serve as the client sent them (`speaks`), beside chat.
-ENDPOINTS_SPOKEN_NATIVELY = frozenset({"messages"})
+ENDPOINTS_SPOKEN_NATIVELY = frozenset({"messages", "responses"})
 
 
 @dataclass(slots=True)
@@ -102,8 +102,9 @@ class StreamReply:
 
 
 class TranslatedStream(StreamReply):
-    """Another API's events made from a chat stream (`events` iterates `chat`). Closing it
-    closes the chat stream, iterated or not: that ends the backend call and the record."""
+    """A stream made from another (`events` iterates `chat`): another API's events, or the
+    same passed on with work on the side. Closing it closes the inner stream, iterated or
+    not: that ends the backend call and the record."""
 
     def __init__(self, chat: StreamReply, events: AsyncIterator[bytes]) -> None:
         super().__init__(chat.headers, b"", events, lambda: None)
@@ -263,7 +264,7 @@ class Gateway:
                     raise timeout_error(name, "the answer", limits.total_s) from None
                 usage = result.get("usage") or {}
                 if native is not None:
-                    usage = chat_usage(usage)
+                    usage = usage_in_chat_terms(native.api, usage)
                 tokens = usage.get("completion_tokens")
                 attempt.answered(tokens if isinstance(tokens, int) else None)
             return result, usage, native is not None
@@ -291,11 +292,11 @@ class Gateway:
 
         async def attempt(name: str, limits: Limits) -> tuple[bytes, AsyncIterator[bytes], bool]:
             native = self._native_for(name, own)
-            wire: Wire
             if native is None:
-                chunks, wire = self.backends[name].stream(endpoint, body), ChatWire(strip_usage)
+                chunks = self.backends[name].stream(endpoint, body)
             else:
-                chunks, wire = self.backends[name].stream(native.api, native.body), MessagesWire()
+                chunks = self.backends[name].stream(native.api, native.body)
+            wire = wire_for(endpoint if native is None else native.api, strip_usage)
             attempt = self.feedback.attempt(name, record, streamed=True)
             attempt.outcome.cold = self._cold(name)
             events = relay(attempt, chunks, limits, record, wire)

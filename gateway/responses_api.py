@@ -45,6 +45,8 @@ class ResponsesRequest(BaseModel):
 
 
 FINISHED = ("completed", "incomplete")
+# What the gateway does itself rather than the upstream: state, and its routing hints.
+_GATEWAY_FIELDS = ("previous_response_id", "store", "routing", "input")
 
 
 def _not_found(response_id: str, param: str | None = None) -> OpenAIError:
@@ -97,16 +99,25 @@ class ResponsesAPI:
         body = {**body, "store": store}
         conversation = history + input_items(body)
         response_id = new_id("resp")
+        # For a backend that speaks Responses: the whole conversation, stateless upstream.
+        native = {k: v for k, v in body.items() if k not in _GATEWAY_FIELDS}
+        native.update(input=conversation, store=False)
         reply = await self.gateway.handle(
-            "chat/completions", chat, headers, request_id, api="responses"
+            "chat/completions", chat, headers, request_id, api="responses", native=native
         )
+        own = {"previous_response_id": body.get("previous_response_id"), "store": store}
         if isinstance(reply, StreamReply):
-            saver = (lambda r: self._save(r, conversation, owner)) if store else None
+            saver = (lambda r: self._save({**r, **own}, conversation, owner)) if store else None
+            if reply.native:
+                return TranslatedStream(reply, _passed_on(reply, saver))
             events = _events(reply, ResponsesStream(body, response_id), saver)
             return TranslatedStream(reply, events)
         if reply.status != 200:
             return reply
-        response = to_response(body, response_id, orjson.loads(reply.body))
+        if reply.native:  # the upstream's own Response, with this conversation's state
+            response = {**orjson.loads(reply.body), **own}
+        else:
+            response = to_response(body, response_id, orjson.loads(reply.body))
         if store:
             await self._save(response, conversation, owner)
         return Reply(200, orjson.dumps(response), reply.headers)
@@ -189,3 +200,24 @@ async def _events(
         await saver(translator.response)
     if out:
         yield out
+
+
+async def _passed_on(stream: StreamReply, saver: Any) -> AsyncIterator[bytes]:
+    """An upstream's Responses events, bytes as they came; its final response is stored
+    before that event goes out."""
+    async for events in stream:
+        if saver is not None and (final := _final_response(events)) is not None:
+            await saver(final)
+            saver = None
+        yield events
+
+
+def _final_response(events: bytes) -> dict[str, Any] | None:
+    if b'"response.completed"' not in events and b'"response.incomplete"' not in events:
+        return None
+    for line in events.split(b"\n"):
+        if line.startswith(b"data:"):
+            data = orjson.loads(line[5:])
+            if data.get("type") in ("response.completed", "response.incomplete"):
+                return dict(data["response"])
+    return None

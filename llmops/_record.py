@@ -83,8 +83,8 @@ LEDGER_COLUMNS: tuple[str, ...] = tuple(
 
 
 def response_text(result: dict[str, Any]) -> str:
-    """The generated text of a non-streamed answer (all choices; or the text blocks of an
-    Anthropic Message passed through), for the request log."""
+    """The generated text of a non-streamed answer (all choices; or the text of an Anthropic
+    Message or an OpenAI Response passed through), for the request log."""
     parts = []
     for choice in result.get("choices") or []:
         message = choice.get("message") or {}
@@ -92,4 +92,8 @@ def response_text(result: dict[str, Any]) -> str:
     for block in result.get("content") or [] if result.get("type") == "message" else []:
         if isinstance(block, dict) and block.get("type") == "text":
             parts.append(block.get("text") or "")
+    for item in result.get("output") or [] if result.get("object") == "response" else []:
+        for part in item.get("content") or [] if isinstance(item, dict) else []:
+            if isinstance(part, dict) and part.get("type") == "output_text":
+                parts.append(part.get("text") or "")
     return "\n".join(p for p in parts if isinstance(p, str))

@@ -143,6 +143,7 @@ def gateway_config(
                 "api_key_env": UPSTREAM_KEY_ENV,
                 "timeouts": {"total_s": 60},
                 "placement": "deployment",
+                "responses_api": True,  # vLLM's own /v1/responses: passed through
             },
             "echo": {
                 "kind": "fake",

@@ -43,7 +43,7 @@ def logged_body(stack: Stack, request_id: str) -> dict[str, Any]:
     return (find() or {})["request"]  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("model", ["tiny", "upstream"])
+@pytest.mark.parametrize("model", ["tiny", "upstream"])  # through chat; passed through
 def test_a_vllm_backend_answers_the_sdk_with_a_response(stack: Stack, model: str) -> None:
     raw = client(stack).responses.with_raw_response.create(
         model=model, input="Say hello.", instructions="Be brief.", max_output_tokens=16
@@ -146,3 +146,45 @@ def test_routing_hints_work_as_on_chat(stack: Stack) -> None:
             model="by-task", input="hi", extra_body={"routing": {"task": task}}
         )
         assert raw.headers["x-gateway-backend"] == backend
+
+
+def test_a_backend_that_speaks_responses_gets_them_passed_through(stack: Stack) -> None:
+    """`upstream` is vLLM's OpenAI server (`responses_api: true`): it answers /v1/responses
+    itself, statelessly; the conversation's state is the gateway's."""
+    sdk = client(stack)
+    first = sdk.responses.create(model="upstream", input="Say hi.", max_output_tokens=8)
+    log = lambda: (stack.logs / "upstream.log").read_text(errors="replace")  # noqa: E731
+    assert f"Received request {first.id}" in log()  # vLLM's own response id: it made it
+    raw = sdk.responses.with_raw_response.create(
+        model="upstream", input="Again.", previous_response_id=first.id, max_output_tokens=8
+    )
+    second = raw.parse()
+    assert f"Received request {second.id}" in log()
+    assert second.previous_response_id == first.id and second.store is True
+    assert sdk.responses.retrieve(second.id).output_text == second.output_text
+    # The upstream was sent the whole conversation: more prompt than the turn alone.
+    alone = sdk.responses.create(model="upstream", input="Again.", max_output_tokens=8, store=False)
+    assert second.usage is not None and alone.usage is not None
+    assert second.usage.input_tokens > alone.usage.input_tokens + 4  # a user and an assistant turn
+
+    with sdk.responses.create(
+        model="upstream",
+        input="Hi",
+        max_output_tokens=8,
+        stream=True,
+        previous_response_id=second.id,
+    ) as events:
+        seen = list(events)
+    final = seen[-1].response  # type: ignore[union-attr]
+    assert seen[-1].type in ("response.completed", "response.incomplete")
+    assert f"Received request {final.id}" in log()
+    stored = sdk.responses.retrieve(final.id)
+    assert stored.previous_response_id == second.id and stored.output_text == final.output_text
+    with sqlite3.connect(stack.logs / "ledger.sqlite") as db:
+        wait_until(
+            lambda: db.execute(
+                "SELECT endpoint, backend, completion_tokens FROM requests WHERE request_id = ?",
+                (raw.headers["x-request-id"],),
+            ).fetchone() == ("responses", "upstream", second.usage.output_tokens),  # type: ignore[union-attr]
+            15, "the ledger row",
+        )  # fmt: skip

@@ -162,3 +162,35 @@ def test_stored_responses_belong_to_their_key_and_expire(tmp_path: Path) -> None
     store.retention_s = 0.01
     time.sleep(0.02)
     assert store.get("resp_b", None) is None  # past the retention: gone
+
+
+def test_a_passed_through_stream_is_accounted_and_its_final_response_found() -> None:
+    from gateway.relay import ResponsesWire
+    from gateway.responses_api import _final_response
+
+    usage = {"input_tokens": 11, "input_tokens_details": {"cached_tokens": 3},
+             "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": 15}  # fmt: skip
+    created = {"type": "response.created", "response": {"id": "resp_1", "usage": None}}
+    delta = {"type": "response.output_text.delta", "delta": "Hi", "item_id": "m",
+             "output_index": 0, "content_index": 0, "sequence_number": 1}  # fmt: skip
+    done = {"type": "response.completed", "response": {"id": "resp_1", "usage": usage}}
+    events = b"".join(
+        b"event: " + str(e["type"]).encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
+        for e in (created, delta, done)
+    )
+    wire = ResponsesWire()
+    found, kept = wire.usage(events)
+    assert kept == events  # passed on untouched
+    assert found == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+    assert wire.tokens(events) == 1
+    assert _final_response(events) == done["response"]
+    assert _final_response(events.split(b"event: response.completed")[0]) is None
+
+
+def test_the_text_of_a_passed_through_response_reaches_the_request_log() -> None:
+    from llmops import response_text
+
+    body = {"model": "auto", "input": "x"}
+    response = to_response(body, "resp_1", completion("stop", content="Sunny."))
+    assert response_text(response) == "Sunny."
