@@ -193,9 +193,15 @@ def test_the_anthropic_sdk_authenticates_with_x_api_key(keyed: Keyed) -> None:
     with pytest.raises(anthropic.PermissionDeniedError) as other_model:
         sdk(created["key"]).messages.create(model="auto", max_tokens=8, messages=QUESTION)
     assert other_model.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
-    usage = keyed.admin.get("/v1/gateway/usage", params={"group_by": "key", "since": "1h"})
-    mine = [row for row in usage.json()["data"] if row["key"] == created["id"]]
-    assert mine and mine[0]["requests"] >= 1  # recorded under its key
+
+    def mine() -> list[dict[str, Any]]:
+        usage = keyed.admin.get("/v1/gateway/usage", params={"group_by": "key", "since": "1h"})
+        return [row for row in usage.json()["data"] if row["key"] == created["id"]]
+
+    # Recorded under its key, by whichever of the two ingress replicas answered (each writes
+    # its own batches: the other's may land a moment later).
+    wait_until(lambda: bool(mine()), 15, "the key's row in the usage")
+    assert mine()[0]["requests"] >= 1
 
 
 def test_the_console_needs_an_admin_key_and_signs_in_with_a_cookie(keyed: Keyed) -> None:
