@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.floor import start as launch  # noqa: E402
-from deployments._vllm import engine_dtype  # noqa: E402
+from deployments._vllm import engine_dtype, model_parameters  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from tests.helpers import ENGINE_ENV, cluster_env, free_port, stop_process, wait_until  # noqa: E402
 
@@ -151,8 +151,8 @@ def main() -> None:
     os.environ.update(ENGINE_ENV)  # the benchmark's tokenizer: offline too
     serve_config = yaml.safe_load((ROOT / opts.config).read_text())
     backend = GatewayConfig.load(serve_config["applications"][0]["args"]).backends[opts.backend]
-    dtype, why = engine_dtype(backend)
     model_path = backend.resolved_source(ROOT)
+    dtype, why = engine_dtype(backend, parameters=model_parameters(model_path))
     print(f"dtype: {dtype} ({why}); model: {model_path}", flush=True)
     kwargs = {**backend.engine_kwargs, "dtype": dtype}
 

@@ -8,7 +8,9 @@ arguments fail before they cross the network.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ logger = logging.getLogger("ray.serve")
 # CPU features that make bfloat16 arithmetic native (otherwise it is emulated: slower than
 # float32, about 3x in vLLM on an AVX2-only CPU).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# Below this size a CPU engine computes in float32 even where bfloat16 is native.
+BF16_MIN_PARAMETERS = 1_000_000_000
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
@@ -51,9 +55,37 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     return set()
 
 
-def engine_dtype(config: VLLMBackendConfig, flags: set[str] | None = None) -> tuple[str, str]:
-    """The dtype a vLLM engine is started with, and why. `auto` on a CPU means bfloat16 only
-    where the CPU computes it natively, float32 elsewhere; on GPUs vLLM's own `auto` stays."""
+def model_parameters(source: str) -> int | None:
+    """The parameter count of a local safetensors model folder, from the files' headers (no
+    weights read); None for a hub id or a folder without safetensors."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
+    total, found = 0, False
+    for file in folder.glob("*.safetensors"):
+        try:
+            with file.open("rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(size))
+        except (OSError, ValueError):
+            return None
+        for name, tensor in header.items():
+            if name != "__metadata__":
+                total += math.prod(tensor.get("shape") or [1])
+        found = True
+    return total if found else None
+
+
+def engine_dtype(
+    config: VLLMBackendConfig,
+    flags: set[str] | None = None,
+    parameters: int | None = None,
+) -> tuple[str, str]:
+    """The dtype a vLLM engine is started with, and why. `auto` on a CPU means float32 unless
+    the CPU computes bfloat16 natively *and* the model is large enough to be trusted in it
+    (`parameters`, counted from the model folder; unknown counts as small). Correct first:
+    SmolLM2-135M in bfloat16 answered garbage on an AMX CPU (docs/performance.md); a small
+    model gains little from bfloat16 on a CPU anyway. On GPUs vLLM's own `auto` stays."""
     dtype = str(config.engine_kwargs.get("dtype", "auto"))
     if dtype != "auto":
         return dtype, "set in engine_kwargs"
@@ -61,9 +93,19 @@ def engine_dtype(config: VLLMBackendConfig, flags: set[str] | None = None) -> tu
         return "auto", "vLLM chooses (the model's own dtype)"
     flags = cpu_flags() if flags is None else flags
     native = [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
-    if native:
-        return "bfloat16", f"auto: this CPU computes bfloat16 natively ({', '.join(native)})"
-    return "float32", "auto: no native bfloat16 on this CPU (no avx512_bf16 or amx_bf16)"
+    if not native:
+        return "float32", "auto: no native bfloat16 on this CPU (no avx512_bf16 or amx_bf16)"
+    if parameters is None or parameters < BF16_MIN_PARAMETERS:
+        size = "unknown size" if parameters is None else f"{parameters / 1e6:.0f}M parameters"
+        return "float32", (
+            f"auto: a small model ({size}, under {BF16_MIN_PARAMETERS / 1e9:g}B) computes in "
+            f"float32 even where bfloat16 is native ({', '.join(native)}): small models "
+            "degenerate in bfloat16"
+        )
+    return "bfloat16", (
+        f"auto: this CPU computes bfloat16 natively ({', '.join(native)}) and the model has "
+        f"{parameters / 1e9:.1f}B parameters"
+    )
 
 
 def engine_threads(config: VLLMBackendConfig) -> tuple[int | None, str]:
@@ -96,8 +138,9 @@ class EngineChoices:
         return facts
 
 
-def engine_choices(config: VLLMBackendConfig) -> EngineChoices:
-    return EngineChoices(*engine_dtype(config), *engine_threads(config))
+def engine_choices(config: VLLMBackendConfig, project_root: Path) -> EngineChoices:
+    dtype = engine_dtype(config, parameters=model_parameters(config.resolved_source(project_root)))
+    return EngineChoices(*dtype, *engine_threads(config))
 
 
 def _runtime_env(config: VLLMBackendConfig, threads: int | None) -> dict[str, Any] | None:
@@ -122,7 +165,7 @@ def llm_config_for(
     if "num_replicas" not in deployment and "autoscaling_config" not in deployment:
         deployment["num_replicas"] = 1
     engine_kwargs = dict(config.engine_kwargs)
-    choices = choices or engine_choices(config)
+    choices = choices or engine_choices(config, project_root)
     if choices.dtype != "auto":
         engine_kwargs["dtype"] = choices.dtype
     if config.context_window and "max_model_len" not in engine_kwargs:

@@ -182,7 +182,7 @@ def plan_backend(name: str, config: BackendConfig, project_root: Path) -> Backen
     if not config.enabled:
         return BackendPlan(name, config, None, "disabled in config (enabled: false)")
     if isinstance(config, VLLMBackendConfig):
-        choices = engine_choices(config)  # reads the CPU once: the facts and the engine agree
+        choices = engine_choices(config, project_root)  # reads the CPU once: facts = engine
         application = build_vllm_application(name, config, project_root, choices)
         return BackendPlan(name, config, application, facts=choices.facts())
     if isinstance(config, OpenAIBackendConfig | AnthropicBackendConfig):

@@ -110,7 +110,8 @@ def test_engine_facts_and_no_dashboard_modules(served: tuple[Path, int]) -> None
 
     states = {b["id"]: b for b in httpx.get(f"{BASE}/v1/gateway/backends").json()["data"]}
     engine = states["smollm2"]["engine"]
-    assert engine["dtype"] in ("bfloat16", "float32")
+    # A 135M model: float32 on every CPU, with or without native bfloat16 (issue 19).
+    assert engine["dtype"] == "float32", engine
     assert int(engine["cpu_threads"]) == len(os.sched_getaffinity(0))  # auto: the machine's
     assert states["gpt-4o-mini"]["deployment"] == {"status": "NOT_DEPLOYED"}  # no key here
     tree = psutil.Process(served[1]).children(recursive=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 
 from deployments import (
     BackendError,
@@ -17,6 +19,7 @@ from deployments import (
 )
 from deployments._openai import _upstream_error
 from deployments._remote import as_backend_error
+from tests.helpers import ROOT
 
 CHAT = {"model": "x", "messages": [{"role": "user", "content": "one two three four"}]}
 
@@ -162,18 +165,25 @@ async def test_coalesce_raises_upstream_errors_after_data() -> None:
 
 
 @pytest.mark.parametrize(
-    ("accelerator", "engine_kwargs", "flags", "expected"),
+    ("accelerator", "engine_kwargs", "flags", "parameters", "expected"),
     [
-        ("cpu", {}, {"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
-        ("cpu", {"dtype": "auto"}, {"avx2", "amx_bf16"}, "bfloat16"),
-        ("cpu", {}, {"avx2", "fma"}, "float32"),  # emulated bf16 would be ~3x slower
-        ("cpu", {}, {"avx2", "avx512f"}, "float32"),  # AVX-512 without its BF16 extension
-        ("cpu", {"dtype": "bfloat16"}, {"avx2"}, "bfloat16"),  # what the config says
-        ("gpu", {}, set(), "auto"),  # vLLM's own choice on GPUs
+        ("cpu", {}, {"avx2", "avx512f", "avx512_bf16"}, 7_000_000_000, "bfloat16"),
+        ("cpu", {"dtype": "auto"}, {"avx2", "amx_bf16"}, 1_500_000_000, "bfloat16"),
+        # Native bfloat16, but a small model (or one of unknown size): float32, correct first.
+        ("cpu", {}, {"avx2", "avx512_bf16", "amx_bf16"}, 135_000_000, "float32"),
+        ("cpu", {}, {"avx2", "amx_bf16"}, None, "float32"),
+        ("cpu", {}, {"avx2", "fma"}, 7_000_000_000, "float32"),  # emulated bf16: ~3x slower
+        ("cpu", {}, {"avx2", "avx512f"}, 7_000_000_000, "float32"),  # no AVX-512 BF16
+        ("cpu", {"dtype": "bfloat16"}, {"avx2"}, None, "bfloat16"),  # what the config says
+        ("gpu", {}, set(), None, "auto"),  # vLLM's own choice on GPUs
     ],
 )
-def test_engine_dtype_on_cpu_is_bfloat16_only_where_native(
-    accelerator: str, engine_kwargs: dict[str, str], flags: set[str], expected: str
+def test_engine_dtype_on_cpu_is_bfloat16_only_where_native_and_the_model_is_large(
+    accelerator: str,
+    engine_kwargs: dict[str, str],
+    flags: set[str],
+    parameters: int | None,
+    expected: str,
 ) -> None:
     from deployments import VLLMBackendConfig
     from deployments._vllm import cpu_flags, engine_dtype
@@ -182,11 +192,44 @@ def test_engine_dtype_on_cpu_is_bfloat16_only_where_native(
         {"kind": "vllm", "model": "m", "source": "x", "accelerator": accelerator,
          "engine_kwargs": engine_kwargs}
     )  # fmt: skip
-    dtype, why = engine_dtype(config, flags)
+    dtype, why = engine_dtype(config, flags, parameters)
     assert dtype == expected and why
     assert cpu_flags("processor : 0\nflags\t\t: fpu avx2 avx512_bf16\n") == {
         "fpu", "avx2", "avx512_bf16",
     }  # fmt: skip
+
+
+def _header_only_safetensors(path: Path, shapes: dict[str, list[int]]) -> None:
+    """A safetensors file's header (what `model_parameters` reads), without the weights."""
+    import json
+
+    header = {name: {"dtype": "BF16", "shape": shape, "data_offsets": [0, 0]}
+              for name, shape in shapes.items()}  # fmt: skip
+    data = json.dumps({"__metadata__": {"format": "pt"}, **header}).encode()
+    path.write_bytes(len(data).to_bytes(8, "little") + data)
+
+
+def test_the_embedded_default_computes_in_float32_on_a_cpu_with_native_bfloat16(
+    tmp_path: Path,
+) -> None:
+    """Issue 19: on an AMX CPU `auto` chose bfloat16 and SmolLM2-135M answered garbage. The
+    choice is made from the model folder's size, whatever CPU this test runs on."""
+    from deployments._vllm import engine_dtype, model_parameters
+    from gateway.config import GatewayConfig
+
+    serve_config = yaml.safe_load((ROOT / "configs/local.yaml").read_text())
+    smollm2 = GatewayConfig.load(serve_config["applications"][0]["args"]).backends["smollm2"]
+    # SmolLM2-135M's shapes: 30 layers of 576 wide, a 49152-token tied embedding.
+    layer = {"q": [576, 576], "k": [192, 576], "v": [192, 576], "o": [576, 576],
+             "gate": [1536, 576], "up": [1536, 576], "down": [576, 1536]}  # fmt: skip
+    shapes = {f"model.layers.{i}.{n}.weight": s for i in range(30) for n, s in layer.items()}
+    _header_only_safetensors(tmp_path / "model.safetensors", shapes | {"embed": [49152, 576]})
+    parameters = model_parameters(str(tmp_path))
+    assert parameters is not None and 130e6 < parameters < 140e6
+    amx = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+    dtype, why = engine_dtype(smollm2, amx, parameters)
+    assert dtype == "float32" and "small model" in why
+    assert model_parameters(str(tmp_path / "missing")) is None  # a hub id: size unknown
 
 
 @pytest.mark.parametrize(
