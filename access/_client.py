@@ -177,6 +177,18 @@ class AccessClient:
                     param="model",
                 )
 
+    def precheck(self, caller: Caller) -> None:
+        """Refuse a caller this replica already knows to be over a limit, before any routing
+        or tokenizing is spent on its request (no remote call)."""
+        if caller.master:
+            return
+        now = self.clock()
+        for principal in (caller.key, caller.team):
+            account = self._accounts.get(principal.entity) if principal is not None else None
+            blocked = account.blocked if account is not None else None
+            if account is not None and blocked is not None and account.blocked_until > now:
+                raise self._refusal(account, blocked, caller, now)
+
     async def admit(self, caller: Caller, need: Need) -> Ticket:
         """Reserve a request against the caller's leases (renewing those that run short);
         raises 429 when a limit or budget is reached."""
@@ -194,7 +206,9 @@ class AccessClient:
             if not stale:
                 held = tuple(account.take(need) for account in accounts)
                 return Ticket(accounts, need, held, self.headers(caller, now))
-            await self._renew(stale, need)
+            refused = await self._renew(stale, need)
+            if refused is not None:  # this request's worst case is more than is left
+                raise self._refusal(*refused, caller, self.clock())
         raise AccessError(
             429,
             "rate_limit_exceeded",
@@ -217,11 +231,13 @@ class AccessClient:
             account = self._accounts[principal.entity] = Account(principal.entity)
         return account
 
-    async def _renew(self, accounts: list[Account], need: Need) -> None:
+    async def _renew(self, accounts: list[Account], need: Need) -> tuple[Account, Grant] | None:
+        """Renew the leases of `accounts` for `need`; the account and grant that came back
+        short for this request alone (the limit not exhausted), if any."""
         waiting = [self._renewing[a.entity] for a in accounts if a.entity in self._renewing]
         if waiting:  # another request is renewing: use its lease first
             await asyncio.gather(*waiting, return_exceptions=True)
-            return
+            return None
         future = asyncio.get_running_loop().create_future()
         for account in accounts:
             self._renewing[account.entity] = future
@@ -230,7 +246,7 @@ class AccessClient:
                 {
                     "entity": a.entity,
                     "consumed": a.settlement(),
-                    "want": need.amounts(a.in_flight),
+                    "want": need.amounts(a.in_flight, a.reserved_usd),
                 }
                 for a in accounts
             ]
@@ -246,10 +262,15 @@ class AccessClient:
                     _restore(account, item["consumed"])
                     account.open_until = now + self.config.lease_ttl_s
                 logger.warning("access state unreachable: admitting on local counts (fail_open)")
-                return
+                return None
             now = self.clock()
-            for account, grant in zip(accounts, grants, strict=True):
-                account.apply(Grant.from_dict(grant), now)
+            refused = None
+            for account, data in zip(accounts, grants, strict=True):
+                grant = Grant.from_dict(data)
+                account.apply(grant, now)
+                if grant.short is not None and not grant.exhausted and refused is None:
+                    refused = (account, grant)
+            return refused
         finally:
             for account in accounts:
                 self._renewing.pop(account.entity, None)
@@ -260,12 +281,15 @@ class AccessClient:
         kind = account.entity.partition(":")[0]
         headers = self.headers(caller, now)
         if dim == "usd":
+            message = f"This {kind}'s budget is spent for the current period."
+            if not grant.exhausted:
+                message = (
+                    f"This request could cost more than the ${grant.left_usd or 0.0:.6f} left "
+                    f"of this {kind}'s budget (its worst case is reserved before it runs: "
+                    "lower max_tokens or n)."
+                )
             return AccessError(
-                429,
-                "insufficient_quota",
-                f"This {kind}'s budget is spent for the current period.",
-                type="insufficient_quota",
-                headers=headers,
+                429, "insufficient_quota", message, type="insufficient_quota", headers=headers
             )
         wait = max(0.0, account.blocked_until - now)
         what = {"requests": "requests per minute", "tokens": "tokens per minute"}.get(

@@ -59,6 +59,19 @@ class AuthConfig(BaseModel):
     state_timeout_s: float = Field(
         default=2.0, gt=0, description="Timeout of one call to the shared state."
     )
+    budgeted_max_parallel: int | None = Field(
+        default=16,
+        ge=1,
+        description="Requests in flight at once for a key or team with a budget and no "
+        "max_parallel of its own (None: no default cap).",
+    )
+    budgeted_max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="The output limit (`max_tokens`) a request from a key or team with a "
+        "budget gets when it sets none (within the backend's context window), so that its "
+        "worst case can be reserved against the budget before it runs.",
+    )
     state_node: str | None = Field(
         default=None,
         description="A Ray resource pinning the state deployment (and its SQLite file) to one "

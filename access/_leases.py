@@ -8,23 +8,26 @@ from dataclasses import dataclass, field
 
 from access._quota import DIMS, Dim, Grant
 
-# A request with no cost estimate still needs some budget left.
+# A request that costs nothing (or has no estimate) still needs some budget left.
 MIN_USD = 1e-12
 
 
 @dataclass(slots=True)
 class Need:
-    """What one request takes from a lease."""
+    """What one request takes from a lease: `usd` is its worst case, reserved in full
+    before it runs (a budget is a cap: a request that could cost more than is left waits
+    for nothing, it is refused)."""
 
     tokens: float = 0.0
     usd: float = 0.0
 
-    def amounts(self, in_flight: int) -> dict[Dim, float]:
-        """As a renewal's `want` (parallel slots are a total, not an increment)."""
+    def amounts(self, in_flight: int, reserved_usd: float = 0.0) -> dict[Dim, float]:
+        """As a renewal's `want`: parallel slots are a total, not an increment, and so is
+        USD (what requests in flight hold must be covered by the next lease too)."""
         return {
             "requests": 1.0,
             "tokens": self.tokens,
-            "usd": MIN_USD,  # some budget left; the estimate is reserved, not required
+            "usd": reserved_usd + max(self.usd, MIN_USD),
             "parallel": float(in_flight + 1),
         }
 
@@ -65,8 +68,8 @@ class Account:
         return True
 
     def take(self, need: Need) -> float:
-        """Admit a request; returns the USD it holds until it ends (its estimate, at most what
-        the lease has left: an estimate above the budget must not refuse a cheap request)."""
+        """Admit a request; returns the USD it holds until it ends: its worst case, which
+        `fits` checked the lease covers (without a lease, fail-open: at most what is left)."""
         self.consumed["requests"] += 1
         self.consumed["tokens"] += need.tokens
         self.in_flight += 1
@@ -108,7 +111,7 @@ class Account:
         self.expires = now + grant.expires_in
         self.granted_at = now
         self.last = grant
-        if grant.short is not None:
+        if grant.short is not None and grant.exhausted:
             self.blocked = grant
             wait = grant.retry_after_s if grant.retry_after_s is not None else grant.expires_in
             self.blocked_until = now + min(wait, grant.expires_in)

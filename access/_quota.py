@@ -34,6 +34,7 @@ DIMS: tuple[Dim, ...] = ("requests", "tokens", "usd", "parallel")
 
 
 MAX_SEEN = 256  # replicas remembered per key or team
+EXHAUSTED_USD = 1e-9  # a budget with less than this left is spent
 
 
 def lease_size(limit: float, fraction: float, dim: Dim) -> float:
@@ -74,6 +75,10 @@ class Grant:
     retry_after_s: float | None = None
     remaining: dict[Dim, float] = field(default_factory=dict)  # left after this grant
     reset_s: dict[Dim, float] = field(default_factory=dict)
+    # Short because nothing is left (every request is refused until then), not because this
+    # request's worst case is larger than what is left (a cheaper one may still go ahead).
+    exhausted: bool = True
+    left_usd: float | None = None  # the budget left when `short` is usd
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +88,8 @@ class Grant:
             "retry_after_s": self.retry_after_s,
             "remaining": self.remaining,
             "reset_s": self.reset_s,
+            "exhausted": self.exhausted,
+            "left_usd": self.left_usd,
         }
 
     @classmethod
@@ -137,6 +144,9 @@ class QuotaBook:
             size = lease_size(limit, self.fraction, dim)
             amount = min(max(need, size), available)
             if available <= 0 or amount < need:
+                if grant.short is None and dim == "usd":
+                    grant.exhausted = available <= EXHAUSTED_USD
+                    grant.left_usd = max(0.0, available)
                 grant.short = grant.short or dim
                 wait = self._wait(entity, dim, limit, need, now)
                 if wait is not None:

@@ -31,7 +31,10 @@ logger = logging.getLogger(__name__)
 KINDS = ("key", "team")
 
 
-def limits_of(principal: Principal, now: float | None = None) -> Limits:
+def limits_of(
+    principal: Principal, now: float | None = None, budgeted_max_parallel: int | None = None
+) -> Limits:
+    """`budgeted_max_parallel`: the parallel cap of a budgeted principal that sets none."""
     values: dict[Dim, float] = {}
     for dim, value in (
         ("requests", principal.rpm),
@@ -41,6 +44,9 @@ def limits_of(principal: Principal, now: float | None = None) -> Limits:
     ):
         if value is not None:
             values[dim] = float(value)  # type: ignore[index]
+    budgeted = principal.budget_usd is not None and principal.max_parallel is None
+    if budgeted and budgeted_max_parallel is not None:
+        values["parallel"] = float(budgeted_max_parallel)
     return Limits(values, period_id(principal.budget_period, now))
 
 
@@ -66,8 +72,10 @@ class AccessState:
         lease_ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        budgeted_max_parallel: int | None = None,
     ) -> None:
         self.wall_clock = wall_clock  # which budget period it is
+        self.budgeted_max_parallel = budgeted_max_parallel
         self.store = Store(path)
         self.quota = QuotaBook(
             lease_fraction, lease_ttl_s, self.store.spent, self.store.add_spend, clock
@@ -115,7 +123,7 @@ class AccessState:
             principal = self._principal_of(item["entity"])
             if principal is None:
                 raise AccessError(401, "invalid_api_key", "Unknown key or team.")
-            limits = limits_of(principal, self.wall_clock())
+            limits = limits_of(principal, self.wall_clock(), self.budgeted_max_parallel)
             grant = self.quota.renew(
                 item["entity"], replica, limits, item["consumed"], item["want"]
             )

@@ -37,7 +37,10 @@ def _unavailable(exc: RecordsUnavailable) -> Response:
     return OpenAIError(503, message, code="ledger_unavailable").response()
 
 
-async def record_feedback(raw: bytes, ledger: LedgerReader | None) -> Response:
+async def record_feedback(
+    raw: bytes, ledger: LedgerReader | None, key_id: str | None = None
+) -> Response:
+    """`key_id`: the caller's key, which may score only its own requests (None: any)."""
     if ledger is None:
         return OpenAIError(404, "The cost ledger is disabled.", code="ledger_disabled").response()
     try:
@@ -55,13 +58,14 @@ async def record_feedback(raw: bytes, ledger: LedgerReader | None) -> Response:
             float(feedback.score),
             feedback.label,
             feedback.comment,
+            key_id,
         )
     except RecordsUnavailable as exc:
         return _unavailable(exc)
     if not found:
         return OpenAIError(
             404,
-            f"No request with id {feedback.request_id!r} in the ledger.",
+            f"No request with id {feedback.request_id!r} of yours in the ledger.",
             param="request_id",
             code="request_not_found",
         ).response()

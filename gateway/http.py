@@ -275,8 +275,11 @@ def create_app(
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:
         """Record an outcome against a request id (`x-request-id` of its response)."""
-        await need_key(request)
-        return await record_feedback(await read_body(request, limit), ledger)
+        owner = None
+        if keys is not None:  # metered; a key scores its own requests only (admins: any)
+            caller = await keys.meter(request.headers)
+            owner = None if caller.admin or caller.key is None else caller.key.id
+        return await record_feedback(await read_body(request, limit), ledger, owner)
 
     add_admin_routes(app, keys, lambda request: read_body(request, limit))
     add_console_routes(app, config, keys, ledger, backend_list)

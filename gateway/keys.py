@@ -48,15 +48,51 @@ class KeyGate(Observer):
         record.key_id, record.key_name, record.team = key.id, key.name, key.team
         record.key_metadata = key.metadata
 
+    async def gate(self, headers: Mapping[str, str]) -> Caller:
+        """Who is calling, refused at once if this replica knows the caller is over a limit:
+        before the body is parsed, routed or tokenized."""
+        caller = await self.authenticate(headers)
+        self.client.precheck(caller)
+        return caller
+
+    async def meter(self, headers: Mapping[str, str]) -> Caller:
+        """An unbilled call (routing explain, count_tokens, feedback): authenticated and
+        counted against the caller's request rate like any other request."""
+        caller = await self.gate(headers)
+        ticket = await self.client.admit(caller, Need())
+        self.client.finish(ticket, 0.0, 0.0)
+        return caller
+
+    def output_cap(self, caller: Caller) -> int | None:
+        """The output limit of a request from a budgeted caller that sets none: its worst
+        case must be known to be reserved (None: no budget, no cap)."""
+        if any(p is not None and p.budget_usd is not None for p in (caller.key, caller.team)):
+            return self.client.config.budgeted_max_tokens
+        return None
+
     async def admit(self, caller: Caller, routed: Routed, record: RequestRecord) -> dict[str, str]:
-        """Check the model and reserve the request against the caller's limits; the answer's
-        rate-limit headers."""
+        """Check the model and reserve the request's worst case against the caller's limits
+        (refused if it does not fit); the answer's rate-limit headers."""
         self.client.check_model(caller, routed.prepared.target)
         chosen = routed.decision.chosen_evaluation
-        need = Need()
+        need = Need(usd=routed.worst_cost_usd())
         if chosen is not None:
-            need.tokens = chosen.estimate.prompt_tokens + chosen.estimate.output_tokens
-            need.usd = chosen.estimate.cost_usd
+            estimate = chosen.estimate
+            need.tokens = estimate.prompt_tokens + (
+                estimate.max_output_tokens or estimate.output_tokens
+            )
+        return await self._admit(caller, need, record)
+
+    async def admit_shadow(self, caller: Caller, usd: float, record: RequestRecord) -> bool:
+        """Reserve a shadow request's estimate against the caller who caused it; False (no
+        shadow) when it does not fit: the primary request never pays for a refused copy."""
+        try:
+            await self._admit(caller, Need(usd=usd), record)
+        except AccessError:
+            return False
+        return True
+
+    async def _admit(self, caller: Caller, need: Need, record: RequestRecord) -> dict[str, str]:
         ticket = await self.client.admit(caller, need)
         if ticket.accounts:
             self._tickets[id(record)] = ticket

@@ -27,7 +27,12 @@ class AccessStateDeployment:
     def __init__(self, auth: dict[str, Any]) -> None:
         config = AuthConfig.model_validate(auth)
         path = PROJECT_ROOT / config.store_path
-        self.state = AccessState(path, config.lease_fraction, config.lease_ttl_s)
+        self.state = AccessState(
+            path,
+            config.lease_fraction,
+            config.lease_ttl_s,
+            budgeted_max_parallel=config.budgeted_max_parallel,
+        )
 
     def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
         return self.state.call(op, payload)

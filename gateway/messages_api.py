@@ -139,7 +139,7 @@ async def count_tokens(
     without the chat template's few tokens)."""
     try:
         chat = to_chat_body(_check(raw, headers, counting=True))
-        caller = await gateway.keys.authenticate(headers) if gateway.keys is not None else None
+        caller = await gateway.keys.meter(headers) if gateway.keys is not None else None
         routed = await gateway.route("chat/completions", chat, headers, request_id)
         if gateway.keys is not None and caller is not None:
             gateway.keys.client.check_model(caller, routed.prepared.target)

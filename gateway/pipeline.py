@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import orjson
 
+from access import Caller
 from deployments import Backend, BackendError, Endpoint, WarmupConfig
 from gateway.attempts import Feedback
 from gateway.capacity import Capacity
@@ -161,14 +162,18 @@ class Gateway:
         raw_body: bytes | dict[str, Any],
         headers: Mapping[str, str],
         request_id: str,
+        output_cap: int | None = None,
     ) -> Routed:
         """Validate, prepare and route a body (JSON bytes, or a dict another API's front
-        made): what serving and explaining share."""
+        made): what serving and explaining share. `output_cap`: the output limit where the
+        request sets none (a budgeted caller's)."""
         body = parse_body(raw_body, endpoint)
         availability = self.resilience.overlay(self.health.availability)
         if self.capacity is not None:
             availability = self.capacity.overlay(availability)
-        return await self.routing.route(endpoint, body, headers, availability, request_id)
+        return await self.routing.route(
+            endpoint, body, headers, availability, request_id, output_cap
+        )
 
     def _ask_for_capacity(self, routed: Routed) -> None:
         """A cold backend that is chosen, or passed over for now, is asked to start."""
@@ -183,7 +188,7 @@ class Gateway:
         """The routing decision for a chat completion body, without calling any backend."""
         try:
             if self.keys is not None:
-                caller = await self.keys.authenticate(headers)
+                caller = await self.keys.meter(headers)
             routed = await self.route("chat/completions", raw_body, headers, request_id)
             if self.keys is not None:
                 self.keys.client.check_model(caller, routed.prepared.target)
@@ -210,18 +215,20 @@ class Gateway:
         record = RequestRecord(request_id=request_id, endpoint=api or endpoint, stream=False)
         reply_headers: dict[str, str] = {}
         try:
+            cap = None
             if self.keys is None:
                 record.key_id = key_id(authorization(headers))
             else:
-                caller = await self.keys.authenticate(headers)
+                caller = await self.keys.gate(headers)  # over a limit: refused before routing
                 self.keys.describe(record, caller)
-            routed = await self.route(endpoint, raw_body, headers, request_id)
+                cap = self.keys.output_cap(caller)
+            routed = await self.route(endpoint, raw_body, headers, request_id, cap)
             self._ask_for_capacity(routed)
             if self.keys is not None:
                 reply_headers.update(await self.keys.admit(caller, routed, record))
             reply_headers.update(routed.headers())
             routed.start_record(record, self.log_bodies)
-            self._start_shadow(routed, record)
+            await self._start_shadow(routed, record, caller if self.keys is not None else None)
             own = None
             if native is not None and api in ENDPOINTS_SPOKEN_NATIVELY:
                 own = _Native(cast(Endpoint, api), native)
@@ -248,7 +255,7 @@ class Gateway:
     async def _complete(
         self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: _Native | None
     ) -> Reply:
-        endpoint, body = routed.prepared.endpoint, routed.body
+        endpoint = routed.prepared.endpoint
 
         async def attempt(name: str, limits: Limits) -> tuple[dict[str, Any], dict[str, Any], bool]:
             native = self._native_for(name, own)
@@ -257,11 +264,17 @@ class Gateway:
                 try:
                     async with asyncio.timeout(limits.total_s):
                         if native is None:
+                            body = routed.body_for(name)
                             result = await self.backends[name].complete(endpoint, body)
                         else:
                             result = await self.backends[name].complete(native.api, native.body)
                 except TimeoutError:
+                    # The upstream bills what it generated for a call we stopped waiting for.
+                    record.abandoned_usd += routed.estimated_cost_usd(name)
                     raise timeout_error(name, "the answer", limits.total_s) from None
+                except asyncio.CancelledError:  # the client left: the upstream bills it all
+                    record.abandoned_usd += routed.estimated_cost_usd(name)
+                    raise
                 usage = result.get("usage") or {}
                 if native is not None:
                     usage = usage_in_chat_terms(native.api, usage)
@@ -283,17 +296,16 @@ class Gateway:
     async def _stream(
         self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: _Native | None
     ) -> StreamReply:
-        endpoint, body = routed.prepared.endpoint, routed.body
+        endpoint = routed.prepared.endpoint
         # The ledger needs the stream's usage: ask for it, and drop it if the client did not.
-        options = body.get("stream_options") or {}
+        options = routed.body.get("stream_options") or {}
         strip_usage = not options.get("include_usage")
-        if strip_usage:
-            body = {**body, "stream_options": {**options, "include_usage": True}}
+        with_usage = {"stream_options": {**options, "include_usage": True}} if strip_usage else {}
 
         async def attempt(name: str, limits: Limits) -> tuple[bytes, AsyncIterator[bytes], bool]:
             native = self._native_for(name, own)
             if native is None:
-                chunks = self.backends[name].stream(endpoint, body)
+                chunks = self.backends[name].stream(endpoint, routed.body_for(name) | with_usage)
             else:
                 chunks = self.backends[name].stream(native.api, native.body)
             wire = wire_for(endpoint if native is None else native.api, strip_usage)
@@ -322,17 +334,27 @@ class Gateway:
         route = routed.decision.route
         return self.routes.get(route) if route else None
 
-    def _start_shadow(self, routed: Routed, record: RequestRecord) -> None:
+    async def _start_shadow(
+        self, routed: Routed, record: RequestRecord, caller: Caller | None
+    ) -> None:
+        """A copy to the experiment's shadow backend, charged to the caller who caused it
+        (skipped when its estimate does not fit the caller's limits)."""
         assignment = routed.prepared.assignment
         if assignment is None or assignment.shadow is None:
             return
         name = assignment.shadow
+        copy = shadow_record(name, record)
+        if self.keys is not None and caller is not None:
+            usd = routed.estimated_cost_usd(name) or routed.worst_cost_usd()
+            if not await self.keys.admit_shadow(caller, usd, copy):
+                logger.info("shadow to %s skipped: over the caller's limits", name)
+                return
         shadow = run_shadow(
             name,
             self.backends[name],
             routed.prepared.endpoint,
-            routed.body,
-            shadow_record(name, record),
+            routed.body_for(name),
+            copy,
             self.feedback,
             self.log_bodies,
         )

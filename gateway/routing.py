@@ -109,10 +109,37 @@ class Routed:
 
     prepared: Prepared
     decision: Decision
+    output_cap: int | None = None  # a budgeted caller's output limit, where it set none
 
     @property
     def body(self) -> dict[str, Any]:
         return self.prepared.body
+
+    def body_for(self, backend: str) -> dict[str, Any]:
+        """The body `backend` gets: with the output limit the caller's budget was reserved
+        for, where the request set none (so no answer can cost more than was reserved)."""
+        body = self.prepared.body
+        if self.output_cap is None or self.prepared.endpoint == "embeddings":
+            return body
+        if max_output_tokens(body) is not None:
+            return body
+        evaluation = self.decision.evaluation(backend)
+        limit = evaluation.estimate.max_output_tokens if evaluation else None
+        return {**body, "max_tokens": limit or self.output_cap}
+
+    def estimated_cost_usd(self, backend: str) -> float:
+        """The router's expected cost of this request on `backend` (0 where it has none)."""
+        evaluation = self.decision.evaluation(backend)
+        return evaluation.estimate.cost_usd if evaluation is not None else 0.0
+
+    def worst_cost_usd(self) -> float:
+        """What the request can cost at most on any backend it may be tried on."""
+        costs = [
+            e.estimate.max_cost_usd if e.estimate.max_cost_usd is not None else e.estimate.cost_usd
+            for e in self.decision.evaluations
+            if e.backend in self.decision.attempts
+        ]
+        return max(costs, default=0.0)
 
     def headers(self) -> dict[str, str]:
         decision, headers = self.decision, {"x-gateway-task": self.decision.task}
@@ -315,7 +342,11 @@ class Routing:
         return Prepared(endpoint, body, hints, kind, target, applied, assignment)
 
     async def decide(
-        self, prepared: Prepared, availability: Mapping[str, Availability], request_id: str
+        self,
+        prepared: Prepared,
+        availability: Mapping[str, Availability],
+        request_id: str,
+        output_cap: int | None = None,
     ) -> Routed:
         text = prompt_text(prepared.endpoint, prepared.body)
         hints = prepared.hints
@@ -335,6 +366,8 @@ class Routing:
         summary = RequestSummary(
             prompt_text=text,
             max_tokens=0 if prepared.endpoint == "embeddings" else max_output_tokens(prepared.body),
+            choices=choices_billed(prepared.body),
+            output_cap=output_cap,
             endpoint=prepared.endpoint,
             hints=hints,
             task=task.task,
@@ -352,7 +385,7 @@ class Routing:
             snapshots,
             pinned=assignment.backend if assignment else None,
         )
-        return Routed(prepared, decision)
+        return Routed(prepared, decision, output_cap)
 
     async def route(
         self,
@@ -361,6 +394,13 @@ class Routing:
         headers: Mapping[str, str],
         availability: Mapping[str, Availability],
         request_id: str,
+        output_cap: int | None = None,
     ) -> Routed:
         prepared = self.prepare(endpoint, body, headers, request_id)
-        return await self.decide(prepared, availability, request_id)
+        return await self.decide(prepared, availability, request_id, output_cap)
+
+
+def choices_billed(body: Mapping[str, Any]) -> int:
+    """Completions a provider bills for one request: `n`, or `best_of` where larger."""
+    counts = [body.get("n"), body.get("best_of")]
+    return max([1, *(c for c in counts if isinstance(c, int) and not isinstance(c, bool))])

@@ -21,6 +21,8 @@ def shadow_record(name: str, primary: RequestRecord) -> RequestRecord:
         endpoint=primary.endpoint,
         stream=False,
         key_id=primary.key_id,
+        key_name=primary.key_name,
+        team=primary.team,
         route=primary.route,
         task=primary.task,
         experiment=primary.experiment,

@@ -51,6 +51,11 @@ class Accounting:
         price = self.prices.get(record.backend or "")
         if price is not None and record.prompt_tokens is not None:
             record.cost_usd = price.cost(record.prompt_tokens, record.completion_tokens or 0)
+        if record.abandoned_usd:
+            # Billed upstream though never answered: charged at the router's estimate.
+            record.cost_usd = (record.cost_usd or 0.0) + record.abandoned_usd
+            if record.usage_source == "none":
+                record.usage_source = "estimated"
 
     def finish(self, record: RequestRecord) -> None:
         """Close the books and write the record everywhere; never raises into a request."""

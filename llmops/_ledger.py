@@ -62,7 +62,12 @@ class LedgerReader(Protocol):
     def rows(self, since: float | None = None) -> list[dict[str, Any]]: ...
 
     def add_feedback(
-        self, request_id: str, score: float, label: str | None, comment: str | None
+        self,
+        request_id: str,
+        score: float,
+        label: str | None,
+        comment: str | None,
+        key_id: str | None = None,
     ) -> bool: ...
 
     def feedback(self, request_id: str) -> list[dict[str, Any]]: ...
@@ -155,14 +160,22 @@ class Ledger:
         return totals
 
     def add_feedback(
-        self, request_id: str, score: float, label: str | None, comment: str | None
+        self,
+        request_id: str,
+        score: float,
+        label: str | None,
+        comment: str | None,
+        key_id: str | None = None,
     ) -> bool:
-        """Attach an outcome to a logged request; False if no such request (blocking)."""
+        """Attach an outcome to a logged request; False if no such request (blocking).
+        `key_id`: only a request that key made (a key scores its own traffic only)."""
         self.flush(2.0)
+        query = "SELECT 1 FROM requests WHERE request_id = ?"
+        args: tuple[str, ...] = (request_id,)
+        if key_id is not None:
+            query, args = query + " AND key_id = ?", (request_id, key_id)
         with self._connect() as db:
-            known = db.execute(
-                "SELECT 1 FROM requests WHERE request_id = ? LIMIT 1", (request_id,)
-            ).fetchone()
+            known = db.execute(query + " LIMIT 1", args).fetchone()
             if known is None:
                 return False
             db.execute(

@@ -51,6 +51,9 @@ class RequestRecord:
     estimated_cost_usd: float | None = None
     estimated_prompt_tokens: int | None = field(default=None, metadata=_NOT_IN_LEDGER)
     cost_usd: float | None = None
+    # Calls abandoned without usage (timed out, the client left): the upstream still bills
+    # them; their estimates are added to `cost_usd` when the books close.
+    abandoned_usd: float = field(default=0.0, metadata=_NOT_IN_LEDGER)
     ttft_ms: float | None = None
     latency_ms: float | None = None
     request_body: Any = field(default=None, metadata=_NOT_IN_LEDGER)

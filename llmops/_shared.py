@@ -67,7 +67,7 @@ class RecordsOwner:
             return ledger.rows(since)
         if op == "add_feedback":
             args = (payload["score"], payload.get("label"), payload.get("comment"))
-            return ledger.add_feedback(payload["request_id"], *args)
+            return ledger.add_feedback(payload["request_id"], *args, payload.get("key_id"))
         if op == "feedback":
             return ledger.feedback(payload["request_id"])
         if op == "feedback_scores":
@@ -262,11 +262,21 @@ class SharedRecords:
         return answer
 
     def add_feedback(
-        self, request_id: str, score: float, label: str | None, comment: str | None
+        self,
+        request_id: str,
+        score: float,
+        label: str | None,
+        comment: str | None,
+        key_id: str | None = None,
     ) -> bool:
         self.flush(2.0)  # the request may have finished here a moment ago
         found = self._read(
-            "add_feedback", request_id=request_id, score=score, label=label, comment=comment
+            "add_feedback",
+            request_id=request_id,
+            score=score,
+            label=label,
+            comment=comment,
+            key_id=key_id,
         )
         return bool(found)
 

@@ -88,6 +88,8 @@ class RequestSummary:
 
     prompt_text: str = ""
     max_tokens: int | None = None
+    choices: int = 1  # completions billed: `n`, or `best_of` where larger
+    output_cap: int | None = None  # the output limit a budgeted caller gets without max_tokens
     hints: RoutingHints = field(default_factory=RoutingHints)
     task: str = "chat"
     task_source: str = "default"  # "hint", "keyword", "classifier" or "default"
@@ -136,7 +138,10 @@ class Decision:
 
     @property
     def chosen_evaluation(self) -> Evaluation | None:
-        return next((e for e in self.evaluations if e.backend == self.chosen), None)
+        return self.evaluation(self.chosen)
+
+    def evaluation(self, backend: str) -> Evaluation | None:
+        return next((e for e in self.evaluations if e.backend == backend), None)
 
 
 def spillover_of(

@@ -21,6 +21,10 @@ class Estimate:
     queue_ms: float
     latency_source: str  # "measured" or "prior"
     cold_start_ms: float = 0.0  # no replica running: until one is expected to be
+    # The most this request can cost here: every choice (`n`, `best_of`) at its output limit
+    # (`max_tokens`, else the caller's cap within the context window); None: unbounded.
+    max_output_tokens: int | None = None
+    max_cost_usd: float | None = None
 
     @property
     def capacity_ms(self) -> float:
@@ -36,7 +40,11 @@ def estimate(
     default_output_tokens: int,
     quantile: str,
     cold_start_ms: float = 0.0,
+    choices: int = 1,
+    output_cap: int | None = None,
 ) -> Estimate:
+    """`choices`: completions billed per request (`n`, `best_of`); `output_cap`: the output
+    limit the gateway sets where the request sets none (a budgeted caller's)."""
     if max_tokens is not None:
         output_tokens, source = max_tokens, "max_tokens"
     elif snapshot.mean_output_tokens is not None:
@@ -52,13 +60,20 @@ def estimate(
     mean_service = snapshot.ttft_ms + output_tokens * snapshot.tpot_ms
     queue_ms = waiting / profile.capacity * mean_service if waiting else 0.0
 
-    cost = (prompt_tokens * profile.input_per_mtok + output_tokens * profile.output_per_mtok) / 1e6
+    limit = max_tokens if max_tokens is not None else output_cap
+    if limit is not None and max_tokens is None and profile.context_window is not None:
+        limit = max(1, min(limit, profile.context_window - prompt_tokens))
+    cost = _tokens_usd(profile, prompt_tokens, output_tokens * choices)
+    max_cost = None if limit is None else _tokens_usd(profile, prompt_tokens, limit * choices)
     if profile.gpu_hour_usd:
         # The replica's hour is shared by `capacity` concurrent requests at saturation; charge
         # this request its share of the time it occupies, scaled by how busy the replica is.
         utilisation = min(1.0, max(MIN_UTILISATION, (snapshot.in_flight + 1) / profile.capacity))
         seconds = mean_service / 1000.0
-        cost += profile.gpu_hour_usd / 3600.0 * seconds / profile.capacity * utilisation
+        share = profile.gpu_hour_usd / 3600.0 * seconds / profile.capacity * utilisation
+        cost += share
+        if max_cost is not None and limit is not None:  # the replica's time for every token
+            max_cost += share * max(1.0, limit * choices / max(1, output_tokens))
     return Estimate(
         prompt_tokens=prompt_tokens,
         output_tokens=output_tokens,
@@ -68,4 +83,10 @@ def estimate(
         queue_ms=queue_ms,
         latency_source=snapshot.source,
         cold_start_ms=cold_start_ms,
+        max_output_tokens=limit,
+        max_cost_usd=max_cost,
     )
+
+
+def _tokens_usd(profile: BackendProfile, prompt_tokens: int, output_tokens: int) -> float:
+    return (prompt_tokens * profile.input_per_mtok + output_tokens * profile.output_per_mtok) / 1e6

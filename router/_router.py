@@ -264,6 +264,8 @@ class Router:
                 default_output,
                 quantile,
                 state.cold_start_ms,
+                request.choices,
+                request.output_cap,
             )
             quality = profile.quality_for(task_name)
             reasons: list[str] = []

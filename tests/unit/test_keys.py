@@ -72,17 +72,24 @@ class Keyed:
         return dict(response.json())
 
 
-async def start(tmp: Path, **auth: Any) -> Keyed:
+async def start(tmp: Path, base: dict[str, Any] | None = None, **auth: Any) -> Keyed:
+    """The gateway of `base` (default: CONFIG) with keys on, in process."""
+    base = base or CONFIG
     config = GatewayConfig.load(
         {
-            **CONFIG,
-            "auth": {**CONFIG["auth"], **auth},
+            **base,
+            "auth": {**base["auth"], **auth},
             "ledger": {"path": str(tmp / "ledger.sqlite")},
             "request_log": {"path": str(tmp / "requests.jsonl"), "bodies": True},
         }
     )
     backends = fake_backends(config)
-    state = AccessState(tmp / "access.sqlite", 0.05, config.auth.lease_ttl_s)
+    state = AccessState(
+        tmp / "access.sqlite",
+        0.05,
+        config.auth.lease_ttl_s,
+        budgeted_max_parallel=config.auth.budgeted_max_parallel,
+    )
     switch = Switch(state)
     gate = KeyGate(AccessClient(config.auth, switch, MASTER))
     gateway, ledger = build_gateway(config, backends, tmp, keys=gate)
@@ -185,9 +192,9 @@ async def test_requests_per_minute_answer_429_with_openai_headers(keyed: Keyed) 
     assert caught.value.response.headers["x-ratelimit-remaining-requests"] == "0"
 
 
-async def test_a_budget_counts_streamed_requests_and_stops_within_one_request(
-    keyed: Keyed,
-) -> None:
+async def test_a_budget_counts_streamed_requests_and_is_a_cap(keyed: Keyed) -> None:
+    """Each request's worst case ($0.012 at max_tokens=4) is reserved before it runs: the
+    fifth would pass $0.05, so it is refused, and what was spent never exceeds the budget."""
     created = await keyed.create("keys", name="spender", budget_usd=0.05, budget_period="day")
     client = keyed.client(created["key"])
     answered = 0
@@ -195,19 +202,20 @@ async def test_a_budget_counts_streamed_requests_and_stops_within_one_request(
         for n in range(20):
             if n % 2:
                 stream = await client.chat.completions.create(
-                    model="dear", messages=QUESTION, stream=True
+                    model="dear", messages=QUESTION, stream=True, max_tokens=4
                 )
                 async for _ in stream:
                     pass
             else:
-                await client.chat.completions.create(model="dear", messages=QUESTION)
+                await client.chat.completions.create(model="dear", messages=QUESTION, max_tokens=4)
             answered += 1
     assert caught.value.code == "insufficient_quota"
     await keyed.gateway.aclose()  # type: ignore[attr-defined]
     rows = keyed.ledger.rows()  # type: ignore[attr-defined]
     spent = sum(r["cost_usd"] or 0 for r in rows)
     assert sum(r["stream"] for r in rows if r["status"] == 200) == answered // 2
-    assert 0.05 - 0.012 <= spent <= 0.05 + 0.012  # within one request's cost of the budget
+    assert answered == 4
+    assert 0.05 - 0.012 <= spent <= 0.05 + 1e-12  # a cap: never past the budget
     stored = keyed.state.op_get("key", created["id"])["usage"]["spend_usd"]
     assert stored == pytest.approx(spent)
 
