@@ -24,6 +24,10 @@ from access._state import AccessState
 logger = logging.getLogger("ray.serve")
 UNKNOWN_TTL_S = 1.0  # an unknown key is asked about again after this
 UNKNOWN_MAX = 10_000
+# Lookups of keys this replica does not know, per second (a burst of as many): beyond it an
+# unknown key is refused here, so a flood of random keys cannot starve the state replica
+# (and with it every lease renewal). A real new key gets through once the flood ebbs.
+LOOKUPS_PER_S = 20.0
 # Renewals one admission may wait through. Each one either grants something (another request
 # goes ahead) or comes back short (everyone waiting is refused), so this bound is only a guard.
 RENEW_TRIES = 1000
@@ -116,6 +120,8 @@ class AccessClient:
         self.principals: dict[str, Principal] = {}
         self._ids_by_hash: dict[str, str] = {}
         self._unknown: dict[str, float] = {}
+        self._lookup_tokens = LOOKUPS_PER_S
+        self._lookup_refill_at = clock()
         self._accounts: dict[str, Account] = {}
         self._renewing: dict[str, asyncio.Future[None]] = {}
         self._version = 0
@@ -146,7 +152,7 @@ class AccessClient:
 
     async def _lookup(self, key_hash: str) -> str:
         now = self.clock()
-        if self._unknown.get(key_hash, 0.0) > now:
+        if self._unknown.get(key_hash, 0.0) > now or not self._may_look_up(now):
             raise _denied("Incorrect API key provided.")
         found = await self._call("lookup", {"key_hash": key_hash})
         if found is None:
@@ -159,6 +165,16 @@ class AccessClient:
                 self._remember(Principal.model_validate(data))
         self._ids_by_hash[key_hash] = found["key"]["id"]
         return str(found["key"]["id"])
+
+    def _may_look_up(self, now: float) -> bool:
+        """A token bucket over lookups of unknown keys."""
+        elapsed = max(0.0, now - self._lookup_refill_at)
+        self._lookup_tokens = min(LOOKUPS_PER_S, self._lookup_tokens + elapsed * LOOKUPS_PER_S)
+        self._lookup_refill_at = now
+        if self._lookup_tokens < 1.0:
+            return False
+        self._lookup_tokens -= 1.0
+        return True
 
     def _remember(self, principal: Principal) -> None:
         known = self.principals.get(principal.id)

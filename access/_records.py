@@ -19,6 +19,7 @@ Period = Literal["day", "month", "total"]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.@:-]*$")]
 Pattern = Annotated[str, Field(min_length=1, max_length=200)]
 METADATA_MAX_BYTES = 4096
+KEY_ID_PREFIX = "key_"
 
 
 def new_secret() -> str:
@@ -80,9 +81,16 @@ class _Limits(BaseModel):
 
 
 class TeamSpec(_Limits):
-    """`POST /v1/gateway/teams`: a team's name is its id."""
+    """`POST /v1/gateway/teams`: a team's name is its id (`key_...` is kept for keys)."""
 
     name: Name
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_key_id(cls, value: str) -> str:
+        if value.startswith(KEY_ID_PREFIX):
+            raise ValueError(f"team names may not start with {KEY_ID_PREFIX!r} (keys' ids do)")
+        return value
 
 
 class KeySpec(_Limits):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from access._errors import AccessError
 from access._quota import Dim, Limits, QuotaBook, period_id
 from access._records import (
+    KEY_ID_PREFIX,
     PREFIX_CHARS,
     KeyPatch,
     KeySpec,
@@ -144,6 +145,12 @@ class AccessState:
         if kind == "team":
             team = _validate(TeamSpec, spec)
             existing = self.store.principals.get(team.name)  # type: ignore[attr-defined]
+            if existing is not None and existing.kind != "team":
+                # Ids share one namespace: a team named like a key would replace the key's
+                # record (a revoked key came back to life as that team).
+                raise AccessError(
+                    409, "name_taken", f"{existing.id!r} is a key's id; choose another name."
+                )
             if existing is not None and existing.revoked_at is None:
                 raise AccessError(409, "team_exists", f"Team {existing.id!r} already exists.")
             record = Principal(
@@ -159,7 +166,7 @@ class AccessState:
             raise AccessError(403, "admin_required", "Only the master key creates admin keys.")
         secret = new_secret()
         record = Principal(
-            id="key_" + secrets.token_hex(8),
+            id=KEY_ID_PREFIX + secrets.token_hex(8),
             kind="key",
             prefix=secret[:PREFIX_CHARS],
             created_at=time.time(),

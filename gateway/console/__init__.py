@@ -25,6 +25,7 @@ from llmops import LedgerReader, build_report
 
 __all__ = ["add_console_routes"]
 COOKIE = "gateway_console"
+FORM_MAX_BYTES = 4096  # a sign-in form: one key
 SESSION_S = 8 * 3600
 STYLESHEET = (Path(__file__).parent / "static" / "console.css").read_bytes()
 # Nothing but this origin's stylesheet and forms: no script runs on these pages at all.
@@ -127,7 +128,7 @@ def add_console_routes(
 
     @app.post("/console/login")
     async def login(request: Request) -> Response:
-        form = parse_qs((await request.body()).decode(errors="replace"))
+        form = parse_qs((await _bounded_body(request)).decode(errors="replace"))
         key = (form.get("key") or [""])[0].strip()
         if keys is None:
             return RedirectResponse(f"{prefix(request)}/console", 303)
@@ -152,3 +153,14 @@ def add_console_routes(
         response = RedirectResponse(f"{prefix(request)}/console", 303)
         response.delete_cookie(COOKIE, path=f"{prefix(request)}/console")
         return response
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """A form body of at most FORM_MAX_BYTES (a larger one is cut off, then refused)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > FORM_MAX_BYTES:
+            return b""
+        chunks.append(chunk)
+    return b"".join(chunks)

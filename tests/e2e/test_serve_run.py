@@ -154,3 +154,32 @@ def test_the_embedded_default_serves_embeddings(served: tuple[Path, int]) -> Non
     assert raw.headers["x-gateway-backend"] == "minilm"  # the API has no key here
     vectors = [item.embedding for item in raw.parse().data]
     assert [len(vector) for vector in vectors] == [384, 384]
+
+
+def test_haproxy_side_listeners_are_on_loopback_and_its_socket_private(
+    served: tuple[Path, int],
+) -> None:
+    """Issue 19: Ray's HAProxy bound its metrics (9101) and stats (8404) frontends on every
+    interface and opened its admin socket `mode 666 level admin`; `gateway/haproxy-loopback`
+    keeps them to this machine and this user."""
+    import stat
+
+    import psutil
+
+    tree = psutil.Process(served[1]).children(recursive=True)
+    haproxy = [p for p in tree if p.is_running() and p.name() == "haproxy"]
+    assert haproxy, "no HAProxy under the served cluster"
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for p in haproxy
+        for c in p.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    side = {(ip, port) for ip, port in listening if port in (9101, 8404)}
+    assert {port for _, port in side} == {9101, 8404}, listening
+    assert all(ip == "127.0.0.1" for ip, _ in side), side
+    command = haproxy[0].cmdline()
+    config = Path(command[command.index("-f") + 1]).read_text()
+    assert "mode 600 level user" in config and "level admin" not in config
+    socket = next(line.split()[2] for line in config.splitlines() if "stats socket" in line)
+    assert stat.S_IMODE(Path(socket).stat().st_mode) & 0o077 == 0

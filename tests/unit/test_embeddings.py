@@ -40,7 +40,8 @@ def client(tmp_path: Path) -> Any:
     )
     backends = fake_backends(config)
     gateway, ledger = build_gateway(config, backends, tmp_path)
-    with TestClient(create_app(gateway, config, ledger)) as test_client:
+    app = create_app(gateway, config, ledger)
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:
         yield test_client, ledger
 
 
@@ -88,7 +89,9 @@ def test_base64_is_openais_little_endian_float32(client: Any) -> None:
 )
 def test_bad_input_gets_an_openai_shaped_400(client: Any, body: dict[str, Any], param: str) -> None:
     http, _ = client
-    response = http.post("/v1/embeddings", content=orjson.dumps(body))
+    response = http.post(
+        "/v1/embeddings", content=orjson.dumps(body), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and (error["param"] or "").startswith(param)

@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from access import AccessClient, AccessState, LocalTransport, Transport
+from deployments.serving import connect_backend
 from gateway.build import build_gateway
 from gateway.config import GatewayConfig
 from gateway.http import create_app
@@ -84,6 +85,15 @@ async def start(tmp: Path, base: dict[str, Any] | None = None, **auth: Any) -> K
         }
     )
     backends = fake_backends(config)
+    unavailable = {  # a provider whose key cannot be read, as the deploy would plan it
+        name: backend.api_key()[1]
+        for name, backend in config.backends.items()
+        if name not in backends and hasattr(backend, "api_key")
+    }
+    backends |= {
+        name: connect_backend(name, config.backends[name], None, reason)
+        for name, reason in unavailable.items()
+    }
     state = AccessState(
         tmp / "access.sqlite",
         0.05,
@@ -92,7 +102,7 @@ async def start(tmp: Path, base: dict[str, Any] | None = None, **auth: Any) -> K
     )
     switch = Switch(state)
     gate = KeyGate(AccessClient(config.auth, switch, MASTER))
-    gateway, ledger = build_gateway(config, backends, tmp, keys=gate)
+    gateway, ledger = build_gateway(config, backends, tmp, keys=gate, unavailable=unavailable)
     gateway.start()
     app = create_app(gateway, config, ledger)
     admin = httpx.AsyncClient(
