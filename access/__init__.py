@@ -8,6 +8,7 @@ from access._errors import AccessError
 from access._leases import Account, Need
 from access._quota import WINDOW_S, Grant, Limits, QuotaBook, lease_size, overshoot_bound
 from access._records import KeySpec, Principal, TeamSpec, hash_secret, model_allowed
+from access._sessions import SessionClient
 from access._state import AccessState
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Need",
     "Principal",
     "QuotaBook",
+    "SessionClient",
     "TeamSpec",
     "Ticket",
     "Transport",

@@ -346,6 +346,11 @@ class AccessClient:
 
     # ---- the shared state ---------------------------------------------------------------
 
+    async def call(self, op: str, payload: dict[str, Any]) -> Any:
+        """One operation on the shared state: its result, or the AccessError it raised (503
+        `access_state_unavailable` when the state cannot be reached)."""
+        return await self._call(op, payload)
+
     async def _call(self, op: str, payload: dict[str, Any]) -> Any:
         try:
             async with asyncio.timeout(self.config.state_timeout_s):

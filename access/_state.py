@@ -26,6 +26,7 @@ from access._records import (
     hash_secret,
     new_secret,
 )
+from access._sessions import Sessions
 from access._store import Store
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class AccessState:
         self.wall_clock = wall_clock  # which budget period it is
         self.budgeted_max_parallel = budgeted_max_parallel
         self.store = Store(path)
+        self.sessions = Sessions(wall_clock)
         self.quota = QuotaBook(
             lease_fraction, lease_ttl_s, self.store.spent, self.store.add_spend, clock
         )
@@ -213,6 +215,16 @@ class AccessState:
         _validate(spec, merged.model_dump(include=set(spec.model_fields)))
         return self.store.put(merged).model_dump()
 
+    def op_session_create(self, principal: str, ttl_s: float) -> dict[str, Any]:
+        """A console session for `principal` (the caller checked it signed in as an admin)."""
+        return self.sessions.create(principal, ttl_s)
+
+    def op_session_check(self, token_hash: str) -> dict[str, Any] | None:
+        return self.sessions.check(token_hash)
+
+    def op_session_end(self, token_hash: str) -> bool:
+        return self.sessions.end(token_hash)
+
     def op_revoke(self, kind: str, id: str) -> dict[str, Any]:
         principal = self._find(kind, id)
         if kind == "team":
@@ -227,6 +239,7 @@ class AccessState:
                 )
         if principal.revoked_at is None:
             principal = self.store.put(principal.model_copy(update={"revoked_at": time.time()}))
+        self.sessions.end_for(principal.id)
         return {"id": principal.id, "object": kind, "deleted": True}
 
     def _kind(self, kind: str) -> None:

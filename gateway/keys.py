@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from access import AccessClient, AccessError, Caller, Need, Ticket
+from access import AccessClient, AccessError, Caller, Need, SessionClient, Ticket
 from gateway.attempts import Observer
 from gateway.routing import Routed
 from llmops import RequestRecord
@@ -26,6 +26,7 @@ class KeyGate(Observer):
 
     def __init__(self, client: AccessClient) -> None:
         self.client = client
+        self.sessions = SessionClient(client)  # the console's sign-ins
         self._tickets: dict[int, Ticket] = {}  # id(record) -> its reservation
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:

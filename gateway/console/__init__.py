@@ -2,14 +2,18 @@
 replicas and live latency; routes; requests, tokens and cost over time; experiments with
 their verdicts; recent errors. Server-rendered HTML and SVG from the package (no script, no
 CDN). With keys on, it needs the master key or an admin key: as a bearer token, or signed
-in once through its form (an HttpOnly, SameSite=Strict cookie scoped to /console)."""
+in once through its form, which opens a server-side session (`access.SessionClient`): the
+cookie holds its random token (HttpOnly, SameSite=Strict, scoped to /console, `Secure`
+unless the browser is on this machine), signing out needs the session's CSRF token and ends
+it on every replica, and revoking the key ends its sessions."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -18,6 +22,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from access import AccessError
+from gateway.browsers import LOOPBACK_HOSTS, host_name
 from gateway.config import GatewayConfig
 from gateway.console import _pages
 from gateway.keys import KeyGate
@@ -47,18 +52,18 @@ def add_console_routes(
 ) -> None:
     """`backends` gives what `GET /v1/gateway/backends` lists."""
 
-    async def admitted(request: Request) -> bool:
+    async def admitted(request: Request) -> tuple[bool, str]:
+        """Whether an admin asks, and its session's CSRF token (none for a bearer key)."""
         if keys is None:
-            return True
-        headers: Mapping[str, str] = request.headers
-        cookie = request.cookies.get(COOKIE)
-        if "authorization" not in headers and cookie:
-            headers = {"authorization": f"Bearer {cookie}"}
-        try:
-            await keys.authenticate_admin(headers)
-        except AccessError:
-            return False
-        return True
+            return True, ""
+        if "authorization" in request.headers:
+            try:
+                await keys.authenticate_admin(request.headers)
+            except AccessError:
+                return False, ""
+            return True, ""
+        found = await keys.sessions.find(request.cookies.get(COOKIE, ""))
+        return (found is not None), (found[1] if found else "")
 
     def html(body: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
@@ -76,9 +81,10 @@ def add_console_routes(
         render: Callable[[Request], Awaitable[str]], title: str
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            if not await admitted(request):
+            ok, csrf = await admitted(request)
+            if not ok:
                 return html(_pages.login_page(prefix(request)), 401)
-            return html(_pages.page(title, await render(request), prefix(request)))
+            return html(_pages.page(title, await render(request), prefix(request), csrf))
 
         return endpoint
 
@@ -133,26 +139,41 @@ def add_console_routes(
         if keys is None:
             return RedirectResponse(f"{prefix(request)}/console", 303)
         try:
-            await keys.authenticate_admin({"authorization": f"Bearer {key}"})
+            caller = await keys.authenticate_admin({"authorization": f"Bearer {key}"})
         except AccessError as exc:
             return html(_pages.login_page(prefix(request), exc.message), 401)
+        token, _ = await keys.sessions.open(caller, SESSION_S)
         response = RedirectResponse(f"{prefix(request)}/console", 303)
         response.set_cookie(
             COOKIE,
-            key,
+            token,  # a session's random token, never the key: signing out ends it everywhere
             max_age=SESSION_S,
             path=f"{prefix(request)}/console",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=not _loopback(request),
         )
         return response
 
     @app.post("/console/logout")
     async def logout(request: Request) -> Response:
+        form = parse_qs((await _bounded_body(request)).decode(errors="replace"))
+        token = request.cookies.get(COOKIE, "")
+        if keys is not None and token:
+            found = await keys.sessions.find(token)
+            sent = (form.get("csrf") or [""])[0]
+            if found is not None and not secrets.compare_digest(sent, found[1]):
+                return html(_pages.login_page(prefix(request), "Sign-out refused."), 403)
+            await keys.sessions.end(token)
         response = RedirectResponse(f"{prefix(request)}/console", 303)
         response.delete_cookie(COOKIE, path=f"{prefix(request)}/console")
         return response
+
+
+def _loopback(request: Request) -> bool:
+    """Plain HTTP is only for a browser on this machine: a cookie is `Secure` otherwise (a
+    TLS proxy in front sends another Host)."""
+    return host_name(request.headers.get("host", "")) in LOOPBACK_HOSTS
 
 
 async def _bounded_body(request: Request) -> bytes:

@@ -18,7 +18,10 @@ GROUPINGS = ("backend", "route", "key", "task")
 PERIODS = {"1h": (3600, 60), "24h": (86400, 3600), "7d": (7 * 86400, 6 * 3600)}
 
 
-def page(title: str, body: str, prefix: str = "") -> str:
+def page(title: str, body: str, prefix: str = "", csrf: str = "") -> str:
+    """`csrf`: the session's token, carried by the sign-out form (none: signed in by a
+    bearer key, or keys are off)."""
+    field = f'<input type=hidden name=csrf value="{escape(csrf)}">' if csrf else ""
     links = "".join(
         f'<a href="{prefix}{href}"{" class=current" if name == title else ""}>{name}</a>'
         for name, href in NAV
@@ -29,7 +32,8 @@ def page(title: str, body: str, prefix: str = "") -> str:
         f'<link rel=stylesheet href="{prefix}/console/static/console.css">'
         '<link rel=icon href="data:,">'
         f"</head><body><header><strong>LLM gateway</strong><nav>{links}</nav>"
-        f'<form method=post action="{prefix}/console/logout"><button>Sign out</button></form>'
+        f'<form method=post action="{prefix}/console/logout">{field}<button>Sign out</button>'
+        "</form>"
         f"</header><main><h1>{escape(title)}</h1>{body}</main></body></html>"
     )
 

@@ -216,9 +216,14 @@ def test_the_console_needs_an_admin_key_and_signs_in_with_a_cookie(keyed: Keyed)
         assert (
             "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/keyed/console" in cookie
         )
+        assert keyed.stack.secrets[3] not in cookie  # a session's token, not the key
         page = browser.get("/console")  # the cookie, sent back by the client
         assert page.status_code == 200 and "free" in page.text
-        browser.post("/console/logout")
+        # Both ingress replicas know the session: it lives in the shared state.
+        assert all(browser.get("/console").status_code == 200 for _ in range(6))
+        assert browser.post("/console/logout").status_code == 403  # no CSRF token
+        csrf = page.text.split('name=csrf value="', 1)[1].split('"', 1)[0]
+        browser.post("/console/logout", data={"csrf": csrf})
         assert browser.get("/console").status_code == 401
     bearer = httpx.get(f"{keyed.root}/console/usage", headers=dict(keyed.admin.headers))
     assert bearer.status_code == 200

@@ -103,3 +103,48 @@ async def test_public_health_tells_no_paths_or_os_errors(keyed: Keyed) -> None:
     assert "path.key" not in str(public) and "reason" not in public["backends"]["filed"]
     admin = (await keyed.admin.get("/health")).json()
     assert "path.key" in admin["backends"]["filed"]["reason"]  # the operator sees why
+
+
+async def signed_in(keyed: Keyed, key: str, host: str = "127.0.0.1") -> httpx.AsyncClient:
+    browser = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=keyed.app), base_url=f"http://{host}"
+    )
+    answer = await browser.post("/console/login", data={"key": key})
+    assert answer.status_code == 303, answer.text
+    return browser
+
+
+async def test_the_console_signs_in_to_a_server_side_session(keyed: Keyed) -> None:
+    admin = await keyed.create("keys", name="ops", role="admin")
+    browser = await signed_in(keyed, admin["key"])
+    cookie = browser.cookies.get("gateway_console") or ""
+    assert cookie and admin["key"] not in cookie  # a random token, not the key
+    page = await browser.get("/console")
+    assert page.status_code == 200
+    csrf = page.text.split('name=csrf value="', 1)[1].split('"', 1)[0]
+    assert (await browser.post("/console/logout")).status_code == 403  # no CSRF token
+    stolen = dict(browser.cookies)
+    await browser.post("/console/logout", data={"csrf": csrf})
+    replay = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=keyed.app), base_url="http://127.0.0.1", cookies=stolen
+    )
+    assert (await replay.get("/console")).status_code == 401  # ended on the server
+
+
+async def test_revoking_the_key_ends_its_console_sessions(keyed: Keyed) -> None:
+    admin = await keyed.create("keys", name="ops2", role="admin")
+    browser = await signed_in(keyed, admin["key"])
+    assert (await browser.get("/console")).status_code == 200
+    assert (await keyed.admin.delete(f"/v1/gateway/keys/{admin['id']}")).status_code == 200
+    await asyncio.sleep(0.2)
+    assert (await browser.get("/console")).status_code == 401
+
+
+async def test_the_console_cookie_is_secure_unless_on_loopback(keyed: Keyed) -> None:
+    admin = await keyed.create("keys", name="ops3", role="admin")
+    for host, secure in (("127.0.0.1", False), ("gateway.example.com", True)):
+        browser = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=keyed.app), base_url=f"http://{host}"
+        )
+        answer = await browser.post("/console/login", data={"key": admin["key"]})
+        assert ("Secure" in answer.headers["set-cookie"]) is secure

@@ -80,4 +80,7 @@ def test_secrets_come_from_kubernetes_secrets_on_every_pod() -> None:
         env = {item["name"]: item for item in pod["template"]["spec"]["containers"][0]["env"]}
         assert "secretKeyRef" in env["GATEWAY_MASTER_KEY"]["valueFrom"]
         assert "value" not in env["GATEWAY_MASTER_KEY"]
+        # Ray's own ports refuse callers without the cluster's token (issue 19).
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
     assert "sk-" not in service()["spec"]["serveConfigV2"]
