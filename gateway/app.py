@@ -5,6 +5,7 @@ closes it on shutdown; and `build_app`, the application builder named in `config
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -13,7 +14,7 @@ from ray import serve
 from deployments.serving import connect_backend, plan_backend
 from gateway.build import build_gateway
 from gateway.config import PROJECT_ROOT, ConfigError, GatewayConfig
-from gateway.exposure import check_exposure, running_serve_hosts
+from gateway.exposure import check_exposure, check_haproxy, running_serve_hosts
 from gateway.http import create_app
 from gateway.keystore import key_gate, master_key, state_application
 from gateway.recordstore import HandleRecordsTransport, records_application
@@ -63,6 +64,7 @@ class GatewayIngress:
     ) -> None:
         self.config = GatewayConfig.load(config)
         check_exposure(self.config.auth, running_serve_hosts() or ())
+        check_haproxy(os.environ)
         backends = {
             name: connect_backend(
                 name, backend, handles.get(hosted_by(name)), unavailable.get(name, "")
@@ -122,6 +124,7 @@ def build_app(args: dict[str, Any]) -> Application:
     and the ingress. Config mistakes raise here, so the deploy fails with the field path."""
     config = GatewayConfig.load(args)
     check_exposure(config.auth, running_serve_hosts() or ())  # when Serve is already up
+    check_haproxy(os.environ)
     if config.auth.keys:
         master_key(config.auth)  # fail the deploy here, not in every replica
     applications: dict[str, Application] = {}

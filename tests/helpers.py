@@ -49,12 +49,17 @@ ENGINE_ENV = {
 
 def cluster_env() -> dict[str, str]:
     """ENGINE_ENV for one Ray cluster: HAProxy's stats and metrics listeners on free ports,
-    so that clusters started one after another never collide on Serve's fixed defaults."""
-    return {
+    so that clusters started one after another never collide on Serve's fixed defaults, and
+    on loopback (`gateway/haproxy-loopback`)."""
+    from gateway.exposure import loopback_haproxy
+
+    env = {
         **ENGINE_ENV,
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
     }
+    loopback_haproxy(env)  # as `python -m gateway serve` does: side listeners on loopback
+    return env
 
 
 def free_port() -> int:
