@@ -174,13 +174,14 @@ def create_app(
         return from_exception(exc).response()
 
     async def gate(request: Request) -> None:
-        """Keys on: the caller is checked before its body is read (an unknown or over-limit
-        key costs no 10 MB read, no inflating); the pipeline's own check is then cached."""
+        """Keys on: the caller is checked before its body is read (not recorded: explain)."""
         if keys is not None:
             await keys.gate(request.headers)
 
     async def serve(request: Request, endpoint: Endpoint) -> Response:
-        await gate(request)
+        refused = await gateway.check_caller(endpoint, request.headers, request_id(request))
+        if refused is not None:
+            return to_response(Reply.error(refused))
         raw = await read_body(request, limit)
         return to_response(
             await gateway.handle(endpoint, raw, request.headers, request_id(request))
@@ -198,15 +199,26 @@ def create_app(
     async def embeddings(request: Request) -> Response:
         return await serve(request, "embeddings")
 
-    async def anthropic(request: Request, serve_it: AnthropicHandler) -> Response:
-        """A Messages API request: its body's errors in Anthropic's shape too."""
+    async def anthropic(
+        request: Request, serve_it: AnthropicHandler, *, recorded: bool = True
+    ) -> Response:
+        """A Messages API request: its body's errors in Anthropic's shape too (`recorded`:
+        a request the ledger keeps, refused or not; count_tokens is not one)."""
         rid = request_id(request)
         try:
-            await gate(request)
+            refused = None
+            if recorded:
+                refused = await gateway.check_caller("messages", request.headers, rid)
+            else:
+                await gate(request)
+        except AccessError as exc:
+            refused = from_exception(exc)
+        if refused is not None:
+            return to_response(anthropic_error(refused.status, refused.message, rid))
+        try:
             raw = await read_body(request, limit)
-        except (OpenAIError, AccessError) as exc:
-            status = exc.status
-            return to_response(anthropic_error(status, exc.message, rid))
+        except OpenAIError as exc:
+            return to_response(anthropic_error(exc.status, exc.message, rid))
         return to_response(await serve_it(gateway, raw, request.headers, rid))
 
     @app.post("/v1/messages")
@@ -219,7 +231,9 @@ def create_app(
     @app.post("/v1/responses")
     async def create_response(request: Request) -> Response:
         """OpenAI's Responses API, served by any backend of the model's route."""
-        await gate(request)
+        refused = await gateway.check_caller("responses", request.headers, request_id(request))
+        if refused is not None:
+            return to_response(Reply.error(refused))
         raw = await read_body(request, limit)
         return to_response(await responses.create(raw, request.headers, request_id(request)))
 
@@ -233,7 +247,7 @@ def create_app(
 
     @app.post("/v1/messages/count_tokens")
     async def messages_count_tokens(request: Request) -> Response:
-        return await anthropic(request, count_tokens)
+        return await anthropic(request, count_tokens, recorded=False)
 
     @app.post("/v1/routing/explain")
     async def explain(request: Request) -> Response:

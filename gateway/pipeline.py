@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import orjson
 
-from access import Caller
+from access import AccessError, Caller
 from deployments import Backend, BackendError, Endpoint, WarmupConfig
 from gateway.attempts import Feedback
 from gateway.capacity import Capacity
@@ -198,6 +198,27 @@ class Gateway:
         for candidate in explanation["candidates"]:
             candidate["circuit"] = self.resilience.describe(candidate["backend"])["state"]
         return Reply(200, orjson.dumps(explanation), routed.headers())
+
+    async def check_caller(
+        self, api: str, headers: Mapping[str, str], request_id: str
+    ) -> OpenAIError | None:
+        """Keys on: who calls, and whether this replica knows it to be over a limit, before
+        its body is read (an unknown or over-limit key costs no 10 MB read, no inflating, no
+        parsing); a refusal is recorded as any refused request is. `handle` checks again,
+        from this replica's cache."""
+        if self.keys is None:
+            return None
+        record = RequestRecord(request_id=request_id, endpoint=api, stream=False)
+        try:
+            caller = await self.keys.authenticate(headers)
+            self.keys.describe(record, caller)
+            self.keys.client.precheck(caller)
+        except AccessError as exc:
+            error = from_exception(exc)
+            record.fail(error.status, error.code)
+            self.feedback.request_finished(record)
+            return error
+        return None
 
     async def handle(
         self,

@@ -319,3 +319,34 @@ def test_the_cli_creates_a_team_and_a_key_that_works(keyed: Keyed) -> None:
     assert created["id"] in {key["id"] for key in listed}
     assert created["key"] not in json.dumps(listed)
     assert cli("keys", "revoke", created["id"])["deleted"] is True
+
+
+def test_a_burst_asking_for_many_answers_stays_within_the_budget(keyed: Keyed) -> None:
+    """Issue 19, through both ingress replicas: 40 requests at once, each asking for n=3
+    answers of up to 40 tokens. Each one's worst case is reserved before it runs, so what the
+    upstream bills for the key stays within its budget (before, every request was admitted
+    while any budget was left: 40 at once spent many times the budget)."""
+    budget = 0.004
+    created = keyed.create(
+        "keys", name="burst-n", budget_usd=budget, budget_period="day", max_parallel=64
+    )
+    client = keyed.client(created["key"])
+
+    def call() -> Any:
+        return client.chat.completions.create(model="priced", messages=QUESTION, max_tokens=40, n=3)
+
+    results = burst(call, 40, 20)
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    answered = [r for r in results if not isinstance(r, openai.APIStatusError)]
+    assert answered and len(answered) + len(refused) == 40, results
+    assert {r.code for r in refused} == {"insufficient_quota"}
+    time.sleep(1.0)  # the replicas report spend every 0.25 s
+    spent = keyed.admin.get(f"/v1/gateway/keys/{created['id']}").json()["usage"]["spend_usd"]
+    billed = sum(
+        (a.usage.prompt_tokens * PRICE["input_per_mtok"]
+         + a.usage.completion_tokens * PRICE["output_per_mtok"]) / 1e6
+        for a in answered
+    )  # fmt: skip
+    print(f"\nbudget ${budget}: {len(answered)} of 40 answered, ${spent:.6f} spent")
+    assert spent == pytest.approx(billed, rel=1e-6)  # every billed answer is charged
+    assert spent <= budget + 1e-9  # and the budget is a cap

@@ -120,9 +120,10 @@ async def test_a_burst_of_parallel_requests_cannot_pass_the_budget(capped: Keyed
         return True
 
     answered = sum(await asyncio.gather(*(one() for _ in range(40))))
-    # Each reserves its worst case, $0.013 (5 prompt tokens by the router's count, 4 out),
-    # at once: a fourth would pass $0.05. Sequential requests settle at $0.012 and get 4.
-    assert answered == 3
+    # Each reserves its worst case, $0.013 (5 prompt tokens by the router's count, 4 out):
+    # three at once, a fourth would pass $0.05. One that settles ($0.012) before the others
+    # are admitted frees $0.001, so a fourth may fit then; a fifth never can.
+    assert 3 <= answered <= 4
     await asyncio.sleep(0.3)
     assert spend(capped, created["id"]) <= 0.05 + 1e-12
 
