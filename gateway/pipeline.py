@@ -18,7 +18,7 @@ from typing import Any, cast
 import orjson
 
 from access import AccessError, Caller
-from deployments import Backend, BackendError, Endpoint, WarmupConfig
+from deployments import Backend, BackendError, Endpoint, WarmupConfig, max_output_tokens
 from gateway.attempts import Feedback
 from gateway.capacity import Capacity
 from gateway.errors import OpenAIError, from_exception
@@ -270,8 +270,15 @@ class Gateway:
             self.feedback.request_finished(record)
             return Reply.error(error, reply_headers)
 
-    def _native_for(self, name: str, own: _Native | None) -> _Native | None:
-        return own if own is not None and own.api in self.speaks.get(name, ()) else None
+    def _native_for(self, name: str, own: _Native | None, routed: Routed) -> _Native | None:
+        """The client's own body, where `name` speaks its API: with the output limit the
+        caller's budget was reserved for, as the chat body gets it (`Routed.body_for`)."""
+        if own is None or own.api not in self.speaks.get(name, ()):
+            return None
+        limit = max_output_tokens(routed.body_for(name))
+        if own.api == "responses" and limit is not None and "max_output_tokens" not in own.body:
+            return _Native(own.api, {**own.body, "max_output_tokens": limit})
+        return own  # Messages bodies always carry max_tokens
 
     async def _complete(
         self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: _Native | None
@@ -279,7 +286,7 @@ class Gateway:
         endpoint = routed.prepared.endpoint
 
         async def attempt(name: str, limits: Limits) -> tuple[dict[str, Any], dict[str, Any], bool]:
-            native = self._native_for(name, own)
+            native = self._native_for(name, own, routed)
             async with self.feedback.attempt(name, record, streamed=False) as attempt:
                 attempt.outcome.cold = self._cold(name)
                 try:
@@ -324,7 +331,7 @@ class Gateway:
         with_usage = {"stream_options": {**options, "include_usage": True}} if strip_usage else {}
 
         async def attempt(name: str, limits: Limits) -> tuple[bytes, AsyncIterator[bytes], bool]:
-            native = self._native_for(name, own)
+            native = self._native_for(name, own, routed)
             if native is None:
                 chunks = self.backends[name].stream(endpoint, routed.body_for(name) | with_usage)
             else:

@@ -13,6 +13,7 @@ from typing import Any
 import openai
 import pytest
 
+from deployments import FakeBackend
 from tests.unit.test_keys import QUESTION, Keyed, start
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -223,3 +224,28 @@ async def test_shadow_requests_are_charged_to_the_key_that_caused_them(capped: K
     total = sum(r["cost_usd"] or 0 for r in found if r["key_id"] == created["id"])
     assert spend(capped, created["id"]) == pytest.approx(total)
     assert total == pytest.approx(8 * 0.012)
+
+
+async def test_a_responses_body_passed_through_gets_the_cap_too(capped: Keyed) -> None:
+    """A backend that speaks the Responses API natively gets the client's own body: the
+    output limit the budget was reserved for goes into it as `max_output_tokens`."""
+    seen: list[dict[str, Any]] = []
+
+    class SpeaksResponses(FakeBackend):
+        async def complete(self, endpoint: Any, body: dict[str, Any]) -> dict[str, Any]:
+            seen.append(body)
+            usage = {"input_tokens": 4, "output_tokens": 2, "total_tokens": 6}
+            return {"object": "response", "id": "resp_1", "output": [], "usage": usage}
+
+    gateway = capped.gateway  # type: ignore[attr-defined]
+    gateway.backends["long"] = SpeaksResponses(gateway.backends["long"].config)
+    gateway.speaks["long"] = frozenset({"responses"})
+    created = await capped.create("keys", name="native", budget_usd=10)
+    headers = {"authorization": f"Bearer {created['key']}"}
+    own = {"model": "long", "input": "one two three four"}
+    chat = {"model": "long", "messages": QUESTION}
+    reply = await gateway.handle(
+        "chat/completions", chat, headers, "native-1", api="responses", native=own
+    )
+    assert reply.status == 200 and reply.native
+    assert seen == [{**own, "max_output_tokens": 8}]  # the configured cap
