@@ -1,12 +1,7 @@
 """Backends: one `Backend` interface and its implementations (vLLM, OpenAI-compatible, fake)."""
 
 from deployments._anthropic import AnthropicBackend
-from deployments._anthropic_translate import (
-    MessagesStream,
-    chat_usage,
-    to_chat_body,
-    to_message,
-)
+from deployments._anthropic_translate import FINISH_REASONS, chat_usage
 from deployments._base import (
     ENDPOINTS,
     Backend,
@@ -16,6 +11,7 @@ from deployments._base import (
     Endpoint,
     Health,
     Recovery,
+    client_error,
     deployment_name,
     max_output_tokens,
     parse_retry_after,
@@ -42,6 +38,7 @@ from deployments._openai import OpenAICompatibleBackend
 
 __all__ = [
     "ENDPOINTS",
+    "FINISH_REASONS",
     "AdapterConfig",
     "AnthropicBackend",
     "AnthropicBackendConfig",
@@ -59,7 +56,6 @@ __all__ = [
     "FakeBackend",
     "FakeBackendConfig",
     "Health",
-    "MessagesStream",
     "OpenAIBackendConfig",
     "OpenAICompatibleBackend",
     "Pricing",
@@ -69,9 +65,8 @@ __all__ = [
     "VLLMBackendConfig",
     "WarmupConfig",
     "chat_usage",
+    "client_error",
     "deployment_name",
     "max_output_tokens",
     "parse_retry_after",
-    "to_chat_body",
-    "to_message",
 ]

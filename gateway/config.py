@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from access import AuthConfig
 from deployments import BackendConfig, DeploymentOptions, VLLMBackendConfig
-from gateway.templates import PromptTemplate, resolve
+from gateway.core.templates import PromptTemplate, resolve
 from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig, ResponsesConfig
 from router import RoutingConfig
 

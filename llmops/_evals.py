@@ -1,7 +1,7 @@
 """Offline evaluation: score answers against labels, summarise per candidate with a 95%
 interval, render the result, and keep measured quality in the file the router reads.
 
-The runner that sends the requests lives with the HTTP code (`gateway/eval_cli.py`); this
+The runner that sends the requests lives with the HTTP code (`gateway/cli/eval.py`); this
 module only judges and summarises, so it is tested without a gateway.
 """
 

@@ -51,7 +51,7 @@ def cluster_env() -> dict[str, str]:
     """ENGINE_ENV for one Ray cluster: HAProxy's stats and metrics listeners on free ports,
     so that clusters started one after another never collide on Serve's fixed defaults, and
     on loopback (`gateway/haproxy-loopback`)."""
-    from gateway.exposure import loopback_haproxy
+    from gateway.serve.exposure import loopback_haproxy
 
     env = {
         **ENGINE_ENV,

@@ -1,6 +1,7 @@
-"""OpenAI chat completions <-> Anthropic Messages, both ways: `_backend` puts the Messages API
-behind the chat interface (the Anthropic backend); `_front` and `_front_stream` put it in
-front of any chat backend (`POST /v1/messages`). Pure functions and translators; no I/O."""
+"""OpenAI chat completions -> Anthropic Messages and back, for the Anthropic backend: it puts
+the Messages API behind the chat interface. The other direction (`POST /v1/messages` in front
+of any chat backend) is the gateway's Messages front (`gateway/fronts/messages/`). Pure
+functions and translators; no I/O."""
 
 from deployments._anthropic_translate._backend import (
     FINISH_REASONS,
@@ -11,19 +12,13 @@ from deployments._anthropic_translate._backend import (
     to_chat_completion,
     to_messages_params,
 )
-from deployments._anthropic_translate._front import STOP_REASONS, to_chat_body, to_message
-from deployments._anthropic_translate._front_stream import MessagesStream
 
 __all__ = [
     "FINISH_REASONS",
     "SAMPLING",
-    "STOP_REASONS",
-    "MessagesStream",
     "StreamTranslator",
     "chat_usage",
     "native_params",
-    "to_chat_body",
     "to_chat_completion",
-    "to_message",
     "to_messages_params",
 ]

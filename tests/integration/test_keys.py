@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.console import COOKIE
+from gateway.http.console import COOKIE
 from tests.helpers import ROOT, wait_until
 from tests.integration.conftest import MASTER_KEY_ENV, Stack
 

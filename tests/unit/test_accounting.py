@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.attempts import Feedback
-from gateway.relay import ChatWire, relay, take_usage
-from gateway.resilience import Limits
+from gateway.core.attempts import Feedback
+from gateway.core.relay import ChatWire, relay, take_usage
+from gateway.core.resilience import Limits
 from llmops import (
     DEFAULT_REDACTIONS,
     LEDGER_COLUMNS,
@@ -191,7 +191,7 @@ async def test_relay_finds_usage_split_across_chunks_and_hides_it() -> None:
 
 
 async def test_feedback_attaches_to_a_known_request_only(tmp_path: Path) -> None:
-    from gateway.feedback import record_feedback
+    from gateway.http.usage import record_feedback
 
     ledger = Ledger(tmp_path / "l.sqlite")
     ledger.add({"ts": time.time(), "request_id": "req-9", "backend": "a", "status": 200})

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from deployments import VLLMBackendConfig, deployment_name
-from gateway.app import check_adapters, hosted_by
 from gateway.config import ConfigError, GatewayConfig
+from gateway.serve.ingress import check_adapters, hosted_by
 from llmops._dataset import export_dataset
 
 

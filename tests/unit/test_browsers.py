@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.browsers import host_allowed, host_name
-from gateway.build import build_gateway
 from gateway.config import GatewayConfig
-from gateway.http import create_app
+from gateway.core.build import build_gateway
+from gateway.http.app import create_app
+from gateway.http.browsers import host_allowed, host_name
 from tests.helpers import fake_backends
 
 CONFIG: dict[str, Any] = {

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 
 from deployments import FakeBackend, FakeBackendConfig
-from gateway.build import build_gateway
 from gateway.config import GatewayConfig
-from gateway.pipeline import Reply
+from gateway.core.build import build_gateway
+from gateway.core.pipeline import Reply
 
 ZERO = {"autoscaling_config": {"min_replicas": 0, "max_replicas": 1}}
 PRIOR = {"ttft_ms": 50, "tpot_ms": 5, "cold_start_s": 30}

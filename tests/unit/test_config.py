@@ -247,7 +247,7 @@ def test_vllm_backend_cannot_run_in_ingress() -> None:
 
 
 def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.__main__ import main
+    from gateway.cli import main
 
     assert main(["check", *map(str, CONFIGS)]) == 0
     assert "ok (2 backends, 1 routes)" in capsys.readouterr().out

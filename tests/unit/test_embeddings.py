@@ -14,9 +14,9 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.build import build_gateway
 from gateway.config import GatewayConfig
-from gateway.http import create_app
+from gateway.core.build import build_gateway
+from gateway.http.app import create_app
 from tests.helpers import fake_backends
 
 CONFIG: dict[str, Any] = {

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from deployments import BackendError
+from gateway.core.protocol import REQUEST_MODELS
 from gateway.errors import OpenAIError, from_exception, from_validation_error
-from gateway.protocol import REQUEST_MODELS
 from router import ModelNotFound, NoBackendAvailable
 
 USER = [{"role": "user", "content": "hi"}]

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.build import build_gateway
 from gateway.config import GatewayConfig
+from gateway.core.build import build_gateway
 from llmops import interval95, judge_score, read_quality, summarise, write_quality
 from llmops._evals import render_html, render_table, score_contains, score_exact, score_json_fields
 from tests.helpers import fake_backends

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.__main__ import main
+from gateway.cli import main
 from gateway.config import PROJECT_ROOT, ConfigError, GatewayConfig
-from gateway.routing import Routing
+from gateway.core.routing import Routing
 from llmops import Ledger, assign_arm, render_html, render_table
 from llmops import build_report as build
 from router import Availability

@@ -9,7 +9,7 @@ import yaml
 
 from access import AuthConfig
 from gateway.config import ConfigError
-from gateway.exposure import check_exposure, serve_file_hosts
+from gateway.serve.exposure import check_exposure, serve_file_hosts
 
 
 def test_without_keys_only_loopback_listeners_are_allowed() -> None:
@@ -29,7 +29,7 @@ def test_without_keys_only_loopback_listeners_are_allowed() -> None:
 def test_check_refuses_a_keyless_file_listening_on_every_interface(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gateway.__main__ import main
+    from gateway.cli import main
 
     app = {"name": "gateway", "import_path": "gateway.app:build_app",
            "args": {"backends": {"echo": {"kind": "fake", "model": "echo-1"}}}}  # fmt: skip
@@ -44,7 +44,7 @@ def test_check_refuses_a_keyless_file_listening_on_every_interface(
 
 
 def test_the_cli_reads_budgets_and_expiry() -> None:
-    from gateway.keys_cli import budget, expiry
+    from gateway.cli.keys import budget, expiry
 
     assert budget("20/day") == (20.0, "day") and budget("500/month") == (500.0, "month")
     assert budget("1000") == (1000.0, "total")

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from gateway.config import PROJECT_ROOT, GatewayConfig
+from gateway.core.routing import Routing, prompt_text
 from gateway.errors import OpenAIError
-from gateway.routing import Routing, prompt_text
 from tests.unit.test_routing_decisions import bag_of_words
 
 CONFIG = {

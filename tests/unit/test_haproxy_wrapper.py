@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError
-from gateway.exposure import HAPROXY_WRAPPER, check_haproxy, loopback_haproxy
+from gateway.serve.exposure import HAPROXY_WRAPPER, check_haproxy, loopback_haproxy
 
 # What Ray 2.60's template renders (ray/serve/_private/haproxy_templates.py), abridged.
 RENDERED = """global

@@ -18,10 +18,10 @@ import pytest
 
 from access import AccessClient, AccessState, LocalTransport, Transport
 from deployments.serving import connect_backend
-from gateway.build import build_gateway
 from gateway.config import GatewayConfig
-from gateway.http import create_app
-from gateway.keys import KeyGate
+from gateway.core.build import build_gateway
+from gateway.core.keys import KeyGate
+from gateway.http.app import create_app
 from tests.helpers import fake_backends
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")  # the loop the fixtures run in

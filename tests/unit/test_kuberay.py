@@ -14,7 +14,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from gateway.__main__ import main
+from gateway.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "configs" / "kuberay" / "ray-service.gateway.yaml"

@@ -10,9 +10,10 @@ import pytest
 from anthropic import types
 from pydantic import TypeAdapter
 
-from deployments import BackendError, MessagesStream, to_chat_body, to_message
+from deployments import BackendError
 from deployments._anthropic_translate import to_messages_params
-from gateway.protocol import parse_body
+from gateway.core.protocol import parse_body
+from gateway.fronts.messages import MessagesStream, to_chat_body, to_message
 from tests.helpers import TOOL_CALL_STREAM
 
 EVENT = TypeAdapter(types.RawMessageStreamEvent)

@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.attempts import AttemptOutcome, Observer
-from gateway.build import build_gateway
 from gateway.config import GatewayConfig
-from gateway.pipeline import Gateway, Reply, StreamReply
+from gateway.core.attempts import AttemptOutcome, Observer
+from gateway.core.build import build_gateway
+from gateway.core.pipeline import Gateway, Reply, StreamReply
 from llmops import Ledger, RequestRecord
 from tests.helpers import fake_backends
 
@@ -276,7 +276,7 @@ async def test_a_thousand_mixed_requests_leave_every_counter_at_zero(harness: Ha
 async def test_warm_up_before_ready_records_nothing(harness: Harness) -> None:
     from deployments import WarmupConfig
     from gateway.config import GatewayConfig
-    from gateway.views import health_report
+    from gateway.http.views import health_report
 
     harness.gateway.warmups = {"trickle": WarmupConfig(concurrency=3, rounds=2, prompt_words=5)}
     harness.gateway.start()

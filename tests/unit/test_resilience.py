@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from deployments import BackendError, CredentialsRejected, FakeBackendConfig, Recovery
-from gateway.attempts import AttemptOutcome, Feedback, Observer
-from gateway.relay import ChatWire, relay
-from gateway.resilience import Limits, Resilience
+from gateway.core.attempts import AttemptOutcome, Feedback, Observer
+from gateway.core.relay import ChatWire, relay
+from gateway.core.resilience import Limits, Resilience
 from llmops import RequestRecord
 from router import (
     Availability,

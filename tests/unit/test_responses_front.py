@@ -13,10 +13,10 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from gateway.core.protocol import parse_body
 from gateway.errors import OpenAIError
-from gateway.protocol import parse_body
-from gateway.responses_stream import ResponsesStream
-from gateway.responses_wire import to_chat_body, to_response
+from gateway.fronts.responses.stream import ResponsesStream
+from gateway.fronts.responses.translate import to_chat_body, to_response
 from llmops import ResponseStore
 from tests.helpers import TOOL_CALL_STREAM
 
@@ -165,8 +165,8 @@ def test_stored_responses_belong_to_their_key_and_expire(tmp_path: Path) -> None
 
 
 def test_a_passed_through_stream_is_accounted_and_its_final_response_found() -> None:
-    from gateway.relay import ResponsesWire
-    from gateway.responses_api import _final_response
+    from gateway.core.relay import ResponsesWire
+    from gateway.fronts.responses.front import _final_response
 
     usage = {"input_tokens": 11, "input_tokens_details": {"cached_tokens": 3},
              "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 0},

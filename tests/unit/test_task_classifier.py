@@ -9,8 +9,8 @@ import pytest
 
 from bench.task_examples import TASKS, UNSEEN
 from bench.task_heldout import FINAL, HELDOUT
-from gateway.build import build_gateway
 from gateway.config import GatewayConfig
+from gateway.core.build import build_gateway
 from router import RoutingConfig, TaskClassifier, TaskConfig
 from tests.helpers import fake_backends
 
@@ -96,7 +96,7 @@ async def test_the_gateway_learns_from_requests_that_state_their_task(tmp_path: 
 def test_a_learner_that_falls_behind_drops_samples_and_never_blocks() -> None:
     import threading
 
-    from gateway.routing import TaskLearner
+    from gateway.core.routing import TaskLearner
 
     release = threading.Event()
 

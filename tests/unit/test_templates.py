@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from gateway.config import PROJECT_ROOT, ConfigError, GatewayConfig
+from gateway.core.routing import Routed, Routing
 from gateway.errors import OpenAIError
-from gateway.routing import Routed, Routing
 from router import HintError, parse_hints
 
 TEMPLATES = {

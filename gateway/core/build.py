@@ -1,0 +1,166 @@
+"""Wiring: a `Gateway` from a config and the backends the ingress connected to."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from deployments import Backend
+from gateway.config import ConfigError, GatewayConfig
+from gateway.core.attempts import Feedback, Observer
+from gateway.core.capacity import Capacity
+from gateway.core.health import HealthMonitor
+from gateway.core.keys import KeyGate
+from gateway.core.pipeline import Gateway
+from gateway.core.resilience import Resilience
+from gateway.core.routing import Routing
+from gateway.core.warmup import to_warm
+from llmops import (
+    Accounting,
+    GatewayMetrics,
+    Ledger,
+    LedgerReader,
+    Price,
+    RecordsTransport,
+    Redactor,
+    RequestLog,
+    RequestRecord,
+    SharedRecords,
+    Sink,
+    log_entry,
+)
+from router import Embedder
+
+logger = logging.getLogger("ray.serve")
+
+
+class Books(Observer):
+    """Accounting as an observer: finished requests are costed and written to the sinks."""
+
+    def __init__(self, accounting: Accounting) -> None:
+        self.accounting = accounting
+
+    def request_finished(self, record: RequestRecord) -> None:
+        self.accounting.finish(record)
+
+    def close(self) -> None:
+        self.accounting.close()
+
+
+def sinks_for(
+    config: GatewayConfig,
+    project_root: Path,
+    metrics: GatewayMetrics | None,
+    records: RecordsTransport | None = None,
+    ingress: str | None = None,
+) -> tuple[LedgerReader | None, list[Sink]]:
+    """The ledger (also read by the usage and feedback endpoints) and every sink. With
+    `ledger.scope: cluster`, records go to the owner `records` reaches, marked `ingress`."""
+    observed: list[Sink] = [] if metrics is None else [metrics]
+    if config.ledger.scope == "cluster":
+        return _shared_sinks(config, project_root, records, observed, ingress)
+    sinks: list[Sink] = []
+    ledger = Ledger(project_root / config.ledger.path) if config.ledger.enabled else None
+    if ledger is not None:
+        sinks.append(ledger)
+    log = config.request_log
+    if log.enabled:
+        redact = Redactor(log.redact)
+        path = project_root / log.path
+        sinks.append(RequestLog(path, log.max_bytes, log.backups, log.bodies, redact))
+    return ledger, [*sinks, *observed]
+
+
+def _shared_sinks(
+    config: GatewayConfig,
+    project_root: Path,
+    records: RecordsTransport | None,
+    observed: list[Sink],
+    ingress: str | None,
+) -> tuple[LedgerReader | None, list[Sink]]:
+    ledger, log = config.ledger, config.request_log
+    if not (ledger.enabled or log.enabled):
+        return None, observed
+    if records is None:
+        raise ConfigError("ledger.scope: `cluster` needs the records owner, and none was deployed")
+    entry = None
+    if log.enabled:
+        redact = Redactor(log.redact)
+
+        def entry(record: RequestRecord) -> dict[str, Any]:
+            return log_entry(record, log.bodies, redact)
+
+    spool = project_root / ledger.spool_path
+    shared = SharedRecords(records, spool, ledger=ledger.enabled, log_entry=entry, ingress=ingress)
+    return (shared if ledger.enabled else None), [shared, *observed]
+
+
+def _capacity(
+    config: GatewayConfig,
+    backends: Mapping[str, Backend],
+    replica_states: Callable[[list[str]], Mapping[str, Any]] | None,
+) -> Capacity | None:
+    if replica_states is None:
+        return None
+    capacity = Capacity(config.backends, backends, replica_states)
+    return capacity if capacity.watched else None
+
+
+def build_gateway(
+    config: GatewayConfig,
+    backends: Mapping[str, Backend],
+    project_root: Path,
+    *,
+    unavailable: Mapping[str, str] | None = None,
+    metrics: GatewayMetrics | None = None,
+    embed: Embedder | None = None,
+    extra_observers: Sequence[Observer] = (),
+    clock: Callable[[], float] | None = None,
+    keys: KeyGate | None = None,
+    replica_states: Callable[[list[str]], Mapping[str, Any]] | None = None,
+    records: RecordsTransport | None = None,
+    ingress: str | None = None,
+) -> tuple[Gateway, LedgerReader | None]:
+    """A gateway over `backends` with the config's routing, resilience, health probes and
+    sinks. `metrics` needs a Serve replica (Ray's metrics agent); None records none. `keys`
+    authenticates and limits requests (None: `auth: {mode: none}`). `replica_states` reads
+    Serve's replica states (blocking), for backends that scale to zero. `records` reaches
+    the cluster's records owner (`ledger.scope: cluster`); `ingress` names this replica."""
+    routing = Routing(config, project_root, embed)
+    resilience = Resilience(config.backends)
+
+    def publish_circuits(names: list[str]) -> None:
+        if metrics is not None:
+            metrics.circuits({name: resilience.describe(name)["state"] for name in names})
+
+    health = HealthMonitor(
+        backends,
+        unavailable or {},
+        config.ingress.health_check_interval_s,
+        publish_circuits,
+    )
+    prices = {
+        name: Price(b.pricing.input_per_mtok, b.pricing.output_per_mtok)
+        for name, b in config.backends.items()
+    }
+    ledger, sinks = sinks_for(config, project_root, metrics, records, ingress)
+    observers: list[Observer] = [routing.live, health, resilience, Books(Accounting(prices, sinks))]
+    if keys is not None:
+        observers.append(keys)  # after the books: it settles from the actual cost
+    feedback = Feedback([*observers, *extra_observers], **({"clock": clock} if clock else {}))
+    gateway = Gateway(
+        backends,
+        routing,
+        resilience,
+        health,
+        feedback,
+        routes=config.routes,
+        log_bodies=config.request_log.enabled and config.request_log.bodies,
+        warmups=to_warm(config.backends, backends),
+        keys=keys,
+        capacity=_capacity(config, backends, replica_states),
+        speaks={name: b.native_apis for name, b in config.backends.items() if b.native_apis},
+    )
+    return gateway, ledger

@@ -1,0 +1,439 @@
+"""The request pipeline, as plain Python: read, prepare, route, call backends with
+fallbacks and retries, relay, account. No Ray, no HTTP framework: the Serve ingress
+(`gateway.serve.ingress`) and the HTTP layer (`gateway.http`) only adapt it.
+
+Every collaborator is injected (backends, routing, resilience, health, feedback), the way
+Ray Serve LLM's `LLMServer` takes its engine, so tests build one around `FakeBackend`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+
+from access import AccessError, Caller
+from deployments import Backend, BackendError, Endpoint, WarmupConfig, max_output_tokens
+from gateway.core.attempts import Feedback
+from gateway.core.capacity import Capacity
+from gateway.core.health import HealthMonitor
+from gateway.core.keys import KeyGate, authorization
+from gateway.core.protocol import parse_body
+from gateway.core.relay import relay, usage_in_chat_terms, wire_for
+from gateway.core.resilience import Limits, Resilience, timeout_error
+from gateway.core.routing import Routed, Routing
+from gateway.core.shadow import run_shadow, shadow_record
+from gateway.core.warmup import warm_up
+from gateway.errors import OpenAIError, from_exception
+from llmops import RequestRecord, key_id, response_text
+from router import RouteConfig, RoutingError
+
+logger = logging.getLogger("ray.serve")
+SHADOW_DRAIN_S = 10.0
+# Client APIs some backends serve as the client sent them (`speaks`), beside chat.
+ENDPOINTS_SPOKEN_NATIVELY = frozenset({"messages", "responses"})
+
+
+@dataclass(slots=True)
+class Reply:
+    """A whole answer: status, JSON body, headers."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    native: bool = False  # the body is in the client's own API: a backend spoke it natively
+
+    @classmethod
+    def error(cls, error: OpenAIError, headers: Mapping[str, str] | None = None) -> Reply:
+        return cls(error.status, orjson.dumps(error.body()), {**error.headers, **(headers or {})})
+
+
+@dataclass(frozen=True, slots=True)
+class _Native:
+    """The client's own body in an API some backends speak natively."""
+
+    api: Endpoint  # one that `speaks` lists for the backend called
+    body: dict[str, Any]
+
+
+class StreamReply:
+    """A streamed answer (SSE bytes). Whoever sends it must `aclose` it, sent or not: that
+    ends the backend call and finishes the request's record, exactly once."""
+
+    status = 200
+
+    def __init__(
+        self,
+        headers: dict[str, str],
+        first: bytes,
+        rest: AsyncIterator[bytes],
+        finish: Callable[[], None],
+        native: bool = False,
+    ) -> None:
+        self.headers = headers
+        self.native = native  # events in the client's own API: a backend spoke it natively
+        self._first: bytes | None = first
+        self._rest = rest
+        self._finish = finish
+        self._closed = False
+
+    def __aiter__(self) -> StreamReply:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            if first:
+                return first
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._rest.aclose()  # type: ignore[attr-defined]
+        finally:
+            self._finish()
+
+
+class TranslatedStream(StreamReply):
+    """A stream made from another (`events` iterates `chat`): another API's events, or the
+    same passed on with work on the side. Closing it closes the inner stream, iterated or
+    not: that ends the backend call and the record."""
+
+    def __init__(self, chat: StreamReply, events: AsyncIterator[bytes]) -> None:
+        super().__init__(chat.headers, b"", events, lambda: None)
+        self._chat = chat
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self._chat.aclose()
+
+
+class Gateway:
+    """One per ingress replica. `handle` serves chat completions and completions."""
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        routing: Routing,
+        resilience: Resilience,
+        health: HealthMonitor,
+        feedback: Feedback,
+        *,
+        routes: Mapping[str, RouteConfig],
+        log_bodies: bool = False,
+        warmups: Mapping[str, WarmupConfig] | None = None,
+        keys: KeyGate | None = None,
+        capacity: Capacity | None = None,
+        speaks: Mapping[str, frozenset[Endpoint]] | None = None,
+    ) -> None:
+        self.backends = dict(backends)
+        # Backend -> the client APIs it serves natively beside chat (Anthropic: "messages").
+        self.speaks = dict(speaks or {})
+        self.capacity = capacity  # None: no backend scales to zero
+        self.keys = keys  # None: no authentication (`auth: {mode: none}`)
+        self.routing = routing
+        self.resilience = resilience
+        self.health = health
+        self.feedback = feedback
+        self.routes = dict(routes)
+        self.log_bodies = log_bodies
+        self._shadows: set[asyncio.Task[None]] = set()
+        self.warmups = dict(warmups or {})
+        # What is still warming up: engines by backend name, and "router" (tokenizers and the
+        # task classifier). `GET /health` says `starting` until it is empty.
+        self.warming: set[str] = set()
+        self._warmup_tasks: set[asyncio.Task[object]] = set()
+
+    # ---- serving ------------------------------------------------------------------------
+
+    async def route(
+        self,
+        endpoint: Endpoint,
+        raw_body: bytes | dict[str, Any],
+        headers: Mapping[str, str],
+        request_id: str,
+        output_cap: int | None = None,
+    ) -> Routed:
+        """Validate, prepare and route a body (JSON bytes, or a dict another API's front
+        made): what serving and explaining share. `output_cap`: the output limit where the
+        request sets none (a budgeted caller's)."""
+        body = parse_body(raw_body, endpoint)
+        availability = self.resilience.overlay(self.health.availability)
+        if self.capacity is not None:
+            availability = self.capacity.overlay(availability)
+        return await self.routing.route(
+            endpoint, body, headers, availability, request_id, output_cap
+        )
+
+    def _ask_for_capacity(self, routed: Routed) -> None:
+        """A cold backend that is chosen, or passed over for now, is asked to start."""
+        if self.capacity is None:
+            return
+        decision = routed.decision
+        for name in (decision.chosen, (decision.spillover or ("",))[0]):
+            if name in self.capacity.running:
+                self.capacity.wake(name)
+
+    async def explain(self, raw_body: bytes, headers: Mapping[str, str], request_id: str) -> Reply:
+        """The routing decision for a chat completion body, without calling any backend."""
+        try:
+            if self.keys is not None:
+                caller = await self.keys.meter(headers)
+            routed = await self.route("chat/completions", raw_body, headers, request_id)
+            if self.keys is not None:
+                self.keys.client.check_model(caller, routed.prepared.target)
+        except Exception as exc:
+            return Reply.error(from_exception(exc))
+        explanation = routed.explain()
+        for candidate in explanation["candidates"]:
+            candidate["circuit"] = self.resilience.describe(candidate["backend"])["state"]
+        return Reply(200, orjson.dumps(explanation), routed.headers())
+
+    async def check_caller(
+        self, api: str, headers: Mapping[str, str], request_id: str
+    ) -> OpenAIError | None:
+        """Keys on: who calls, and whether this replica knows it to be over a limit, before
+        its body is read (an unknown or over-limit key costs no 10 MB read, no inflating, no
+        parsing); a refusal is recorded as any refused request is. `handle` checks again,
+        from this replica's cache."""
+        if self.keys is None:
+            return None
+        record = RequestRecord(request_id=request_id, endpoint=api, stream=False)
+        try:
+            caller = await self.keys.authenticate(headers)
+            self.keys.describe(record, caller)
+            self.keys.client.precheck(caller)
+        except AccessError as exc:
+            error = from_exception(exc)
+            record.fail(error.status, error.code)
+            self.feedback.request_finished(record)
+            return error
+        return None
+
+    async def handle(
+        self,
+        endpoint: Endpoint,
+        raw_body: bytes | dict[str, Any],
+        headers: Mapping[str, str],
+        request_id: str,
+        *,
+        api: str | None = None,
+        native: dict[str, Any] | None = None,
+    ) -> Reply | StreamReply:
+        """Serve one request. When a front translated it from another API, `api` names that
+        API (the records say so) and `native` is the client's own body, which backends that
+        speak `api` get instead (`speaks`); the reply says which it holds (`native`)."""
+        record = RequestRecord(request_id=request_id, endpoint=api or endpoint, stream=False)
+        reply_headers: dict[str, str] = {}
+        try:
+            cap = None
+            if self.keys is None:
+                record.key_id = key_id(authorization(headers))
+            else:
+                caller = await self.keys.gate(headers)  # over a limit: refused before routing
+                self.keys.describe(record, caller)
+                cap = self.keys.output_cap(caller)
+            routed = await self.route(endpoint, raw_body, headers, request_id, cap)
+            self._ask_for_capacity(routed)
+            if self.keys is not None:
+                reply_headers.update(await self.keys.admit(caller, routed, record))
+            reply_headers.update(routed.headers())
+            routed.start_record(record, self.log_bodies)
+            await self._start_shadow(routed, record, caller if self.keys is not None else None)
+            own = None
+            if native is not None and api in ENDPOINTS_SPOKEN_NATIVELY:
+                own = _Native(cast(Endpoint, api), native)
+            if record.stream:
+                return await self._stream(routed, reply_headers, record, own)
+            return await self._complete(routed, reply_headers, record, own)
+        except asyncio.CancelledError:  # the client left before an answer
+            record.fail(499, "client_disconnected")
+            self.feedback.request_finished(record)
+            raise
+        except Exception as exc:
+            error = from_exception(exc)
+            if error.status >= 500 and not isinstance(
+                exc, BackendError | OpenAIError | RoutingError
+            ):
+                logger.exception("request %s failed", request_id)
+            record.fail(error.status, error.code)
+            self.feedback.request_finished(record)
+            return Reply.error(error, reply_headers)
+
+    def _native_for(self, name: str, own: _Native | None, routed: Routed) -> _Native | None:
+        """The client's own body, where `name` speaks its API: with the output limit the
+        caller's budget was reserved for, as the chat body gets it (`Routed.body_for`)."""
+        if own is None or own.api not in self.speaks.get(name, ()):
+            return None
+        limit = max_output_tokens(routed.body_for(name))
+        if own.api == "responses" and limit is not None and "max_output_tokens" not in own.body:
+            return _Native(own.api, {**own.body, "max_output_tokens": limit})
+        return own  # Messages bodies always carry max_tokens
+
+    async def _complete(
+        self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: _Native | None
+    ) -> Reply:
+        endpoint = routed.prepared.endpoint
+
+        async def attempt(name: str, limits: Limits) -> tuple[dict[str, Any], dict[str, Any], bool]:
+            native = self._native_for(name, own, routed)
+            async with self.feedback.attempt(name, record, streamed=False) as attempt:
+                attempt.outcome.cold = self._cold(name)
+                try:
+                    async with asyncio.timeout(limits.total_s):
+                        if native is None:
+                            body = routed.body_for(name)
+                            result = await self.backends[name].complete(endpoint, body)
+                        else:
+                            result = await self.backends[name].complete(native.api, native.body)
+                except TimeoutError:
+                    # The upstream bills what it generated for a call we stopped waiting for.
+                    record.abandoned_usd += routed.estimated_cost_usd(name)
+                    raise timeout_error(name, "the answer", limits.total_s) from None
+                except asyncio.CancelledError:  # the client left: the upstream bills it all
+                    record.abandoned_usd += routed.estimated_cost_usd(name)
+                    raise
+                usage = result.get("usage") or {}
+                if native is not None:
+                    usage = usage_in_chat_terms(native.api, usage)
+                tokens = usage.get("completion_tokens")
+                attempt.answered(tokens if isinstance(tokens, int) else None)
+            return result, usage, native is not None
+
+        result, usage, spoke_native = await self.resilience.first_success(
+            routed.decision, self._route_config(routed), headers, attempt
+        )
+        record.take_usage(usage)
+        if self.log_bodies:
+            record.response_text = response_text(result)
+        self.feedback.request_finished(record)  # closes the books: the actual cost is known
+        if record.cost_usd is not None:
+            headers["x-gateway-cost-usd"] = f"{record.cost_usd:.10f}"
+        return Reply(200, orjson.dumps(result), headers, native=spoke_native)
+
+    async def _stream(
+        self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: _Native | None
+    ) -> StreamReply:
+        endpoint = routed.prepared.endpoint
+        # The ledger needs the stream's usage: ask for it, and drop it if the client did not.
+        options = routed.body.get("stream_options") or {}
+        strip_usage = not options.get("include_usage")
+        with_usage = {"stream_options": {**options, "include_usage": True}} if strip_usage else {}
+
+        async def attempt(name: str, limits: Limits) -> tuple[bytes, AsyncIterator[bytes], bool]:
+            native = self._native_for(name, own, routed)
+            if native is None:
+                chunks = self.backends[name].stream(endpoint, routed.body_for(name) | with_usage)
+            else:
+                chunks = self.backends[name].stream(native.api, native.body)
+            wire = wire_for(endpoint if native is None else native.api, strip_usage)
+            attempt = self.feedback.attempt(name, record, streamed=True)
+            attempt.outcome.cold = self._cold(name)
+            events = relay(attempt, chunks, limits, record, wire)
+            try:
+                # The first chunk before answering: a backend failing early still yields a
+                # proper HTTP status, or falls back invisibly.
+                first = await anext(events)
+            except BaseException:
+                await events.aclose()  # type: ignore[attr-defined]
+                raise
+            return first, events, native is not None
+
+        first, rest, spoke_native = await self.resilience.first_success(
+            routed.decision, self._route_config(routed), headers, attempt
+        )
+        finish = lambda: self.feedback.request_finished(record)  # noqa: E731
+        return StreamReply(headers, first, rest, finish, native=spoke_native)
+
+    def _cold(self, name: str) -> bool:
+        return self.capacity is not None and self.capacity.cold_start_ms(name) > 0
+
+    def _route_config(self, routed: Routed) -> RouteConfig | None:
+        route = routed.decision.route
+        return self.routes.get(route) if route else None
+
+    async def _start_shadow(
+        self, routed: Routed, record: RequestRecord, caller: Caller | None
+    ) -> None:
+        """A copy to the experiment's shadow backend, charged to the caller who caused it
+        (skipped when its estimate does not fit the caller's limits)."""
+        assignment = routed.prepared.assignment
+        if assignment is None or assignment.shadow is None:
+            return
+        name = assignment.shadow
+        copy = shadow_record(name, record)
+        if self.keys is not None and caller is not None:
+            usd = routed.estimated_cost_usd(name) or routed.worst_cost_usd()
+            if not await self.keys.admit_shadow(caller, usd, copy):
+                logger.info("shadow to %s skipped: over the caller's limits", name)
+                return
+        shadow = run_shadow(
+            name,
+            self.backends[name],
+            routed.prepared.endpoint,
+            routed.body_for(name),
+            copy,
+            self.feedback,
+            self.log_bodies,
+        )
+        task = asyncio.get_running_loop().create_task(shadow)
+        self._shadows.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._shadows.discard)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Background work (health probes, warm-ups, key sync); needs a running event loop."""
+        self.health.start()
+        if self.capacity is not None:
+            self.capacity.start()
+        if self.keys is not None:
+            self.keys.start()
+        jobs: dict[str, Any] = {"router": asyncio.to_thread(self.routing.warm)}
+        for name, settings in self.warmups.items():
+            jobs[name] = warm_up(name, self.backends[name], settings)
+        for name, job in jobs.items():
+            self.warming.add(name)
+            task = asyncio.get_running_loop().create_task(job)
+            self._warmup_tasks.add(task)
+            task.add_done_callback(functools.partial(self._warmed, name))
+
+    def _warmed(self, name: str, task: asyncio.Task[object]) -> None:
+        self._warmup_tasks.discard(task)
+        self.warming.discard(name)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("warm-up of %s failed", name, exc_info=task.exception())
+
+    async def aclose(self) -> None:
+        """Stop probing and warming, let shadow requests end, close backends, write every
+        record."""
+        await self.health.stop()
+        if self.capacity is not None:
+            await self.capacity.stop()
+        for task in list(self._warmup_tasks):
+            task.cancel()
+        if self._shadows:
+            await asyncio.wait(set(self._shadows), timeout=SHADOW_DRAIN_S)
+        for backend in self.backends.values():
+            try:
+                await backend.close()
+            except Exception:
+                logger.exception("closing a backend failed")
+        for observer in self.feedback.observers:
+            close = getattr(observer, "close", None)
+            if close is not None:
+                # In a thread: closing writes what is queued, which may need this loop (a
+                # cluster's records owner is called through a handle that runs here).
+                await asyncio.to_thread(close)
+        if self.keys is not None:
+            await self.keys.aclose()  # leases go back with what they used

@@ -1,0 +1,265 @@
+"""Relaying a backend's SSE stream to the client: pass-through, the first-token and total
+deadlines, the stream's usage for the ledger, and one attempt around all of it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from deployments import BackendError, Endpoint, chat_usage
+from gateway.core.attempts import Attempt
+from gateway.core.resilience import Limits, timeout_error
+from llmops import RequestRecord
+
+logger = logging.getLogger("ray.serve")
+_USAGE = b'"usage":{'  # compact JSON, as vLLM, OpenAI and our own translators write it
+
+
+def take_usage(events: bytes, strip: bool) -> tuple[dict[str, object] | None, bytes]:
+    """The `usage` object of the SSE events in `events`, and the events without the final
+    usage-only chunk when `strip` (the client did not ask for it; the ledger did)."""
+    usage: dict[str, object] | None = None
+    kept = []
+    for event in events.split(b"\n\n"):
+        if _USAGE in event and event.startswith(b"data: {"):
+            try:
+                data = orjson.loads(event[6:])
+            except orjson.JSONDecodeError:
+                kept.append(event)
+                continue
+            if isinstance(data.get("usage"), dict):
+                usage = data["usage"]
+            if strip and not data.get("choices"):
+                continue
+        kept.append(event)
+    return usage, b"\n\n".join(kept)
+
+
+class ChatWire:
+    """An OpenAI SSE stream: its usage chunk, one event per token, OpenAI's error shape."""
+
+    def __init__(self, strip_usage: bool) -> None:
+        self.strip_usage = strip_usage
+
+    def usage(self, ready: bytes) -> tuple[dict[str, object] | None, bytes]:
+        if _USAGE not in ready:
+            return None, ready
+        return take_usage(ready, self.strip_usage)
+
+    @staticmethod
+    def tokens(ready: bytes) -> int:
+        return ready.count(b"data: {")
+
+    @staticmethod
+    def error(exc: BackendError) -> bytes:
+        return b"data: " + orjson.dumps(exc.to_dict()) + b"\n\ndata: [DONE]\n\n"
+
+
+class MessagesWire:
+    """Anthropic's Messages event stream, passed through: usage from `message_start` (the
+    prompt) and `message_delta` (the output so far), in OpenAI's terms for the ledger."""
+
+    def __init__(self) -> None:
+        self._usage: dict[str, object] = {}
+
+    def usage(self, ready: bytes) -> tuple[dict[str, object] | None, bytes]:
+        if b'"usage"' not in ready:
+            return None, ready
+        for event in ready.split(b"\n\n"):
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:") and b'"usage"' in line:
+                    data = orjson.loads(line[5:])
+                    found = (data.get("message") or data).get("usage") or {}
+                    self._usage.update(chat_usage(found, self._usage))
+        return dict(self._usage), ready
+
+    @staticmethod
+    def tokens(ready: bytes) -> int:
+        return ready.count(b'"type":"content_block_delta"')
+
+    @staticmethod
+    def error(exc: BackendError) -> bytes:
+        error = {"type": "api_error", "message": exc.message}
+        return b"event: error\ndata: " + orjson.dumps({"type": "error", "error": error}) + b"\n\n"
+
+
+class ResponsesWire:
+    """OpenAI's Responses event stream, passed through: usage from the final response
+    (`response.completed` or `.incomplete`), in chat terms for the ledger."""
+
+    def usage(self, ready: bytes) -> tuple[dict[str, object] | None, bytes]:
+        if b'"usage"' not in ready:
+            return None, ready
+        found: dict[str, object] | None = None
+        for event in ready.split(b"\n\n"):
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:") and b'"usage"' in line:
+                    usage = (orjson.loads(line[5:]).get("response") or {}).get("usage")
+                    found = dict(responses_usage_in_chat_terms(usage)) if usage else found
+        return found, ready
+
+    @staticmethod
+    def tokens(ready: bytes) -> int:
+        return ready.count(b'"type":"response.output_text.delta"')
+
+    @staticmethod
+    def error(exc: BackendError) -> bytes:
+        error = {
+            "type": "error",
+            "code": exc.code or "stream_broken",
+            "message": exc.message,
+            "param": None,
+            "sequence_number": 0,
+        }
+        return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
+
+
+def responses_usage_in_chat_terms(usage: dict[str, Any]) -> dict[str, int]:
+    """A Responses `usage` (cached input tokens are part of `input_tokens`) as chat's."""
+    prompt, output = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+
+
+def usage_in_chat_terms(api: Endpoint, usage: dict[str, Any]) -> dict[str, Any]:
+    """The usage object of an answer in the API `api`, as the ledger counts it."""
+    if api == "messages":
+        return chat_usage(usage)
+    if api == "responses":
+        return responses_usage_in_chat_terms(usage)
+    return usage
+
+
+def wire_for(api: Endpoint, strip_usage: bool) -> Wire:
+    """How to read a stream in the API `api`."""
+    if api == "messages":
+        return MessagesWire()
+    if api == "responses":
+        return ResponsesWire()
+    return ChatWire(strip_usage)
+
+
+Wire = ChatWire | MessagesWire | ResponsesWire
+
+
+class _Deadline:
+    """Cancels the relaying task if the deadline passes while it waits on the upstream.
+
+    One timer per stream instead of a timeout per chunk: chunks cost nothing extra. The task
+    is the one waiting at the time (the stream is primed by one task and relayed by another).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.task: asyncio.Task[object] | None = None
+        self.expired = False
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+class _Framer:
+    """Passes on whole SSE events only. A partial event is of no use to a client yet, so
+    holding its bytes until the rest arrives delays nothing it could act on."""
+
+    def __init__(self) -> None:
+        self.tail = b""
+
+    def __call__(self, chunk: bytes) -> bytes:
+        data = self.tail + chunk if self.tail else chunk
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            self.tail = data
+            return b""
+        self.tail = data[cut + 2 :]
+        return data[: cut + 2]
+
+
+async def relay(
+    attempt: Attempt,
+    chunks: AsyncIterator[bytes],
+    limits: Limits,
+    record: RequestRecord,
+    wire: Wire,
+) -> AsyncIterator[bytes]:
+    """One streamed attempt. The first item comes only once the upstream's first chunk did
+    (a failure before it raises, so the caller may still fall back or answer with a status);
+    a failure after it ends the stream with an SSE error event (tokens already sent cannot
+    be taken back). The caller primes it with `anext` and must `aclose` it."""
+    name = attempt.outcome.backend
+    frame = _Framer()
+    events, usage, completed, deadline = 0, None, False, None
+
+    def account(chunk: bytes) -> bytes:
+        nonlocal events, usage
+        ready = frame(chunk)
+        found, ready = wire.usage(ready)
+        usage = found or usage
+        events += wire.tokens(ready)
+        return ready
+
+    async with attempt:
+        try:
+            try:
+                async with asyncio.timeout(limits.first_token_s):
+                    first = await anext(chunks)
+            except StopAsyncIteration:
+                first = b""
+            except TimeoutError:
+                raise timeout_error(name, "the first token", limits.first_token_s) from None
+            attempt.first_byte()
+            started = attempt.outcome.started
+            first_at = attempt.outcome.first_byte or started
+            deadline = _Deadline(max(0.0, limits.total_s - (first_at - started)))
+            record.ttft_ms = (first_at - started) * 1000
+            yield account(first)
+            try:
+                while True:
+                    if deadline.expired:
+                        raise timeout_error(name, "the end of the stream", limits.total_s)
+                    deadline.task = asyncio.current_task()
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.CancelledError:
+                        task = deadline.task
+                        if deadline.expired and task is not None and task.uncancel() == 0:
+                            raise timeout_error(
+                                name, "the end of the stream", limits.total_s
+                            ) from None
+                        raise
+                    finally:
+                        deadline.task = None
+                    if ready := account(chunk):
+                        yield ready
+                if frame.tail:
+                    yield frame.tail
+                completed = True
+            except BackendError as exc:
+                logger.warning("backend %s failed mid-stream: %s", name, exc.message)
+                attempt.fail(exc)
+                record.fail(exc.status, exc.code or "stream_broken")
+                yield wire.error(exc)
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+            await chunks.aclose()  # type: ignore[attr-defined]
+            tokens = usage.get("completion_tokens") if usage else None
+            if not isinstance(tokens, int):
+                tokens = max(1, events - 1)  # no usage from upstream: one event per token
+            attempt.outcome.tokens = tokens
+            if attempt.outcome.first_byte is not None:
+                if not completed and record.status == 200:
+                    record.fail(499, "client_disconnected")
+                record.take_usage(usage)
+                if record.usage_source == "none":
+                    record.completion_tokens = tokens

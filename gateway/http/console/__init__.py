@@ -1,0 +1,187 @@
+"""A read-only console for operators (`GET /console`): backends with health, circuits,
+replicas and live latency; routes; requests, tokens and cost over time; experiments with
+their verdicts; recent errors. Server-rendered HTML and SVG from the package (no script, no
+CDN). With keys on, it needs the master key or an admin key: as a bearer token, or signed
+in once through its form, which opens a server-side session (`access.SessionClient`): the
+cookie holds its random token (HttpOnly, SameSite=Strict, scoped to /console, `Secure`
+unless the browser is on this machine), signing out needs the session's CSRF token and ends
+it on every replica, and revoking the key ends its sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from access import AccessError
+from gateway.config import GatewayConfig
+from gateway.core.keys import KeyGate
+from gateway.http.browsers import LOOPBACK_HOSTS, host_name
+from gateway.http.console import _pages
+from llmops import LedgerReader, build_report
+
+__all__ = ["add_console_routes"]
+COOKIE = "gateway_console"
+FORM_MAX_BYTES = 4096  # a sign-in form: one key
+SESSION_S = 8 * 3600
+STYLESHEET = (Path(__file__).parent / "static" / "console.css").read_bytes()
+# Nothing but this origin's stylesheet and forms: no script runs on these pages at all.
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+
+def add_console_routes(
+    app: FastAPI,
+    config: GatewayConfig,
+    keys: KeyGate | None,
+    ledger: LedgerReader | None,
+    backends: Callable[[], Awaitable[list[dict[str, Any]]]],
+) -> None:
+    """`backends` gives what `GET /v1/gateway/backends` lists."""
+
+    async def admitted(request: Request) -> tuple[bool, str]:
+        """Whether an admin asks, and its session's CSRF token (none for a bearer key)."""
+        if keys is None:
+            return True, ""
+        if "authorization" in request.headers:
+            try:
+                await keys.authenticate_admin(request.headers)
+            except AccessError:
+                return False, ""
+            return True, ""
+        found = await keys.sessions.find(request.cookies.get(COOKIE, ""))
+        return (found is not None), (found[1] if found else "")
+
+    def html(body: str, status: int = 200) -> HTMLResponse:
+        return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+    def prefix(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    async def read(call: Callable[[], Any]) -> Any:
+        if ledger is None:
+            return None
+        await asyncio.to_thread(ledger.flush, 1.0)
+        return await asyncio.to_thread(call)
+
+    def guarded(
+        render: Callable[[Request], Awaitable[str]], title: str
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            ok, csrf = await admitted(request)
+            if not ok:
+                return html(_pages.login_page(prefix(request)), 401)
+            return html(_pages.page(title, await render(request), prefix(request), csrf))
+
+        return endpoint
+
+    async def overview(_: Request) -> str:
+        since = time.time() - 86400
+        totals = await read(lambda: ledger.totals("backend", since)) if ledger else None
+        rows = await read(lambda: ledger.rows(since)) if ledger else None
+        summary = {
+            "requests": sum(t["requests"] for t in totals or []),
+            "tokens": sum(t["prompt_tokens"] + t["completion_tokens"] for t in totals or []),
+            "cost_usd": round(sum(t["cost_usd"] for t in totals or []), 6),
+            "errors": sum(t["errors"] for t in totals or []),
+        }
+        errors = [r for r in reversed(rows or []) if (r["status"] or 0) >= 400][:20]
+        return _pages.overview(await backends(), config.routes, summary, errors)
+
+    async def usage(request: Request) -> str:
+        if ledger is None:
+            return "<p class=muted>The ledger is disabled (`ledger: {enabled: false}`).</p>"
+        by = request.query_params.get("by", "backend")
+        period = request.query_params.get("since", "24h")
+        by = by if by in _pages.GROUPINGS else "backend"
+        period = period if period in _pages.PERIODS else "24h"
+        now = time.time()
+        since = now - _pages.PERIODS[period][0]
+        totals = await read(lambda: ledger.totals(by, since))
+        rows = await read(lambda: ledger.rows(since))
+        return _pages.usage(by, period, rows, totals, now)
+
+    async def experiments(_: Request) -> str:
+        if ledger is None:
+            return "<p class=muted>The ledger is disabled (`ledger: {enabled: false}`).</p>"
+        reports = [
+            await read(functools.partial(build_report, ledger, name)) for name in config.experiments
+        ]
+        return _pages.experiments(reports)
+
+    app.add_api_route("/console", guarded(overview, "Overview"), methods=["GET"])
+    app.add_api_route("/console/usage", guarded(usage, "Usage"), methods=["GET"])
+    app.add_api_route("/console/experiments", guarded(experiments, "Experiments"), methods=["GET"])
+
+    @app.get("/console/static/console.css")
+    async def stylesheet() -> Response:
+        return Response(
+            STYLESHEET, media_type="text/css", headers={"cache-control": "max-age=3600"}
+        )
+
+    @app.post("/console/login")
+    async def login(request: Request) -> Response:
+        form = parse_qs((await _bounded_body(request)).decode(errors="replace"))
+        key = (form.get("key") or [""])[0].strip()
+        if keys is None:
+            return RedirectResponse(f"{prefix(request)}/console", 303)
+        try:
+            caller = await keys.authenticate_admin({"authorization": f"Bearer {key}"})
+        except AccessError as exc:
+            return html(_pages.login_page(prefix(request), exc.message), 401)
+        token, _ = await keys.sessions.open(caller, SESSION_S)
+        response = RedirectResponse(f"{prefix(request)}/console", 303)
+        response.set_cookie(
+            COOKIE,
+            token,  # a session's random token, never the key: signing out ends it everywhere
+            max_age=SESSION_S,
+            path=f"{prefix(request)}/console",
+            httponly=True,
+            samesite="strict",
+            secure=not _loopback(request),
+        )
+        return response
+
+    @app.post("/console/logout")
+    async def logout(request: Request) -> Response:
+        form = parse_qs((await _bounded_body(request)).decode(errors="replace"))
+        token = request.cookies.get(COOKIE, "")
+        if keys is not None and token:
+            found = await keys.sessions.find(token)
+            sent = (form.get("csrf") or [""])[0]
+            if found is not None and not secrets.compare_digest(sent, found[1]):
+                return html(_pages.login_page(prefix(request), "Sign-out refused."), 403)
+            await keys.sessions.end(token)
+        response = RedirectResponse(f"{prefix(request)}/console", 303)
+        response.delete_cookie(COOKIE, path=f"{prefix(request)}/console")
+        return response
+
+
+def _loopback(request: Request) -> bool:
+    """Plain HTTP is only for a browser on this machine: a cookie is `Secure` otherwise (a
+    TLS proxy in front sends another Host)."""
+    return host_name(request.headers.get("host", "")) in LOOPBACK_HOSTS
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """A form body of at most FORM_MAX_BYTES (a larger one is cut off, then refused)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > FORM_MAX_BYTES:
+            return b""
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,249 @@
+"""The console's pages as HTML strings, from the same data the JSON endpoints serve."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+from gateway.http.console._charts import intervals, legend, stacked_bars
+
+NAV = (
+    ("Overview", "/console"),
+    ("Usage", "/console/usage"),
+    ("Experiments", "/console/experiments"),
+)
+GROUPINGS = ("backend", "route", "key", "task")
+PERIODS = {"1h": (3600, 60), "24h": (86400, 3600), "7d": (7 * 86400, 6 * 3600)}
+
+
+def page(title: str, body: str, prefix: str = "", csrf: str = "") -> str:
+    """`csrf`: the session's token, carried by the sign-out form (none: signed in by a
+    bearer key, or keys are off)."""
+    field = f'<input type=hidden name=csrf value="{escape(csrf)}">' if csrf else ""
+    links = "".join(
+        f'<a href="{prefix}{href}"{" class=current" if name == title else ""}>{name}</a>'
+        for name, href in NAV
+    )
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{escape(title)} · LLM gateway</title>"
+        f'<link rel=stylesheet href="{prefix}/console/static/console.css">'
+        '<link rel=icon href="data:,">'
+        f"</head><body><header><strong>LLM gateway</strong><nav>{links}</nav>"
+        f'<form method=post action="{prefix}/console/logout">{field}<button>Sign out</button>'
+        "</form>"
+        f"</header><main><h1>{escape(title)}</h1>{body}</main></body></html>"
+    )
+
+
+def login_page(prefix: str, error: str = "") -> str:
+    message = f'<p class="error">{escape(error)}</p>' if error else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>Sign in · LLM gateway"
+        f'</title><link rel=stylesheet href="{prefix}/console/static/console.css">'
+        '<link rel=icon href="data:,"></head><body><main class="login"><h1>LLM gateway</h1>'
+        f'{message}<form method=post action="{prefix}/console/login">'
+        "<label>Admin key <input type=password name=key autocomplete=off required></label>"
+        "<button>Sign in</button></form><p>The master key or an admin key.</p></main>"
+        "</body></html>"
+    )
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell_html(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def cell_html(value: Any) -> str:
+    if value is None:
+        return '<span class="muted">-</span>'
+    if isinstance(value, float):
+        return escape(f"{value:.6g}")
+    return escape(str(value))
+
+
+def _ms(value: Any) -> Any:
+    return round(value, 1) if isinstance(value, int | float) else None
+
+
+def overview(
+    backends: list[dict[str, Any]],
+    routes: Mapping[str, Any],
+    totals: dict[str, Any],
+    errors: list[dict[str, Any]],
+) -> str:
+    cards = "".join(
+        f'<div class=card><span class=figure data-total="{name}">{cell_html(totals[name])}</span>'
+        f"<span class=label>{label}</span></div>"
+        for name, label in (
+            ("requests", "requests (24 h)"),
+            ("tokens", "tokens (24 h)"),
+            ("cost_usd", "cost USD (24 h)"),
+            ("errors", "errors (24 h)"),
+        )
+    )
+    backend_rows = []
+    for b in backends:
+        health, latency, view = b["health"], b["latency"], b["deployment"]
+        replicas = view.get("replicas")
+        running = (replicas or {}).get("RUNNING") if replicas is not None else None
+        target = view.get("target_replicas")
+        placed = f"{running or 0} of {target}" if target is not None else view.get("status")
+        state = "up" if health["available"] else f"down: {health['reason'] or ''}"
+        backend_rows.append(
+            [
+                b["id"],
+                b["kind"],
+                state,
+                b["circuit"].get("state"),
+                placed,
+                latency["ttft_ms"] if latency["samples"] else None,
+                latency["tpot_ms"] if latency["samples"] else None,
+                b["in_flight"],
+            ]
+        )
+    route_rows = [
+        [name, r.policy, ", ".join(r.candidates), ", ".join(r.fallbacks)]
+        for name, r in routes.items()
+    ]
+    error_rows = [
+        [
+            time.strftime("%H:%M:%S", time.localtime(e["ts"])),
+            e["status"],
+            e["error_code"],
+            e["route"],
+            e["backend"],
+            e["key_name"] or e["key_id"],
+        ]
+        for e in errors
+    ]
+    return (
+        f"<section class=cards>{cards}</section>"
+        "<h2>Backends</h2>"
+        + table(
+            [
+                "backend",
+                "kind",
+                "health",
+                "circuit",
+                "replicas",
+                "TTFT ms",
+                "TPOT ms",
+                "in flight",
+            ],
+            backend_rows,
+            "backends",
+        )
+        + "<h2>Routes</h2>"
+        + table(["route", "policy", "candidates", "fallbacks"], route_rows, "routes")
+        + "<h2>Recent errors</h2>"
+        + (
+            table(["time", "status", "code", "route", "backend", "key"], error_rows, "errors")
+            if error_rows
+            else "<p class=muted>No errors in the last 24 hours.</p>"
+        )
+    )
+
+
+def usage(
+    by: str, period: str, rows: list[dict[str, Any]], totals: list[dict[str, Any]], now: float
+) -> str:
+    span, bucket = PERIODS[period]
+    start = (now - span) // bucket * bucket
+    count = int((now - start) // bucket) + 1
+    labels = [time.strftime("%d %H:%M", time.localtime(start + i * bucket)) for i in range(count)]
+    names = [str(t[by]) for t in totals]  # "None": requests refused before routing
+    metrics = {"requests": {}, "tokens": {}, "cost_usd": {}}  # type: dict[str, dict[str, list[float]]]
+    for metric in metrics:
+        metrics[metric] = {name: [0.0] * count for name in names}
+    column = "key_id" if by == "key" else by
+    for row in rows:
+        index = int((row["ts"] - start) // bucket)
+        name = str(row[column])
+        if not 0 <= index < count or name not in metrics["requests"]:
+            continue
+        metrics["requests"][name][index] += 1
+        tokens = (row["prompt_tokens"] or 0) + (row["completion_tokens"] or 0)
+        metrics["tokens"][name][index] += tokens
+        metrics["cost_usd"][name][index] += row["cost_usd"] or 0.0
+    choose = (
+        " ".join(
+            f'<a href="?by={g}&since={period}"{" class=current" if g == by else ""}>{g}</a>'
+            for g in GROUPINGS
+        )
+        + " · "
+        + " ".join(
+            f'<a href="?by={by}&since={p}"{" class=current" if p == period else ""}>{p}</a>'
+            for p in PERIODS
+        )
+    )
+    charts = "".join(
+        stacked_bars(f"{title} per {bucket // 60} min by {by}", labels, metrics[metric])
+        for metric, title in (
+            ("requests", "Requests"),
+            ("tokens", "Tokens"),
+            ("cost_usd", "Cost (USD)"),
+        )
+    )
+    total_rows = [
+        [
+            t[by],
+            t["requests"],
+            t["prompt_tokens"],
+            t["completion_tokens"],
+            t["cost_usd"],
+            t["errors"],
+        ]
+        for t in totals
+    ]
+    return (
+        f'<p class="choose">{choose}</p>{legend(names)}<div class="charts">{charts}</div>'
+        "<h2>Totals</h2>"
+        + table(
+            [by, "requests", "prompt tokens", "completion tokens", "cost USD", "errors"],
+            total_rows,
+            "totals",
+        )
+    )
+
+
+def experiments(reports: list[dict[str, Any]]) -> str:
+    if not reports:
+        return "<p class=muted>No experiment is configured.</p>"
+    parts = []
+    for report in reports:
+        rows = [
+            (a["arm"], a["feedback_mean"], *(a["feedback_ci95"] or (None, None)))
+            for a in report["arms"]
+            if a["feedback_mean"] is not None
+        ]
+        chart = intervals("Mean feedback per arm (95% interval)", rows) if rows else ""
+        arm_rows = [
+            [
+                a["arm"],
+                a["requests"],
+                a["errors"],
+                _ms(a["latency_p50_ms"]),
+                a["cost_per_request_usd"],
+                a["feedback_n"],
+                a["feedback_mean"],
+            ]
+            for a in report["arms"]
+        ]
+        parts.append(
+            f"<section class=experiment><h2>{escape(report['experiment'])}</h2>"
+            f"<p class=verdict>{escape(report['verdict'])}</p>"
+            + table(
+                ["arm", "requests", "errors", "p50 ms", "cost/request USD", "scored", "mean score"],
+                arm_rows,
+                "arms",
+            )
+            + chart
+            + "</section>"
+        )
+    return "".join(parts)
