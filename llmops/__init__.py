@@ -4,7 +4,9 @@ report. No HTTP; Ray only inside `GatewayMetrics` (imported when one is built)."
 from llmops._accounting import Accounting, Price, Sink
 from llmops._batch import BatchWriter
 from llmops._config import LedgerConfig, RequestLogConfig, ResponsesConfig, Strict
+from llmops._dataset import export_dataset
 from llmops._evals import (
+    JUDGE_RUBRIC,
     METRICS,
     SCORERS,
     CandidateResult,
@@ -15,6 +17,9 @@ from llmops._evals import (
     summarise,
     write_quality,
 )
+from llmops._evals import as_dict as eval_as_dict
+from llmops._evals import render_html as render_eval_html
+from llmops._evals import render_table as render_eval_table
 from llmops._experiments import (
     ArmConfig,
     Assignment,
@@ -23,6 +28,7 @@ from llmops._experiments import (
     assign_arm,
     unit_hash,
 )
+from llmops._finetune import FinetuneConfig, answer_text, finetune, load_examples
 from llmops._ledger import GROUPS, Ledger, LedgerReader, parse_since
 from llmops._metrics import GatewayMetrics
 from llmops._record import LEDGER_COLUMNS, RequestRecord, key_id, response_text
@@ -41,6 +47,7 @@ from llmops._shared import (
 __all__ = [
     "DEFAULT_REDACTIONS",
     "GROUPS",
+    "JUDGE_RUBRIC",
     "LEDGER_COLUMNS",
     "METRICS",
     "SCORERS",
@@ -51,6 +58,7 @@ __all__ = [
     "CandidateResult",
     "ExperimentConfig",
     "Experiments",
+    "FinetuneConfig",
     "GatewayMetrics",
     "Ledger",
     "LedgerConfig",
@@ -70,14 +78,21 @@ __all__ = [
     "SharedRecords",
     "Sink",
     "Strict",
+    "answer_text",
     "assign_arm",
     "build_report",
+    "eval_as_dict",
+    "export_dataset",
+    "finetune",
     "interval95",
     "judge_score",
     "key_id",
+    "load_examples",
     "log_entry",
     "parse_since",
     "read_quality",
+    "render_eval_html",
+    "render_eval_table",
     "render_html",
     "render_table",
     "response_text",

@@ -12,6 +12,7 @@ from router._decision import (
     RequestSummary,
     RoutingError,
 )
+from router._embedding import MiniLMEmbedder
 from router._estimate import Estimate
 from router._hints import HintError, RoutingHints, parse_hints
 from router._policies import (
@@ -28,7 +29,7 @@ from router._policies import (
     policy_class,
     register_policy,
 )
-from router._profile import BackendProfile, approximate_tokens
+from router._profile import BackendProfile, TokenCounter, approximate_tokens
 from router._resilience import (
     BreakerSettings,
     CircuitBreaker,
@@ -61,6 +62,7 @@ __all__ = [
     "HintError",
     "LatencyPrior",
     "LatencySnapshot",
+    "MiniLMEmbedder",
     "ModelNotFound",
     "NoBackendAvailable",
     "Ordered",
@@ -77,6 +79,7 @@ __all__ = [
     "TaskClassifier",
     "TaskConfig",
     "TaskDecision",
+    "TokenCounter",
     "Weighted",
     "approximate_tokens",
     "available_policies",

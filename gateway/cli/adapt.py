@@ -38,7 +38,7 @@ def add_commands(commands: Any) -> None:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
-    from llmops._dataset import export_dataset
+    from llmops import export_dataset
 
     if args.request_log and args.ledger:
         log, ledger_path = Path(args.request_log), Path(args.ledger)
@@ -79,7 +79,7 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from llmops._finetune import FinetuneConfig, finetune
+    from llmops import FinetuneConfig, finetune
 
     config = FinetuneConfig(
         base=Path(args.base),

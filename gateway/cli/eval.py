@@ -20,9 +20,19 @@ from typing import Any
 import httpx
 
 from gateway.config import PROJECT_ROOT, GatewayConfig
-from llmops import SCORERS, CandidateResult, judge_score, summarise, write_quality
-from llmops._evals import JUDGE_RUBRIC, as_dict, render_html, render_table
-from llmops._finetune import answer_text, load_examples
+from llmops import (
+    JUDGE_RUBRIC,
+    SCORERS,
+    CandidateResult,
+    answer_text,
+    eval_as_dict,
+    judge_score,
+    load_examples,
+    render_eval_html,
+    render_eval_table,
+    summarise,
+    write_quality,
+)
 
 
 def add_commands(commands: Any) -> None:
@@ -143,13 +153,13 @@ def run(args: argparse.Namespace) -> int:
         import json
 
         text = json.dumps(
-            {"task": args.task, "metric": metric, "results": [as_dict(r) for r in results]},
+            {"task": args.task, "metric": metric, "results": [eval_as_dict(r) for r in results]},
             indent=2,
         )
     elif args.format == "html":
-        text = render_html(results, args.task, metric)
+        text = render_eval_html(results, args.task, metric)
     else:
-        text = render_table(results, args.task, metric)
+        text = render_eval_table(results, args.task, metric)
     if args.output:
         Path(args.output).write_text(text + "\n")
     else:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, cast
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import orjson
 
@@ -21,10 +20,12 @@ from access import AccessError, Caller
 from deployments import Backend, BackendError, Endpoint, WarmupConfig, max_output_tokens
 from gateway.core.attempts import Feedback
 from gateway.core.capacity import Capacity
+from gateway.core.front import Native
 from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate, authorization
 from gateway.core.protocol import parse_body
-from gateway.core.relay import relay, usage_in_chat_terms, wire_for
+from gateway.core.relay import ChatWire, relay
+from gateway.core.replies import Reply, StreamReply
 from gateway.core.resilience import Limits, Resilience, timeout_error
 from gateway.core.routing import Routed, Routing
 from gateway.core.shadow import run_shadow, shadow_record
@@ -35,87 +36,6 @@ from router import RouteConfig, RoutingError
 
 logger = logging.getLogger("ray.serve")
 SHADOW_DRAIN_S = 10.0
-# Client APIs some backends serve as the client sent them (`speaks`), beside chat.
-ENDPOINTS_SPOKEN_NATIVELY = frozenset({"messages", "responses"})
-
-
-@dataclass(slots=True)
-class Reply:
-    """A whole answer: status, JSON body, headers."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    native: bool = False  # the body is in the client's own API: a backend spoke it natively
-
-    @classmethod
-    def error(cls, error: OpenAIError, headers: Mapping[str, str] | None = None) -> Reply:
-        return cls(error.status, orjson.dumps(error.body()), {**error.headers, **(headers or {})})
-
-
-@dataclass(frozen=True, slots=True)
-class _Native:
-    """The client's own body in an API some backends speak natively."""
-
-    api: Endpoint  # one that `speaks` lists for the backend called
-    body: dict[str, Any]
-
-
-class StreamReply:
-    """A streamed answer (SSE bytes). Whoever sends it must `aclose` it, sent or not: that
-    ends the backend call and finishes the request's record, exactly once."""
-
-    status = 200
-
-    def __init__(
-        self,
-        headers: dict[str, str],
-        first: bytes,
-        rest: AsyncIterator[bytes],
-        finish: Callable[[], None],
-        native: bool = False,
-    ) -> None:
-        self.headers = headers
-        self.native = native  # events in the client's own API: a backend spoke it natively
-        self._first: bytes | None = first
-        self._rest = rest
-        self._finish = finish
-        self._closed = False
-
-    def __aiter__(self) -> StreamReply:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._first is not None:
-            first, self._first = self._first, None
-            if first:
-                return first
-        return await anext(self._rest)
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._rest.aclose()  # type: ignore[attr-defined]
-        finally:
-            self._finish()
-
-
-class TranslatedStream(StreamReply):
-    """A stream made from another (`events` iterates `chat`): another API's events, or the
-    same passed on with work on the side. Closing it closes the inner stream, iterated or
-    not: that ends the backend call and the record."""
-
-    def __init__(self, chat: StreamReply, events: AsyncIterator[bytes]) -> None:
-        super().__init__(chat.headers, b"", events, lambda: None)
-        self._chat = chat
-
-    async def aclose(self) -> None:
-        try:
-            await super().aclose()
-        finally:
-            await self._chat.aclose()
 
 
 class Gateway:
@@ -228,11 +148,11 @@ class Gateway:
         request_id: str,
         *,
         api: str | None = None,
-        native: dict[str, Any] | None = None,
+        native: Native | None = None,
     ) -> Reply | StreamReply:
         """Serve one request. When a front translated it from another API, `api` names that
         API (the records say so) and `native` is the client's own body, which backends that
-        speak `api` get instead (`speaks`); the reply says which it holds (`native`)."""
+        speak its API get instead (`speaks`); the reply says which it holds (`native`)."""
         record = RequestRecord(request_id=request_id, endpoint=api or endpoint, stream=False)
         reply_headers: dict[str, str] = {}
         try:
@@ -250,12 +170,9 @@ class Gateway:
             reply_headers.update(routed.headers())
             routed.start_record(record, self.log_bodies)
             await self._start_shadow(routed, record, caller if self.keys is not None else None)
-            own = None
-            if native is not None and api in ENDPOINTS_SPOKEN_NATIVELY:
-                own = _Native(cast(Endpoint, api), native)
             if record.stream:
-                return await self._stream(routed, reply_headers, record, own)
-            return await self._complete(routed, reply_headers, record, own)
+                return await self._stream(routed, reply_headers, record, native)
+            return await self._complete(routed, reply_headers, record, native)
         except asyncio.CancelledError:  # the client left before an answer
             record.fail(499, "client_disconnected")
             self.feedback.request_finished(record)
@@ -270,18 +187,18 @@ class Gateway:
             self.feedback.request_finished(record)
             return Reply.error(error, reply_headers)
 
-    def _native_for(self, name: str, own: _Native | None, routed: Routed) -> _Native | None:
+    def _native_for(self, name: str, own: Native | None, routed: Routed) -> Native | None:
         """The client's own body, where `name` speaks its API: with the output limit the
         caller's budget was reserved for, as the chat body gets it (`Routed.body_for`)."""
-        if own is None or own.api not in self.speaks.get(name, ()):
+        if own is None or own.api.endpoint not in self.speaks.get(name, ()):
             return None
         limit = max_output_tokens(routed.body_for(name))
-        if own.api == "responses" and limit is not None and "max_output_tokens" not in own.body:
-            return _Native(own.api, {**own.body, "max_output_tokens": limit})
-        return own  # Messages bodies always carry max_tokens
+        if limit is None:
+            return own
+        return Native(own.api, own.api.with_output_limit(own.body, limit))
 
     async def _complete(
-        self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: _Native | None
+        self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: Native | None
     ) -> Reply:
         endpoint = routed.prepared.endpoint
 
@@ -295,7 +212,9 @@ class Gateway:
                             body = routed.body_for(name)
                             result = await self.backends[name].complete(endpoint, body)
                         else:
-                            result = await self.backends[name].complete(native.api, native.body)
+                            result = await self.backends[name].complete(
+                                native.api.endpoint, native.body
+                            )
                 except TimeoutError:
                     # The upstream bills what it generated for a call we stopped waiting for.
                     record.abandoned_usd += routed.estimated_cost_usd(name)
@@ -305,7 +224,7 @@ class Gateway:
                     raise
                 usage = result.get("usage") or {}
                 if native is not None:
-                    usage = usage_in_chat_terms(native.api, usage)
+                    usage = native.api.usage_in_chat_terms(usage)
                 tokens = usage.get("completion_tokens")
                 attempt.answered(tokens if isinstance(tokens, int) else None)
             return result, usage, native is not None
@@ -322,7 +241,7 @@ class Gateway:
         return Reply(200, orjson.dumps(result), headers, native=spoke_native)
 
     async def _stream(
-        self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: _Native | None
+        self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: Native | None
     ) -> StreamReply:
         endpoint = routed.prepared.endpoint
         # The ledger needs the stream's usage: ask for it, and drop it if the client did not.
@@ -335,8 +254,8 @@ class Gateway:
             if native is None:
                 chunks = self.backends[name].stream(endpoint, routed.body_for(name) | with_usage)
             else:
-                chunks = self.backends[name].stream(native.api, native.body)
-            wire = wire_for(endpoint if native is None else native.api, strip_usage)
+                chunks = self.backends[name].stream(native.api.endpoint, native.body)
+            wire = ChatWire(strip_usage) if native is None else native.api.wire()
             attempt = self.feedback.attempt(name, record, streamed=True)
             attempt.outcome.cold = self._cold(name)
             events = relay(attempt, chunks, limits, record, wire)

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments import BackendConfig, VLLMBackendConfig
-from router import BackendProfile, LatencyPrior, approximate_tokens
-from router._profile import TokenCounter
+from router import BackendProfile, LatencyPrior, TokenCounter, approximate_tokens
 
 
 def _local_token_counter(folder: Path) -> TokenCounter | None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 
-from deployments import BackendError, Endpoint, chat_usage
+from deployments import BackendError
 from gateway.core.attempts import Attempt
+from gateway.core.front import Wire
 from gateway.core.resilience import Limits, timeout_error
 from llmops import RequestRecord
 
@@ -57,92 +57,6 @@ class ChatWire:
     @staticmethod
     def error(exc: BackendError) -> bytes:
         return b"data: " + orjson.dumps(exc.to_dict()) + b"\n\ndata: [DONE]\n\n"
-
-
-class MessagesWire:
-    """Anthropic's Messages event stream, passed through: usage from `message_start` (the
-    prompt) and `message_delta` (the output so far), in OpenAI's terms for the ledger."""
-
-    def __init__(self) -> None:
-        self._usage: dict[str, object] = {}
-
-    def usage(self, ready: bytes) -> tuple[dict[str, object] | None, bytes]:
-        if b'"usage"' not in ready:
-            return None, ready
-        for event in ready.split(b"\n\n"):
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:") and b'"usage"' in line:
-                    data = orjson.loads(line[5:])
-                    found = (data.get("message") or data).get("usage") or {}
-                    self._usage.update(chat_usage(found, self._usage))
-        return dict(self._usage), ready
-
-    @staticmethod
-    def tokens(ready: bytes) -> int:
-        return ready.count(b'"type":"content_block_delta"')
-
-    @staticmethod
-    def error(exc: BackendError) -> bytes:
-        error = {"type": "api_error", "message": exc.message}
-        return b"event: error\ndata: " + orjson.dumps({"type": "error", "error": error}) + b"\n\n"
-
-
-class ResponsesWire:
-    """OpenAI's Responses event stream, passed through: usage from the final response
-    (`response.completed` or `.incomplete`), in chat terms for the ledger."""
-
-    def usage(self, ready: bytes) -> tuple[dict[str, object] | None, bytes]:
-        if b'"usage"' not in ready:
-            return None, ready
-        found: dict[str, object] | None = None
-        for event in ready.split(b"\n\n"):
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:") and b'"usage"' in line:
-                    usage = (orjson.loads(line[5:]).get("response") or {}).get("usage")
-                    found = dict(responses_usage_in_chat_terms(usage)) if usage else found
-        return found, ready
-
-    @staticmethod
-    def tokens(ready: bytes) -> int:
-        return ready.count(b'"type":"response.output_text.delta"')
-
-    @staticmethod
-    def error(exc: BackendError) -> bytes:
-        error = {
-            "type": "error",
-            "code": exc.code or "stream_broken",
-            "message": exc.message,
-            "param": None,
-            "sequence_number": 0,
-        }
-        return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
-
-
-def responses_usage_in_chat_terms(usage: dict[str, Any]) -> dict[str, int]:
-    """A Responses `usage` (cached input tokens are part of `input_tokens`) as chat's."""
-    prompt, output = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
-
-
-def usage_in_chat_terms(api: Endpoint, usage: dict[str, Any]) -> dict[str, Any]:
-    """The usage object of an answer in the API `api`, as the ledger counts it."""
-    if api == "messages":
-        return chat_usage(usage)
-    if api == "responses":
-        return responses_usage_in_chat_terms(usage)
-    return usage
-
-
-def wire_for(api: Endpoint, strip_usage: bool) -> Wire:
-    """How to read a stream in the API `api`."""
-    if api == "messages":
-        return MessagesWire()
-    if api == "responses":
-        return ResponsesWire()
-    return ChatWire(strip_usage)
-
-
-Wire = ChatWire | MessagesWire | ResponsesWire
 
 
 class _Deadline:

@@ -280,7 +280,7 @@ class Routing:
         for backend in config.backends.values():
             self.known_tasks.update(backend.tasks or ())
         if embed is None and any(task.examples for task in config.tasks.values()):
-            from router._embedding import MiniLMEmbedder
+            from router import MiniLMEmbedder
 
             embed = MiniLMEmbedder()
         self.classifier = TaskClassifier(config, embed)

@@ -19,7 +19,8 @@ from starlette.types import Receive, Scope, Send
 from access import AccessError, model_allowed
 from deployments import Endpoint
 from gateway.config import GatewayConfig
-from gateway.core.pipeline import Gateway, Reply, StreamReply
+from gateway.core.pipeline import Gateway
+from gateway.core.replies import Reply, StreamReply
 from gateway.errors import OpenAIError, from_exception
 from gateway.fronts.messages.front import (
     AnthropicHandler,

@@ -14,6 +14,8 @@ import openai
 import pytest
 
 from deployments import FakeBackend
+from gateway.core.front import Native
+from gateway.fronts.responses.wire import RESPONSES
 from tests.unit.test_keys import QUESTION, Keyed, start
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -245,7 +247,12 @@ async def test_a_responses_body_passed_through_gets_the_cap_too(capped: Keyed) -
     own = {"model": "long", "input": "one two three four"}
     chat = {"model": "long", "messages": QUESTION}
     reply = await gateway.handle(
-        "chat/completions", chat, headers, "native-1", api="responses", native=own
+        "chat/completions",
+        chat,
+        headers,
+        "native-1",
+        api="responses",
+        native=Native(RESPONSES, own),
     )
     assert reply.status == 200 and reply.native
     assert seen == [{**own, "max_output_tokens": 8}]  # the configured cap

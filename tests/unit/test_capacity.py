@@ -13,7 +13,7 @@ import orjson
 from deployments import FakeBackend, FakeBackendConfig
 from gateway.config import GatewayConfig
 from gateway.core.build import build_gateway
-from gateway.core.pipeline import Reply
+from gateway.core.replies import Reply
 
 ZERO = {"autoscaling_config": {"min_replicas": 0, "max_replicas": 1}}
 PRIOR = {"ttft_ms": 50, "tpot_ms": 5, "cold_start_s": 30}

@@ -57,4 +57,75 @@ def test_importing_the_pure_packages_loads_no_gateway_and_no_ray() -> None:
 
 def test_the_pipeline_imports_neither_ray_nor_a_web_framework() -> None:
     roots = ("ray", "fastapi", "starlette")
-    assert loaded_after("gateway.pipeline, gateway.build", roots) == []
+    assert loaded_after("gateway.core.pipeline, gateway.core.build", roots) == []
+
+
+def gateway_imports(layer: str) -> set[str]:
+    """Every module path the files of `gateway/<layer>` (a folder or a module) import, at any
+    depth of the file, relative ones resolved."""
+    base = ROOT / "gateway" / layer
+    paths = [base.with_suffix(".py")] if base.with_suffix(".py").exists() else base.rglob("*.py")
+    found: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.level, f"{path}: a relative import"
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def reaching(imports: set[str], prefixes: set[str]) -> set[str]:
+    return {name for name in imports if any(name.split(".")[: len(p.split("."))] ==
+                                            p.split(".") for p in prefixes)}  # fmt: skip
+
+
+FRAMEWORKS = {"ray", "fastapi", "starlette", "uvicorn"}
+LAYERS = {"gateway.core", "gateway.fronts", "gateway.http", "gateway.serve", "gateway.cli"}
+
+
+@pytest.mark.parametrize(
+    ("layer", "allowed", "frameworks"),
+    [
+        ("core", {"gateway.core"}, set()),
+        ("fronts", {"gateway.core", "gateway.fronts"}, set()),
+        ("http", {"gateway.core", "gateway.fronts", "gateway.http"}, {"fastapi", "starlette"}),
+        ("serve", {"gateway.core", "gateway.http", "gateway.serve"}, FRAMEWORKS),
+        ("config", {"gateway.core"}, set()),
+        ("errors", set(), {"starlette"}),
+        ("app", {"gateway.serve"}, set()),
+    ],
+)
+def test_gateway_layers_import_downwards(
+    layer: str, allowed: set[str], frameworks: set[str]
+) -> None:
+    """core imports no other layer and no framework; fronts only core; http fronts and core
+    (FastAPI); serve http and core (and Ray); nothing imports cli (but `python -m gateway`)."""
+    imports = gateway_imports(layer)
+    assert reaching(imports, LAYERS - allowed) == set()
+    assert reaching(imports, FRAMEWORKS - frameworks) == set()
+
+
+def test_each_front_imports_no_other_front() -> None:
+    fronts = [path.name for path in (ROOT / "gateway" / "fronts").iterdir() if path.is_dir()]
+    assert {"messages", "responses"} <= set(fronts)
+    for front in fronts:
+        if front == "__pycache__":
+            continue
+        others = {f"gateway.fronts.{other}" for other in fronts if other != front}
+        assert reaching(gateway_imports(f"fronts/{front}"), others) == set(), front
+
+
+def test_the_core_loads_no_framework() -> None:
+    roots = ("ray", "fastapi", "starlette", "gateway")
+    loaded = loaded_after("gateway.core.pipeline, gateway.core.build", roots)
+    assert loaded and not [name for name in loaded if name.split(".")[0] != "gateway"]
+    assert not [name for name in loaded if name.startswith(tuple(LAYERS - {"gateway.core"}))]
+
+
+def test_no_private_names_are_imported_across_packages() -> None:
+    """What gateway uses of router/, llmops/, deployments/ and access/ is their public surface."""
+    private = {name for name in gateway_imports("") if name.split(".")[0] in
+               {"router", "llmops", "deployments", "access"} and "._" in name}  # fmt: skip
+    assert private == set()

@@ -16,7 +16,8 @@ import pytest
 from gateway.config import GatewayConfig
 from gateway.core.attempts import AttemptOutcome, Observer
 from gateway.core.build import build_gateway
-from gateway.core.pipeline import Gateway, Reply, StreamReply
+from gateway.core.pipeline import Gateway
+from gateway.core.replies import Reply, StreamReply
 from llmops import Ledger, RequestRecord
 from tests.helpers import fake_backends
 

@@ -165,8 +165,8 @@ def test_stored_responses_belong_to_their_key_and_expire(tmp_path: Path) -> None
 
 
 def test_a_passed_through_stream_is_accounted_and_its_final_response_found() -> None:
-    from gateway.core.relay import ResponsesWire
     from gateway.fronts.responses.front import _final_response
+    from gateway.fronts.responses.wire import ResponsesWire
 
     usage = {"input_tokens": 11, "input_tokens_details": {"cached_tokens": 3},
              "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 0},

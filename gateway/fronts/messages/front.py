@@ -12,10 +12,13 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from gateway.core.pipeline import Gateway, Reply, StreamReply, TranslatedStream
+from gateway.core.front import Native
+from gateway.core.pipeline import Gateway
+from gateway.core.replies import Reply, StreamReply, TranslatedStream
 from gateway.errors import OpenAIError, from_exception, from_validation_error
 from gateway.fronts.messages.stream import MessagesStream
 from gateway.fronts.messages.translate import to_chat_body, to_message
+from gateway.fronts.messages.wire import MESSAGES
 
 # API versions are dates; the Messages API exists since this one. Later versions add fields
 # (passed through untouched), so any later date is taken.
@@ -163,9 +166,9 @@ async def serve_messages(
     except Exception as exc:  # a translation refused (a block type chat cannot carry)
         return anthropic_error(getattr(exc, "status", 400), str(exc), request_id)
     stops = list(body.get("stop_sequences") or [])
-    native = {k: v for k, v in body.items() if k != "routing"}  # the gateway's, not Anthropic's
+    own = {k: v for k, v in body.items() if k != "routing"}  # the gateway's, not Anthropic's
     reply = await gateway.handle(
-        "chat/completions", chat, headers, request_id, api="messages", native=native
+        "chat/completions", chat, headers, request_id, api="messages", native=Native(MESSAGES, own)
     )
     if reply.native:  # an Anthropic backend answered the client's own body: as it came
         return reply

@@ -15,10 +15,13 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 from gateway.config import PROJECT_ROOT, GatewayConfig
-from gateway.core.pipeline import Gateway, Reply, StreamReply, TranslatedStream
+from gateway.core.front import Native
+from gateway.core.pipeline import Gateway
+from gateway.core.replies import Reply, StreamReply, TranslatedStream
 from gateway.errors import OpenAIError, from_exception, from_validation_error
 from gateway.fronts.responses.stream import ResponsesStream
 from gateway.fronts.responses.translate import input_items, new_id, to_chat_body, to_response
+from gateway.fronts.responses.wire import RESPONSES
 from llmops import ResponseStore
 
 
@@ -103,7 +106,12 @@ class ResponsesAPI:
         native = {k: v for k, v in body.items() if k not in _GATEWAY_FIELDS}
         native.update(input=conversation, store=False)
         reply = await self.gateway.handle(
-            "chat/completions", chat, headers, request_id, api="responses", native=native
+            "chat/completions",
+            chat,
+            headers,
+            request_id,
+            api="responses",
+            native=Native(RESPONSES, native),
         )
         own = {"previous_response_id": body.get("previous_response_id"), "store": store}
         if isinstance(reply, StreamReply):
