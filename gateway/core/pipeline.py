@@ -356,3 +356,4 @@ class Gateway:
                 await asyncio.to_thread(close)
         if self.keys is not None:
             await self.keys.aclose()  # leases go back with what they used
+        await asyncio.to_thread(self.routing.close)

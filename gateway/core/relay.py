@@ -79,6 +79,24 @@ class _Deadline:
     def cancel(self) -> None:
         self._timer.cancel()
 
+    async def next(self, chunks: AsyncIterator[bytes], name: str, total_s: float) -> bytes | None:
+        """The upstream's next chunk, None at its end; a timeout error once the deadline
+        passed (waiting, or before)."""
+        if self.expired:
+            raise timeout_error(name, "the end of the stream", total_s)
+        self.task = asyncio.current_task()
+        try:
+            return await anext(chunks)
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:
+            task = self.task
+            if self.expired and task is not None and task.uncancel() == 0:
+                raise timeout_error(name, "the end of the stream", total_s) from None
+            raise
+        finally:
+            self.task = None
+
 
 class _Framer:
     """Passes on whole SSE events only. A partial event is of no use to a client yet, so
@@ -136,23 +154,7 @@ async def relay(
             record.ttft_ms = (first_at - started) * 1000
             yield account(first)
             try:
-                while True:
-                    if deadline.expired:
-                        raise timeout_error(name, "the end of the stream", limits.total_s)
-                    deadline.task = asyncio.current_task()
-                    try:
-                        chunk = await anext(chunks)
-                    except StopAsyncIteration:
-                        break
-                    except asyncio.CancelledError:
-                        task = deadline.task
-                        if deadline.expired and task is not None and task.uncancel() == 0:
-                            raise timeout_error(
-                                name, "the end of the stream", limits.total_s
-                            ) from None
-                        raise
-                    finally:
-                        deadline.task = None
+                while (chunk := await deadline.next(chunks, name, limits.total_s)) is not None:
                     if ready := account(chunk):
                         yield ready
                 if frame.tail:
@@ -167,13 +169,24 @@ async def relay(
             if deadline is not None:
                 deadline.cancel()
             await chunks.aclose()  # type: ignore[attr-defined]
-            tokens = usage.get("completion_tokens") if usage else None
-            if not isinstance(tokens, int):
-                tokens = max(1, events - 1)  # no usage from upstream: one event per token
-            attempt.outcome.tokens = tokens
-            if attempt.outcome.first_byte is not None:
-                if not completed and record.status == 200:
-                    record.fail(499, "client_disconnected")
-                record.take_usage(usage)
-                if record.usage_source == "none":
-                    record.completion_tokens = tokens
+            _settle(attempt, record, usage, events, completed)
+
+
+def _settle(
+    attempt: Attempt,
+    record: RequestRecord,
+    usage: dict[str, object] | None,
+    events: int,
+    completed: bool,
+) -> None:
+    """What a streamed attempt produced, for its outcome and the request's record."""
+    tokens = usage.get("completion_tokens") if usage else None
+    if not isinstance(tokens, int):
+        tokens = max(1, events - 1)  # no usage from upstream: one event per token
+    attempt.outcome.tokens = tokens
+    if attempt.outcome.first_byte is not None:
+        if not completed and record.status == 200:
+            record.fail(499, "client_disconnected")
+        record.take_usage(usage)
+        if record.usage_source == "none":
+            record.completion_tokens = tokens

@@ -4,10 +4,7 @@ headers, an explanation and the start of the request record."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
-import threading
 import time
 import zlib
 from collections.abc import Mapping
@@ -18,6 +15,7 @@ from typing import Any
 from deployments import Endpoint, max_output_tokens
 from gateway.config import GatewayConfig
 from gateway.core.attempts import AttemptOutcome, Observer
+from gateway.core.learner import TaskLearner
 from gateway.core.profiles import profile_for, quality_for
 from gateway.core.templates import apply as apply_template
 from gateway.errors import OpenAIError
@@ -59,35 +57,6 @@ def prompt_text(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
         elif isinstance(content, list):
             parts.extend(p["text"] for p in content if isinstance(p.get("text"), str))
     return "\n".join(parts)
-
-
-class TaskLearner:
-    """Teaches the classifier from labelled requests in a thread of its own, off the request
-    path; when it falls behind, new samples are dropped rather than queued without bound."""
-
-    def __init__(self, classifier: TaskClassifier, backlog: int = 32) -> None:
-        self.classifier = classifier
-        self.learned = 0
-        self._queue: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=backlog)
-        threading.Thread(target=self._run, name="task-learner", daemon=True).start()
-
-    def offer(self, text: str, task: str) -> None:
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait((text, task))
-
-    def _run(self) -> None:
-        while True:
-            text, task = self._queue.get()
-            try:
-                self.learned += self.classifier.learn(text, task)
-            except Exception:  # a bad sample must not stop learning
-                logger.exception("learning task %r failed", task)
-            finally:
-                self._queue.task_done()
-
-    def join(self) -> None:
-        """Wait until every offered sample was learned (tests)."""
-        self._queue.join()
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +255,11 @@ class Routing:
         self.classifier = TaskClassifier(config, embed)
         self.learner = TaskLearner(self.classifier) if self.classifier.learns else None
         self.experiments = Experiments(config.experiments)
+
+    def close(self) -> None:
+        """Stop learning (blocking: run it in a thread)."""
+        if self.learner is not None:
+            self.learner.close()
 
     def _reload_quality(self, quality: QualityFile) -> None:
         """A quality file written since (`gateway eval --write-quality`) takes effect now

@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response
 
 from gateway.errors import OpenAIError, from_validation_error
+from gateway.http.context import Http
 from llmops import GROUPS, LedgerReader, RecordsUnavailable, parse_since
 
 
@@ -99,3 +101,20 @@ async def usage_totals(query: Mapping[str, str], ledger: LedgerReader | None) ->
         return _unavailable(exc)
     body = {"object": "list", "group_by": group_by, "since": since, "data": data}
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+def add_routes(app: FastAPI, http: Http) -> None:
+    @app.get("/v1/gateway/usage")
+    async def usage(request: Request) -> Response:
+        """Requests, tokens and actual cost from the ledger, grouped, since a time."""
+        await http.need_key(request, admin=True)
+        return await usage_totals(request.query_params, http.ledger)
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Response:
+        """Record an outcome against a request id (`x-request-id` of its response)."""
+        owner = None
+        if http.keys is not None:  # metered; a key scores its own requests only (admins: any)
+            caller = await http.keys.meter(request.headers)
+            owner = None if caller.admin or caller.key is None else caller.key.id
+        return await record_feedback(await http.body(request), http.ledger, owner)

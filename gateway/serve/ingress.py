@@ -96,7 +96,7 @@ class GatewayIngress:
         )
 
     async def __del__(self) -> None:
-        await self.gateway.aclose()
+        await self.gateway.aclose()  # after Serve ran the app's lifespan shutdown
 
 
 def hosted_by(name: str) -> str:

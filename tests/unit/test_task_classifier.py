@@ -91,12 +91,13 @@ async def test_the_gateway_learns_from_requests_that_state_their_task(tmp_path: 
         right += reply.headers["x-gateway-task"] == want
     assert right / len(FINAL) >= 0.95
     await gateway.aclose()
+    assert not learner._thread.is_alive()  # closing the gateway stops its learning thread
 
 
 def test_a_learner_that_falls_behind_drops_samples_and_never_blocks() -> None:
     import threading
 
-    from gateway.core.routing import TaskLearner
+    from gateway.core.learner import TaskLearner
 
     release = threading.Event()
 
@@ -111,3 +112,5 @@ def test_a_learner_that_falls_behind_drops_samples_and_never_blocks() -> None:
     release.set()
     learner.join()
     assert 4 <= learner.learned <= 5  # the one in hand and a full backlog; the rest dropped
+    learner.close()
+    assert not learner._thread.is_alive()  # the gateway's aclose stops it (Routing.close)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from gateway.config import PROJECT_ROOT, GatewayConfig
+from gateway.config import GatewayConfig
 from gateway.core.front import Native
 from gateway.core.pipeline import Gateway
 from gateway.core.replies import Reply, StreamReply, TranslatedStream
@@ -61,10 +61,10 @@ def _not_found(response_id: str, param: str | None = None) -> OpenAIError:
 class ResponsesAPI:
     """One per ingress replica. The store opens on first use."""
 
-    def __init__(self, gateway: Gateway, config: GatewayConfig) -> None:
+    def __init__(self, gateway: Gateway, config: GatewayConfig, root: Path) -> None:
         self.gateway = gateway
         settings = config.responses
-        self._path = PROJECT_ROOT / Path(settings.path or config.ledger.path)
+        self._path = root / Path(settings.path or config.ledger.path)
         self._retention_s = settings.retention_days * 86400
         self._store_by_default = settings.store_by_default
         self._store: ResponseStore | None = None

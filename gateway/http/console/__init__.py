@@ -43,55 +43,52 @@ SECURITY_HEADERS = {
 }
 
 
-def add_console_routes(
-    app: FastAPI,
-    config: GatewayConfig,
-    keys: KeyGate | None,
-    ledger: LedgerReader | None,
-    backends: Callable[[], Awaitable[list[dict[str, Any]]]],
-) -> None:
-    """`backends` gives what `GET /v1/gateway/backends` lists."""
+class Console:
+    """The console's pages and sign-in, over the ledger and the backends' view."""
 
-    async def admitted(request: Request) -> tuple[bool, str]:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        keys: KeyGate | None,
+        ledger: LedgerReader | None,
+        backends: Callable[[], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
+        self.config, self.keys, self.ledger, self.backends = config, keys, ledger, backends
+
+    async def admitted(self, request: Request) -> tuple[bool, str]:
         """Whether an admin asks, and its session's CSRF token (none for a bearer key)."""
-        if keys is None:
+        if self.keys is None:
             return True, ""
         if "authorization" in request.headers:
             try:
-                await keys.authenticate_admin(request.headers)
+                await self.keys.authenticate_admin(request.headers)
             except AccessError:
                 return False, ""
             return True, ""
-        found = await keys.sessions.find(request.cookies.get(COOKIE, ""))
+        found = await self.keys.sessions.find(request.cookies.get(COOKIE, ""))
         return (found is not None), (found[1] if found else "")
 
-    def html(body: str, status: int = 200) -> HTMLResponse:
-        return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
-
-    def prefix(request: Request) -> str:
-        return str(request.scope.get("root_path", "")).rstrip("/")
-
-    async def read(call: Callable[[], Any]) -> Any:
-        if ledger is None:
+    async def read(self, call: Callable[[], Any]) -> Any:
+        if self.ledger is None:
             return None
-        await asyncio.to_thread(ledger.flush, 1.0)
+        await asyncio.to_thread(self.ledger.flush, 1.0)
         return await asyncio.to_thread(call)
 
     def guarded(
-        render: Callable[[Request], Awaitable[str]], title: str
+        self, render: Callable[[Request], Awaitable[str]], title: str
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            ok, csrf = await admitted(request)
+            ok, csrf = await self.admitted(request)
             if not ok:
-                return html(_pages.login_page(prefix(request)), 401)
-            return html(_pages.page(title, await render(request), prefix(request), csrf))
+                return _html(_pages.login_page(_prefix(request)), 401)
+            return _html(_pages.page(title, await render(request), _prefix(request), csrf))
 
         return endpoint
 
-    async def overview(_: Request) -> str:
-        since = time.time() - 86400
-        totals = await read(lambda: ledger.totals("backend", since)) if ledger else None
-        rows = await read(lambda: ledger.rows(since)) if ledger else None
+    async def overview(self, _: Request) -> str:
+        since, ledger = time.time() - 86400, self.ledger
+        totals = await self.read(lambda: ledger.totals("backend", since)) if ledger else None
+        rows = await self.read(lambda: ledger.rows(since)) if ledger else None
         summary = {
             "requests": sum(t["requests"] for t in totals or []),
             "tokens": sum(t["prompt_tokens"] + t["completion_tokens"] for t in totals or []),
@@ -99,9 +96,10 @@ def add_console_routes(
             "errors": sum(t["errors"] for t in totals or []),
         }
         errors = [r for r in reversed(rows or []) if (r["status"] or 0) >= 400][:20]
-        return _pages.overview(await backends(), config.routes, summary, errors)
+        return _pages.overview(await self.backends(), self.config.routes, summary, errors)
 
-    async def usage(request: Request) -> str:
+    async def usage(self, request: Request) -> str:
+        ledger = self.ledger
         if ledger is None:
             return "<p class=muted>The ledger is disabled (`ledger: {enabled: false}`).</p>"
         by = request.query_params.get("by", "backend")
@@ -110,64 +108,84 @@ def add_console_routes(
         period = period if period in _pages.PERIODS else "24h"
         now = time.time()
         since = now - _pages.PERIODS[period][0]
-        totals = await read(lambda: ledger.totals(by, since))
-        rows = await read(lambda: ledger.rows(since))
+        totals = await self.read(lambda: ledger.totals(by, since))
+        rows = await self.read(lambda: ledger.rows(since))
         return _pages.usage(by, period, rows, totals, now)
 
-    async def experiments(_: Request) -> str:
-        if ledger is None:
+    async def experiments(self, _: Request) -> str:
+        if self.ledger is None:
             return "<p class=muted>The ledger is disabled (`ledger: {enabled: false}`).</p>"
         reports = [
-            await read(functools.partial(build_report, ledger, name)) for name in config.experiments
+            await self.read(functools.partial(build_report, self.ledger, name))
+            for name in self.config.experiments
         ]
         return _pages.experiments(reports)
 
-    app.add_api_route("/console", guarded(overview, "Overview"), methods=["GET"])
-    app.add_api_route("/console/usage", guarded(usage, "Usage"), methods=["GET"])
-    app.add_api_route("/console/experiments", guarded(experiments, "Experiments"), methods=["GET"])
-
-    @app.get("/console/static/console.css")
-    async def stylesheet() -> Response:
-        return Response(
-            STYLESHEET, media_type="text/css", headers={"cache-control": "max-age=3600"}
-        )
-
-    @app.post("/console/login")
-    async def login(request: Request) -> Response:
+    async def login(self, request: Request) -> Response:
         form = parse_qs((await _bounded_body(request)).decode(errors="replace"))
         key = (form.get("key") or [""])[0].strip()
-        if keys is None:
-            return RedirectResponse(f"{prefix(request)}/console", 303)
+        if self.keys is None:
+            return RedirectResponse(f"{_prefix(request)}/console", 303)
         try:
-            caller = await keys.authenticate_admin({"authorization": f"Bearer {key}"})
+            caller = await self.keys.authenticate_admin({"authorization": f"Bearer {key}"})
         except AccessError as exc:
-            return html(_pages.login_page(prefix(request), exc.message), 401)
-        token, _ = await keys.sessions.open(caller, SESSION_S)
-        response = RedirectResponse(f"{prefix(request)}/console", 303)
+            return _html(_pages.login_page(_prefix(request), exc.message), 401)
+        token, _ = await self.keys.sessions.open(caller, SESSION_S)
+        response = RedirectResponse(f"{_prefix(request)}/console", 303)
         response.set_cookie(
             COOKIE,
             token,  # a session's random token, never the key: signing out ends it everywhere
             max_age=SESSION_S,
-            path=f"{prefix(request)}/console",
+            path=f"{_prefix(request)}/console",
             httponly=True,
             samesite="strict",
             secure=not _loopback(request),
         )
         return response
 
-    @app.post("/console/logout")
-    async def logout(request: Request) -> Response:
+    async def logout(self, request: Request) -> Response:
         form = parse_qs((await _bounded_body(request)).decode(errors="replace"))
         token = request.cookies.get(COOKIE, "")
-        if keys is not None and token:
-            found = await keys.sessions.find(token)
+        if self.keys is not None and token:
+            found = await self.keys.sessions.find(token)
             sent = (form.get("csrf") or [""])[0]
             if found is not None and not secrets.compare_digest(sent, found[1]):
-                return html(_pages.login_page(prefix(request), "Sign-out refused."), 403)
-            await keys.sessions.end(token)
-        response = RedirectResponse(f"{prefix(request)}/console", 303)
-        response.delete_cookie(COOKIE, path=f"{prefix(request)}/console")
+                return _html(_pages.login_page(_prefix(request), "Sign-out refused."), 403)
+            await self.keys.sessions.end(token)
+        response = RedirectResponse(f"{_prefix(request)}/console", 303)
+        response.delete_cookie(COOKIE, path=f"{_prefix(request)}/console")
         return response
+
+
+def add_console_routes(
+    app: FastAPI,
+    config: GatewayConfig,
+    keys: KeyGate | None,
+    ledger: LedgerReader | None,
+    backends: Callable[[], Awaitable[list[dict[str, Any]]]],
+) -> None:
+    """`backends` gives what `GET /v1/gateway/backends` lists."""
+    console = Console(config, keys, ledger, backends)
+    app.add_api_route("/console", console.guarded(console.overview, "Overview"), methods=["GET"])
+    usage = console.guarded(console.usage, "Usage")
+    app.add_api_route("/console/usage", usage, methods=["GET"])
+    experiments = console.guarded(console.experiments, "Experiments")
+    app.add_api_route("/console/experiments", experiments, methods=["GET"])
+    app.add_api_route("/console/static/console.css", _stylesheet, methods=["GET"])
+    app.add_api_route("/console/login", console.login, methods=["POST"])
+    app.add_api_route("/console/logout", console.logout, methods=["POST"])
+
+
+async def _stylesheet() -> Response:
+    return Response(STYLESHEET, media_type="text/css", headers={"cache-control": "max-age=3600"})
+
+
+def _html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _prefix(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def _loopback(request: Request) -> bool:
