@@ -2,7 +2,7 @@
 per-minute, parallel and budget limits that hold across every ingress replica (leases from
 one shared state owner). No HTTP and no Ray here: `gateway` adapts both."""
 
-from access._client import MASTER, AccessClient, Caller, LocalTransport, Ticket, Transport
+from access._client import AccessClient
 from access._config import AuthConfig
 from access._errors import AccessError
 from access._leases import Account, Need
@@ -10,6 +10,7 @@ from access._quota import WINDOW_S, Grant, Limits, QuotaBook, lease_size, oversh
 from access._records import KeySpec, Principal, TeamSpec, hash_secret, model_allowed
 from access._sessions import SessionClient
 from access._state import AccessState
+from access._transport import MASTER, Caller, LocalTransport, Ticket, Transport
 
 __all__ = [
     "MASTER",

@@ -9,9 +9,7 @@ import contextlib
 import logging
 import time
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from access._config import AuthConfig
@@ -19,7 +17,7 @@ from access._errors import AccessError
 from access._leases import Account, Need
 from access._quota import Dim, Grant
 from access._records import Principal, hash_secret, model_allowed, same_secret
-from access._state import AccessState
+from access._transport import MASTER, Caller, Ticket, Transport
 
 logger = logging.getLogger("ray.serve")
 UNKNOWN_TTL_S = 1.0  # an unknown key is asked about again after this
@@ -31,53 +29,6 @@ LOOKUPS_PER_S = 20.0
 # Renewals one admission may wait through. Each one either grants something (another request
 # goes ahead) or comes back short (everyone waiting is refused), so this bound is only a guard.
 RENEW_TRIES = 1000
-
-
-class Transport(ABC):
-    """Carries one operation to the state owner; raises on any failure to reach it."""
-
-    @abstractmethod
-    async def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]: ...
-
-
-class LocalTransport(Transport):
-    """The state in this process: tests, and a single-process gateway."""
-
-    def __init__(self, state: AccessState) -> None:
-        self.state = state
-
-    async def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self.state.call(op, payload)
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who sent a request: the master key, or a key (and its team)."""
-
-    key: Principal | None = None
-    team: Principal | None = None
-
-    @property
-    def master(self) -> bool:
-        return self.key is None
-
-    @property
-    def admin(self) -> bool:
-        return self.key is None or self.key.role == "admin"
-
-
-MASTER = Caller()
-
-
-@dataclass(slots=True)
-class Ticket:
-    """One admitted request: what it reserved, from which accounts."""
-
-    accounts: tuple[Account, ...] = ()
-    need: Need = field(default_factory=Need)
-    held_usd: tuple[float, ...] = ()
-    headers: dict[str, str] = field(default_factory=dict)
-    done: bool = False
 
 
 def _denied(message: str) -> AccessError:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from access._records import hash_secret
 
 if TYPE_CHECKING:
-    from access._client import AccessClient, Caller
+    from access._client import AccessClient
+    from access._transport import Caller
 
 MAX_SESSIONS = 10_000  # the oldest goes when a new one would pass this
 
@@ -74,7 +75,7 @@ class SessionClient:
     async def find(self, token: str) -> tuple[Caller, str] | None:
         """The admin behind a session token and its CSRF token; None when it is unknown,
         ended or expired, or its key is no longer an admin's or was revoked."""
-        from access._client import MASTER, Caller
+        from access._transport import MASTER, Caller
 
         if not token:
             return None

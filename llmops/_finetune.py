@@ -97,8 +97,7 @@ def finetune(
 ) -> FinetuneResult:
     """Train, checkpointing as it goes; `progress(step, steps, loss)` after each step."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     started = time.perf_counter()
     torch.set_num_threads(config.threads)
@@ -108,22 +107,10 @@ def finetune(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [_encode(tokenizer, e, config.max_tokens) for e in load_examples(config.data)]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model: Any = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32)
-    model.to(device)
     checkpoint = config.out / CHECKPOINT
     fingerprint = config.fingerprint()
     state = _read_checkpoint(checkpoint, fingerprint)
-    if state is not None:
-        model = PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
-    else:
-        lora = LoraConfig(
-            r=config.rank,
-            lora_alpha=config.alpha,
-            lora_dropout=config.dropout,
-            target_modules=list(config.target_modules),
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+    model = _lora_model(config, checkpoint if state is not None else None, device, torch)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate
     )
@@ -159,6 +146,25 @@ def finetune(
     facts = {**asdict(config), **asdict(result), "fingerprint": fingerprint}
     (config.out / FACTS).write_text(json.dumps(facts, indent=2, default=str))
     return result
+
+
+def _lora_model(config: FinetuneConfig, resume: Path | None, device: str, torch: Any) -> Any:
+    """The base model with a new LoRA adapter, or the one checkpointed at `resume`."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model: Any = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32)
+    model.to(device)
+    if resume is not None:
+        return PeftModel.from_pretrained(model, resume, is_trainable=True)
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
 
 
 def _order(count: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:

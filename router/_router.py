@@ -18,7 +18,7 @@ from router._decision import (
     RequestSummary,
     spillover_of,
 )
-from router._estimate import estimate
+from router._estimate import Estimate, estimate
 from router._policies import Candidate, Policy, PolicyOptions, policy_class
 from router._profile import BackendProfile
 from router._stats import BackendStats, LatencySnapshot
@@ -106,20 +106,7 @@ class Router:
     ) -> Decision:
         """`decide` for a target `resolve_target` already found (`kind`: route or backend)."""
         if kind == "backend":
-            state = availability.get(name, Availability())
-            if not state.usable_as_last_resort:
-                raise NoBackendAvailable(name, {name: state.reason}, state.retry_after_s)
-            (evaluation,) = self._evaluate((name,), None, availability, request, stats or {})
-            return Decision(
-                route=None,
-                policy=None,
-                chosen=name,
-                attempts=(name,),
-                evaluations=(evaluation,),
-                task=request.task,
-                task_source=request.task_source,
-                task_similarity=request.task_similarity,
-            )
+            return self._direct(name, availability, request, stats or {})
 
         route = self._config.routes[name]
         up = Availability()
@@ -164,6 +151,29 @@ class Router:
         return replace(decision, spillover=spillover) if spillover else decision
 
     # ---- internals --------------------------------------------------------------------------
+
+    def _direct(
+        self,
+        name: str,
+        availability: Mapping[str, Availability],
+        request: RequestSummary,
+        stats: Mapping[str, LatencySnapshot],
+    ) -> Decision:
+        """A request naming a backend itself: that backend, if it can take requests at all."""
+        state = availability.get(name, Availability())
+        if not state.usable_as_last_resort:
+            raise NoBackendAvailable(name, {name: state.reason}, state.retry_after_s)
+        (evaluation,) = self._evaluate((name,), None, availability, request, stats)
+        return Decision(
+            route=None,
+            policy=None,
+            chosen=name,
+            attempts=(name,),
+            evaluations=(evaluation,),
+            task=request.task,
+            task_source=request.task_source,
+            task_similarity=request.task_similarity,
+        )
 
     def _routed(
         self,
@@ -244,7 +254,6 @@ class Router:
         task_name = request.task
         task = self._config.tasks.get(task_name)
         min_quality = task.min_quality if task is not None else 0.0
-        budget, max_cost = request.hints.latency_budget_ms, request.hints.max_cost_usd
         tokens: dict[int, int] = {}  # per counter: backends often share a tokenizer
         up = Availability()
         results = []
@@ -268,39 +277,7 @@ class Router:
                 request.output_cap,
             )
             quality = profile.quality_for(task_name)
-            reasons: list[str] = []
-            codes: list[Reason] = []
-            if not state.available:
-                codes.append(Reason.UNAVAILABLE)
-                reasons.append(f"unavailable: {state.reason or 'health check failed'}")
-            window = profile.context_window
-            if window is not None and guess.prompt_tokens + guess.output_tokens > window:
-                codes.append(Reason.CONTEXT_WINDOW)
-                reasons.append(
-                    f"context window {window} < {guess.prompt_tokens} prompt + "
-                    f"{guess.output_tokens} output tokens"
-                )
-            if request.endpoint not in profile.endpoints:
-                codes.append(Reason.ENDPOINT_NOT_SERVED)
-                reasons.append(f"does not serve {request.endpoint}")
-            elif profile.tasks is not None and task_name not in profile.tasks:
-                codes.append(Reason.TASK_NOT_SERVED)
-                reasons.append(f"does not serve task {task_name!r}")
-            if quality < min_quality:
-                codes.append(Reason.QUALITY)
-                reasons.append(
-                    f"quality {quality:.2f} < min_quality {min_quality:.2f} for task {task_name!r}"
-                )
-            if max_cost is not None and guess.cost_usd > max_cost:
-                codes.append(Reason.COST)
-                reasons.append(
-                    f"estimated cost ${guess.cost_usd:.6f} > max_cost_usd ${max_cost:.6f}"
-                )
-            if budget is not None and guess.latency_ms > budget:
-                codes.append(Reason.LATENCY_BUDGET)
-                reasons.append(
-                    f"predicted latency {guess.latency_ms:.0f} ms > budget {budget:.0f} ms"
-                )
+            codes, reasons = _objections(profile, state, guess, request, quality, min_quality)
             results.append(
                 Evaluation(
                     backend,
@@ -362,3 +339,46 @@ class Router:
 
     def _known(self) -> list[str]:
         return sorted(set(self._config.routes) | set(self._profiles))
+
+
+def _objections(
+    profile: BackendProfile,
+    state: Availability,
+    guess: Estimate,
+    request: RequestSummary,
+    quality: float,
+    min_quality: float,
+) -> tuple[list[Reason], list[str]]:
+    """Why a backend may not take a request (empty: it may), as codes and in words."""
+    task_name = request.task
+    budget, max_cost = request.hints.latency_budget_ms, request.hints.max_cost_usd
+    reasons: list[str] = []
+    codes: list[Reason] = []
+    if not state.available:
+        codes.append(Reason.UNAVAILABLE)
+        reasons.append(f"unavailable: {state.reason or 'health check failed'}")
+    window = profile.context_window
+    if window is not None and guess.prompt_tokens + guess.output_tokens > window:
+        codes.append(Reason.CONTEXT_WINDOW)
+        reasons.append(
+            f"context window {window} < {guess.prompt_tokens} prompt + "
+            f"{guess.output_tokens} output tokens"
+        )
+    if request.endpoint not in profile.endpoints:
+        codes.append(Reason.ENDPOINT_NOT_SERVED)
+        reasons.append(f"does not serve {request.endpoint}")
+    elif profile.tasks is not None and task_name not in profile.tasks:
+        codes.append(Reason.TASK_NOT_SERVED)
+        reasons.append(f"does not serve task {task_name!r}")
+    if quality < min_quality:
+        codes.append(Reason.QUALITY)
+        reasons.append(
+            f"quality {quality:.2f} < min_quality {min_quality:.2f} for task {task_name!r}"
+        )
+    if max_cost is not None and guess.cost_usd > max_cost:
+        codes.append(Reason.COST)
+        reasons.append(f"estimated cost ${guess.cost_usd:.6f} > max_cost_usd ${max_cost:.6f}")
+    if budget is not None and guess.latency_ms > budget:
+        codes.append(Reason.LATENCY_BUDGET)
+        reasons.append(f"predicted latency {guess.latency_ms:.0f} ms > budget {budget:.0f} ms")
+    return codes, reasons

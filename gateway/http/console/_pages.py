@@ -71,6 +71,23 @@ def _ms(value: Any) -> Any:
     return round(value, 1) if isinstance(value, int | float) else None
 
 
+BACKEND_COLUMNS = ["backend", "kind", "health", "circuit", "replicas", "TTFT ms", "TPOT ms",
+                   "in flight"]  # fmt: skip
+
+
+def _backend_row(b: dict[str, Any]) -> list[Any]:
+    health, latency, view = b["health"], b["latency"], b["deployment"]
+    replicas = view.get("replicas")
+    running = (replicas or {}).get("RUNNING") if replicas is not None else None
+    target = view.get("target_replicas")
+    placed = f"{running or 0} of {target}" if target is not None else view.get("status")
+    state = "up" if health["available"] else f"down: {health['reason'] or ''}"
+    sampled = latency["samples"]
+    return [b["id"], b["kind"], state, b["circuit"].get("state"), placed,
+            latency["ttft_ms"] if sampled else None, latency["tpot_ms"] if sampled else None,
+            b["in_flight"]]  # fmt: skip
+
+
 def overview(
     backends: list[dict[str, Any]],
     routes: Mapping[str, Any],
@@ -87,26 +104,7 @@ def overview(
             ("errors", "errors (24 h)"),
         )
     )
-    backend_rows = []
-    for b in backends:
-        health, latency, view = b["health"], b["latency"], b["deployment"]
-        replicas = view.get("replicas")
-        running = (replicas or {}).get("RUNNING") if replicas is not None else None
-        target = view.get("target_replicas")
-        placed = f"{running or 0} of {target}" if target is not None else view.get("status")
-        state = "up" if health["available"] else f"down: {health['reason'] or ''}"
-        backend_rows.append(
-            [
-                b["id"],
-                b["kind"],
-                state,
-                b["circuit"].get("state"),
-                placed,
-                latency["ttft_ms"] if latency["samples"] else None,
-                latency["tpot_ms"] if latency["samples"] else None,
-                b["in_flight"],
-            ]
-        )
+    backend_rows = [_backend_row(b) for b in backends]
     route_rows = [
         [name, r.policy, ", ".join(r.candidates), ", ".join(r.fallbacks)]
         for name, r in routes.items()
@@ -126,16 +124,7 @@ def overview(
         f"<section class=cards>{cards}</section>"
         "<h2>Backends</h2>"
         + table(
-            [
-                "backend",
-                "kind",
-                "health",
-                "circuit",
-                "replicas",
-                "TTFT ms",
-                "TPOT ms",
-                "in flight",
-            ],
+            BACKEND_COLUMNS,
             backend_rows,
             "backends",
         )
