@@ -73,7 +73,7 @@ test-integration: models
 
 lint: install
 	$(BIN)/ruff check --no-cache gateway router deployments llmops access tests scripts bench
-	$(BIN)/mypy  # strict on router/, llmops/ and access/
+	$(BIN)/mypy  # strict on every package
 
 bench: models
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)

@@ -6,6 +6,7 @@ from access._client import AccessClient
 from access._config import AuthConfig
 from access._errors import AccessError
 from access._leases import Account, Need
+from access._ops import Op
 from access._quota import WINDOW_S, Grant, Limits, QuotaBook, lease_size, overshoot_bound
 from access._records import KeySpec, Principal, TeamSpec, hash_secret, model_allowed
 from access._sessions import SessionClient
@@ -26,6 +27,7 @@ __all__ = [
     "Limits",
     "LocalTransport",
     "Need",
+    "Op",
     "Principal",
     "QuotaBook",
     "SessionClient",

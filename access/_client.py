@@ -15,6 +15,7 @@ from typing import Any
 from access._config import AuthConfig
 from access._errors import AccessError
 from access._leases import Account, Need
+from access._ops import Op
 from access._quota import Dim, Grant
 from access._records import Principal, hash_secret, model_allowed, same_secret
 from access._transport import MASTER, Caller, Ticket, Transport
@@ -105,7 +106,7 @@ class AccessClient:
         now = self.clock()
         if self._unknown.get(key_hash, 0.0) > now or not self._may_look_up(now):
             raise _denied("Incorrect API key provided.")
-        found = await self._call("lookup", {"key_hash": key_hash})
+        found = await self._call(Op.LOOKUP, {"key_hash": key_hash})
         if found is None:
             if len(self._unknown) >= UNKNOWN_MAX:
                 self._unknown.clear()
@@ -218,7 +219,7 @@ class AccessClient:
                 for a in accounts
             ]
             try:
-                grants = await self._call("renew", {"replica": self.replica, "items": items})
+                grants = await self._call(Op.RENEW, {"replica": self.replica, "items": items})
             except AccessError as exc:
                 if exc.status != 503 or self.config.on_state_unavailable == "fail_closed":
                     for account, item in zip(accounts, items, strict=True):
@@ -297,12 +298,12 @@ class AccessClient:
 
     # ---- the shared state ---------------------------------------------------------------
 
-    async def call(self, op: str, payload: dict[str, Any]) -> Any:
+    async def call(self, op: Op, payload: dict[str, Any]) -> Any:
         """One operation on the shared state: its result, or the AccessError it raised (503
         `access_state_unavailable` when the state cannot be reached)."""
         return await self._call(op, payload)
 
-    async def _call(self, op: str, payload: dict[str, Any]) -> Any:
+    async def _call(self, op: Op, payload: dict[str, Any]) -> Any:
         try:
             async with asyncio.timeout(self.config.state_timeout_s):
                 answer = await self.transport.call(op, payload)
@@ -319,7 +320,7 @@ class AccessClient:
             raise AccessError.from_dict(answer["error"])
         return answer["ok"]
 
-    async def admin(self, op: str, payload: dict[str, Any]) -> Any:
+    async def admin(self, op: Op, payload: dict[str, Any]) -> Any:
         """An admin operation on the state (the caller checked the credentials)."""
         result = await self._call(op, payload)
         if op in ("create", "update", "revoke"):
@@ -346,7 +347,7 @@ class AccessClient:
             "spent": spent,
         }
         try:
-            result = await self._call("sync", payload)
+            result = await self._call(Op.SYNC, payload)
         except AccessError:
             for item in returns:  # still to be reported, next time
                 account = self._accounts.setdefault(item["entity"], Account(item["entity"]))

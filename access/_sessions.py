@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from access._ops import Op
 from access._records import hash_secret
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class SessionClient:
     async def open(self, caller: Caller, ttl_s: float) -> tuple[str, str]:
         """A session for a signed-in admin: (the cookie's token, the CSRF token)."""
         principal = "master" if caller.key is None else caller.key.id
-        opened = await self.client.call("session_create", {"principal": principal, "ttl_s": ttl_s})
+        opened = await self.client.call(Op.SESSION_CREATE, {"principal": principal, "ttl_s": ttl_s})
         return str(opened["token"]), str(opened["csrf"])
 
     async def find(self, token: str) -> tuple[Caller, str] | None:
@@ -79,7 +80,7 @@ class SessionClient:
 
         if not token:
             return None
-        found = await self.client.call("session_check", {"token_hash": hash_secret(token)})
+        found = await self.client.call(Op.SESSION_CHECK, {"token_hash": hash_secret(token)})
         if found is None:
             return None
         if found["principal"] == "master":
@@ -91,4 +92,4 @@ class SessionClient:
         return Caller(key, team), str(found["csrf"])
 
     async def end(self, token: str) -> None:
-        await self.client.call("session_end", {"token_hash": hash_secret(token)})
+        await self.client.call(Op.SESSION_END, {"token_hash": hash_secret(token)})

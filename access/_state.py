@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from access._errors import AccessError
+from access._ops import Op
 from access._quota import Dim, Limits, QuotaBook, period_id
 from access._records import (
     KEY_ID_PREFIX,
@@ -83,16 +84,32 @@ class AccessState:
         self.quota = QuotaBook(
             lease_fraction, lease_ttl_s, self.store.spent, self.store.add_spend, clock
         )
+        self._ops = self._handlers()
 
-    def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def call(self, op: Op, payload: dict[str, Any]) -> dict[str, Any]:
         """Run one operation; `{"ok": result}` or `{"error": AccessError fields}`."""
-        handler = getattr(self, f"op_{op}", None)
+        handler = self._ops.get(op)
         if handler is None:
-            return {"error": AccessError(400, "unknown_operation", op).to_dict()}
+            return {"error": AccessError(400, "unknown_operation", str(op)).to_dict()}
         try:
             return {"ok": handler(**payload)}
         except AccessError as exc:
             return {"error": exc.to_dict()}
+
+    def _handlers(self) -> dict[Op, Callable[..., Any]]:
+        return {
+            Op.LOOKUP: self.op_lookup,
+            Op.SYNC: self.op_sync,
+            Op.RENEW: self.op_renew,
+            Op.CREATE: self.op_create,
+            Op.LIST: self.op_list,
+            Op.GET: self.op_get,
+            Op.UPDATE: self.op_update,
+            Op.REVOKE: self.op_revoke,
+            Op.SESSION_CREATE: self.op_session_create,
+            Op.SESSION_CHECK: self.op_session_check,
+            Op.SESSION_END: self.op_session_end,
+        }
 
     # ---- what replicas call -----------------------------------------------------------
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from access._leases import Account, Need
+from access._ops import Op
 from access._records import Principal
 from access._state import AccessState
 
@@ -15,7 +16,7 @@ class Transport(ABC):
     """Carries one operation to the state owner; raises on any failure to reach it."""
 
     @abstractmethod
-    async def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]: ...
+    async def call(self, op: Op, payload: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class LocalTransport(Transport):
@@ -24,7 +25,7 @@ class LocalTransport(Transport):
     def __init__(self, state: AccessState) -> None:
         self.state = state
 
-    async def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def call(self, op: Op, payload: dict[str, Any]) -> dict[str, Any]:
         return self.state.call(op, payload)
 
 

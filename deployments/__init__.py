@@ -3,6 +3,7 @@
 from deployments._anthropic import AnthropicBackend
 from deployments._anthropic_translate import FINISH_REASONS, chat_usage
 from deployments._base import (
+    ADAPTER_SEPARATOR,
     ENDPOINTS,
     Backend,
     BackendError,
@@ -11,8 +12,10 @@ from deployments._base import (
     Endpoint,
     Health,
     Recovery,
+    adapter_backend,
     client_error,
     deployment_name,
+    hosted_by,
     max_output_tokens,
     parse_retry_after,
 )
@@ -37,6 +40,7 @@ from deployments._fake import FakeBackend
 from deployments._openai import OpenAICompatibleBackend
 
 __all__ = [
+    "ADAPTER_SEPARATOR",
     "ENDPOINTS",
     "FINISH_REASONS",
     "AdapterConfig",
@@ -64,9 +68,11 @@ __all__ = [
     "TimeoutConfig",
     "VLLMBackendConfig",
     "WarmupConfig",
+    "adapter_backend",
     "chat_usage",
     "client_error",
     "deployment_name",
+    "hosted_by",
     "max_output_tokens",
     "parse_retry_after",
 ]

@@ -18,10 +18,24 @@ ENDPOINTS: tuple[Endpoint, ...] = ("chat/completions", "completions", "embedding
 GENERATION: tuple[Endpoint, ...] = ("chat/completions", "completions")
 
 
+# A LoRA adapter of a vLLM backend is a backend of its own, named `<backend>:<adapter>`.
+ADAPTER_SEPARATOR = ":"
+
+
+def adapter_backend(base: str, adapter: str) -> str:
+    """The backend name of `base`'s adapter `adapter`."""
+    return f"{base}{ADAPTER_SEPARATOR}{adapter}"
+
+
+def hosted_by(backend: str) -> str:
+    """The backend whose replicas serve `backend`: itself, or an adapter's base."""
+    return backend.partition(ADAPTER_SEPARATOR)[0]
+
+
 def deployment_name(backend: str) -> str:
     """The Serve deployment that hosts a backend (vLLM replicas or a proxy); an adapter's
-    candidate, `<backend>:<adapter>`, is hosted by its backend's."""
-    return f"backend-{backend.partition(':')[0]}"
+    candidate is hosted by its backend's."""
+    return f"backend-{hosted_by(backend)}"
 
 
 def max_output_tokens(body: Mapping[str, Any]) -> int | None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from deployments._base import adapter_backend
 from deployments._config_base import _BackendBase
 from deployments._options import (
     AutoscalingOptions,
@@ -173,7 +174,7 @@ class VLLMBackendConfig(_BackendBase):
                 value = getattr(config, field_name)
                 if value:
                     update[field_name] = value
-            candidates[f"{name}:{adapter}"] = self.model_copy(update=update)
+            candidates[adapter_backend(name, adapter)] = self.model_copy(update=update)
         return candidates
 
     def lora_engine_kwargs(self, project_root: Path) -> dict[str, Any]:

@@ -13,7 +13,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from access import AuthConfig
-from deployments import BackendConfig, DeploymentOptions, VLLMBackendConfig
+from deployments import (
+    ADAPTER_SEPARATOR,
+    BackendConfig,
+    DeploymentOptions,
+    VLLMBackendConfig,
+    adapter_backend,
+)
 from gateway.core.templates import PromptTemplate, resolve
 from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig, ResponsesConfig
 from router import RoutingConfig
@@ -100,10 +106,11 @@ class GatewayConfig(RoutingConfig):
             for name, backend in self.backends.items()
             if getattr(backend, "adapter_of", None) is None
         }
-        colons = [name for name in declared if ":" in name]
+        colons = [name for name in declared if ADAPTER_SEPARATOR in name]
         if colons:
             raise ValueError(
-                f"backends: {', '.join(colons)}: `:` is kept for adapters (`<backend>:<adapter>`)"
+                f"backends: {', '.join(colons)}: `{ADAPTER_SEPARATOR}` is kept for adapters "
+                f"(`{adapter_backend('<backend>', '<adapter>')}`)"
             )
         backends: dict[str, BackendConfig] = {}
         for name, backend in declared.items():

@@ -63,6 +63,31 @@ class OpenAIError(Exception):
         )
 
 
+def json_object(raw: bytes | dict[str, Any]) -> dict[str, Any]:
+    """The one reader of a JSON request body: a JSON object, or the one error for each way it
+    is not (a dict a front already made passes as it is)."""
+    try:
+        data = raw if isinstance(raw, dict) else orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise OpenAIError(
+            400,
+            "We could not parse the JSON body of your request. The body must be valid JSON.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(data, dict):
+        raise OpenAIError(400, "The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+def model_not_found(model: str) -> OpenAIError:
+    return OpenAIError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
 _TYPE_NAMES = {
     "int": "an integer",
     "float": "a number",
@@ -143,12 +168,7 @@ def from_exception(exc: Exception) -> OpenAIError:
                 param="model",
                 code="missing_required_parameter",
             )
-        return OpenAIError(
-            404,
-            f"The model `{exc.model}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+        return model_not_found(exc.model)
     if isinstance(exc, NoBackendAvailable):
         return OpenAIError(
             503,

@@ -38,6 +38,7 @@ from llmops._request_log import RequestLog, log_entry
 from llmops._responses import ResponseStore
 from llmops._shared import (
     LocalRecordsTransport,
+    RecordsOp,
     RecordsOwner,
     RecordsTransport,
     RecordsUnavailable,
@@ -66,6 +67,7 @@ __all__ = [
     "LocalRecordsTransport",
     "Price",
     "QualityFile",
+    "RecordsOp",
     "RecordsOwner",
     "RecordsTransport",
     "RecordsUnavailable",

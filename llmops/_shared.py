@@ -16,6 +16,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,23 @@ class RecordsUnavailable(Exception):
     """The records owner could not be reached (reads only: writes are spooled instead)."""
 
 
+class RecordsOp(StrEnum):
+    """The operations the records owner answers."""
+
+    APPEND = "append"
+    TOTALS = "totals"
+    ROWS = "rows"
+    ADD_FEEDBACK = "add_feedback"
+    FEEDBACK = "feedback"
+    FEEDBACK_SCORES = "feedback_scores"
+
+
 class RecordsTransport(ABC):
     """Carries one operation to the records owner and returns its answer; blocking (callers
     run it in a thread). Raises on any failure to reach the owner."""
 
     @abstractmethod
-    def call(self, op: str, payload: dict[str, Any]) -> Any: ...
+    def call(self, op: RecordsOp, payload: dict[str, Any]) -> Any: ...
 
 
 class RecordsOwner:
@@ -54,24 +66,25 @@ class RecordsOwner:
         self.ledger = ledger
         self.request_log = request_log
 
-    def call(self, op: str, payload: dict[str, Any]) -> Any:
-        if op == "append":
+    def call(self, op: RecordsOp, payload: dict[str, Any]) -> Any:
+        if op == RecordsOp.APPEND:
             return self._append(payload["records"])
         ledger = self.ledger
         if ledger is None:
             raise RecordsUnavailable("the cost ledger is disabled")
         since = payload.get("since")
-        if op == "totals":
-            return ledger.totals(payload["group_by"], since)
-        if op == "rows":
-            return ledger.rows(since)
-        if op == "add_feedback":
-            args = (payload["score"], payload.get("label"), payload.get("comment"))
-            return ledger.add_feedback(payload["request_id"], *args, payload.get("key_id"))
-        if op == "feedback":
-            return ledger.feedback(payload["request_id"])
-        if op == "feedback_scores":
-            return ledger.feedback_scores()
+        match op:
+            case RecordsOp.TOTALS:
+                return ledger.totals(payload["group_by"], since)
+            case RecordsOp.ROWS:
+                return ledger.rows(since)
+            case RecordsOp.ADD_FEEDBACK:
+                args = (payload["score"], payload.get("label"), payload.get("comment"))
+                return ledger.add_feedback(payload["request_id"], *args, payload.get("key_id"))
+            case RecordsOp.FEEDBACK:
+                return ledger.feedback(payload["request_id"])
+            case RecordsOp.FEEDBACK_SCORES:
+                return ledger.feedback_scores()
         raise ValueError(f"unknown records operation {op!r}")
 
     def _append(self, records: list[Shipped]) -> int:
@@ -95,7 +108,7 @@ class LocalRecordsTransport(RecordsTransport):
     def __init__(self, owner: RecordsOwner) -> None:
         self.owner = owner
 
-    def call(self, op: str, payload: dict[str, Any]) -> Any:
+    def call(self, op: RecordsOp, payload: dict[str, Any]) -> Any:
         return self.owner.call(op, payload)
 
 
@@ -213,7 +226,7 @@ class SharedRecords:
         self._writer.add((row, line))
 
     def _send(self, records: list[Shipped]) -> None:
-        self._transport.call("append", {"records": records})
+        self._transport.call(RecordsOp.APPEND, {"records": records})
 
     def _ship(self, batch: list[Shipped]) -> None:
         batch = [item for item in batch if item != (None, None)]
@@ -245,7 +258,7 @@ class SharedRecords:
         self._writer.close()
         self._spool.close()
 
-    def _read(self, op: str, **payload: Any) -> Any:
+    def _read(self, op: RecordsOp, **payload: Any) -> Any:
         try:
             return self._transport.call(op, payload)
         except RecordsUnavailable:
@@ -254,11 +267,11 @@ class SharedRecords:
             raise RecordsUnavailable(f"records owner unreachable ({type(exc).__name__})") from exc
 
     def totals(self, group_by: str, since: float | None = None) -> list[dict[str, Any]]:
-        answer: list[dict[str, Any]] = self._read("totals", group_by=group_by, since=since)
+        answer: list[dict[str, Any]] = self._read(RecordsOp.TOTALS, group_by=group_by, since=since)
         return answer
 
     def rows(self, since: float | None = None) -> list[dict[str, Any]]:
-        answer: list[dict[str, Any]] = self._read("rows", since=since)
+        answer: list[dict[str, Any]] = self._read(RecordsOp.ROWS, since=since)
         return answer
 
     def add_feedback(
@@ -271,7 +284,7 @@ class SharedRecords:
     ) -> bool:
         self.flush(2.0)  # the request may have finished here a moment ago
         found = self._read(
-            "add_feedback",
+            RecordsOp.ADD_FEEDBACK,
             request_id=request_id,
             score=score,
             label=label,
@@ -281,9 +294,9 @@ class SharedRecords:
         return bool(found)
 
     def feedback(self, request_id: str) -> list[dict[str, Any]]:
-        answer: list[dict[str, Any]] = self._read("feedback", request_id=request_id)
+        answer: list[dict[str, Any]] = self._read(RecordsOp.FEEDBACK, request_id=request_id)
         return answer
 
     def feedback_scores(self) -> dict[str, float]:
-        answer: dict[str, float] = self._read("feedback_scores")
+        answer: dict[str, float] = self._read(RecordsOp.FEEDBACK_SCORES)
         return answer

@@ -11,6 +11,7 @@ from router._decision import (
     Reason,
     RequestSummary,
     RoutingError,
+    Target,
 )
 from router._embedding import MiniLMEmbedder
 from router._estimate import Estimate
@@ -76,6 +77,7 @@ __all__ = [
     "RoutingConfig",
     "RoutingError",
     "RoutingHints",
+    "Target",
     "TaskClassifier",
     "TaskConfig",
     "TaskDecision",

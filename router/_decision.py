@@ -70,6 +70,13 @@ class Availability:
         return self.available or not self.definite
 
 
+class Target(StrEnum):
+    """What a request's `model` names."""
+
+    ROUTE = "route"
+    BACKEND = "backend"
+
+
 class Reason(StrEnum):
     """Why a candidate is not eligible: what code branches on (the text is for people)."""
 

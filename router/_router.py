@@ -16,6 +16,7 @@ from router._decision import (
     NoBackendAvailable,
     Reason,
     RequestSummary,
+    Target,
     spillover_of,
 )
 from router._estimate import Estimate, estimate
@@ -67,18 +68,18 @@ class Router:
         """`text`'s length by each backend's token counter (also loads lazy tokenizers)."""
         return {name: profile.count_tokens(text) for name, profile in self._profiles.items()}
 
-    def resolve_target(self, model: str | None) -> tuple[str, str]:
-        """('route' | 'backend', name) for a request's `model`, or raise ModelNotFound."""
+    def resolve_target(self, model: str | None) -> tuple[Target, str]:
+        """(what it names, name) for a request's `model`, or raise ModelNotFound."""
         if model is None or model == "":
             if self._config.default_route is None:
                 raise ModelNotFound(None, self._known())
-            return "route", self._config.default_route
+            return Target.ROUTE, self._config.default_route
         if model in self._config.routes:
-            return "route", model
+            return Target.ROUTE, model
         if model in self._profiles:
-            return "backend", model
+            return Target.BACKEND, model
         if model in self._aliases:
-            return "backend", self._aliases[model]
+            return Target.BACKEND, self._aliases[model]
         raise ModelNotFound(model, self._known())
 
     def decide(
@@ -97,7 +98,7 @@ class Router:
 
     def decide_target(
         self,
-        kind: str,
+        kind: Target,
         name: str,
         availability: Mapping[str, Availability],
         request: RequestSummary = NO_REQUEST,
@@ -105,7 +106,7 @@ class Router:
         pinned: str | None = None,
     ) -> Decision:
         """`decide` for a target `resolve_target` already found (`kind`: route or backend)."""
-        if kind == "backend":
+        if kind == Target.BACKEND:
             return self._direct(name, availability, request, stats or {})
 
         route = self._config.routes[name]

@@ -48,7 +48,8 @@ class AttemptOutcome:
 
 
 class Observer:
-    """Subscriber to the feedback channel; override what you need. Calls must not block."""
+    """Subscriber to the feedback channel; override what you need. Calls must not block,
+    but `close`, called once when the gateway closes, in a thread of its own."""
 
     def attempt_started(self, backend: str) -> None:
         """A call to `backend` begins."""
@@ -58,6 +59,9 @@ class Observer:
 
     def request_finished(self, record: RequestRecord) -> None:
         """A request is over: answered, failed, or abandoned by its client."""
+
+    def close(self) -> None:
+        """Nothing more comes: write what is queued (blocking)."""
 
 
 class Attempt:
@@ -81,7 +85,7 @@ class Attempt:
         if self._record is not None:
             self._record.attempts.append(self.outcome.backend)
             self._record.backend = self.outcome.backend
-        self._feedback.emit("attempt_started", self.outcome.backend)
+        self._feedback.attempt_started(self.outcome.backend)
         return self
 
     def first_byte(self) -> None:
@@ -109,7 +113,7 @@ class Attempt:
             if not isinstance(exc, asyncio.CancelledError | GeneratorExit):
                 logger.error("attempt on %s ended by %r", outcome.backend, exc)
         outcome.ended = self._feedback.clock()
-        self._feedback.emit("attempt_ended", outcome)
+        self._feedback.attempt_ended(outcome)
 
 
 class Feedback:
@@ -127,12 +131,18 @@ class Feedback:
     ) -> Attempt:
         return Attempt(self, backend, streamed, record)
 
-    def request_finished(self, record: RequestRecord) -> None:
-        self.emit("request_finished", record)
+    def attempt_started(self, backend: str) -> None:
+        self._each(lambda observer: observer.attempt_started(backend))
 
-    def emit(self, event: str, payload: object) -> None:
+    def attempt_ended(self, outcome: AttemptOutcome) -> None:
+        self._each(lambda observer: observer.attempt_ended(outcome))
+
+    def request_finished(self, record: RequestRecord) -> None:
+        self._each(lambda observer: observer.request_finished(record))
+
+    def _each(self, call: Callable[[Observer], None]) -> None:
         for observer in self.observers:
             try:
-                getattr(observer, event)(payload)
+                call(observer)
             except Exception:
-                logger.exception("%s.%s failed", type(observer).__name__, event)
+                logger.exception("%s failed on the feedback channel", type(observer).__name__)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -29,10 +30,11 @@ from gateway.core.replies import Reply, StreamReply
 from gateway.core.resilience import Limits, Resilience, timeout_error
 from gateway.core.routing import Routed, Routing
 from gateway.core.shadow import run_shadow, shadow_record
+from gateway.core.status import BackendView, placement
 from gateway.core.warmup import warm_up
 from gateway.errors import OpenAIError, from_exception
 from llmops import RequestRecord, key_id, response_text
-from router import RouteConfig, RoutingError
+from router import Availability, RouteConfig, RoutingError
 
 logger = logging.getLogger("ray.serve")
 SHADOW_DRAIN_S = 10.0
@@ -95,6 +97,17 @@ class Gateway:
             endpoint, body, headers, availability, request_id, output_cap
         )
 
+    async def metered_route(
+        self, raw_body: bytes | dict[str, Any], headers: Mapping[str, str], request_id: str
+    ) -> Routed:
+        """Route a chat body for a caller that asks without being served (explain, counting
+        tokens): metered by its key's rate limits, allowed the model it names, or refused."""
+        caller = await self.keys.meter(headers) if self.keys is not None else None
+        routed = await self.route("chat/completions", raw_body, headers, request_id)
+        if self.keys is not None and caller is not None:
+            self.keys.client.check_model(caller, routed.prepared.target)
+        return routed
+
     def _ask_for_capacity(self, routed: Routed) -> None:
         """A cold backend that is chosen, or passed over for now, is asked to start."""
         if self.capacity is None:
@@ -107,11 +120,7 @@ class Gateway:
     async def explain(self, raw_body: bytes, headers: Mapping[str, str], request_id: str) -> Reply:
         """The routing decision for a chat completion body, without calling any backend."""
         try:
-            if self.keys is not None:
-                caller = await self.keys.meter(headers)
-            routed = await self.route("chat/completions", raw_body, headers, request_id)
-            if self.keys is not None:
-                self.keys.client.check_model(caller, routed.prepared.target)
+            routed = await self.metered_route(raw_body, headers, request_id)
         except Exception as exc:
             return Reply.error(from_exception(exc))
         explanation = routed.explain()
@@ -309,6 +318,30 @@ class Gateway:
         self._shadows.add(task)  # keep a reference until it is done
         task.add_done_callback(self._shadows.discard)
 
+    # ---- views: what the HTTP layer shows of this gateway --------------------------------
+
+    def availability(self) -> Mapping[str, Availability]:
+        return self.health.availability
+
+    async def fresh_availability(self, max_age_s: float = 1.0) -> Mapping[str, Availability]:
+        """Availability at most `max_age_s` old (probing the backends again if older)."""
+        if time.monotonic() - self.health.checked_at > max_age_s:
+            await self.health.refresh()
+        return self.health.availability
+
+    def backend_views(self) -> dict[str, BackendView]:
+        snapshots = self.routing.live.snapshots()
+        return {
+            name: BackendView(
+                self.health.availability[name],
+                snapshots[name],
+                self.resilience.describe(name),
+                placement(backend),
+                self.capacity.describe(name) if self.capacity is not None else None,
+            )
+            for name, backend in self.backends.items()
+        }
+
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -349,11 +382,9 @@ class Gateway:
             except Exception:
                 logger.exception("closing a backend failed")
         for observer in self.feedback.observers:
-            close = getattr(observer, "close", None)
-            if close is not None:
-                # In a thread: closing writes what is queued, which may need this loop (a
-                # cluster's records owner is called through a handle that runs here).
-                await asyncio.to_thread(close)
+            # In a thread: closing writes what is queued, which may need this loop (a
+            # cluster's records owner is called through a handle that runs here).
+            await asyncio.to_thread(observer.close)
         if self.keys is not None:
             await self.keys.aclose()  # leases go back with what they used
         await asyncio.to_thread(self.routing.close)

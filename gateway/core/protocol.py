@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -21,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.errors import OpenAIError, from_validation_error
+from gateway.errors import OpenAIError, from_validation_error, json_object
 
 Temperature = Annotated[float, Field(ge=0, le=2, strict=True)]
 Penalty = Annotated[float, Field(ge=-2, le=2, strict=True)]
@@ -202,16 +201,7 @@ def _check_contents(messages: list[dict[str, Any]]) -> None:
 
 def parse_body(raw: bytes | dict[str, Any], endpoint: str) -> dict[str, Any]:
     """The client's JSON object, checked against OpenAI's shapes; it is passed on as it is."""
-    try:
-        data = raw if isinstance(raw, dict) else orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise OpenAIError(
-            400,
-            "We could not parse the JSON body of your request. The body must be valid JSON.",
-            code="invalid_json",
-        ) from None
-    if not isinstance(data, dict):
-        raise OpenAIError(400, "The request body must be a JSON object.", code="invalid_json")
+    data = json_object(raw)
     try:
         REQUEST_MODELS[endpoint].model_validate(data)
     except ValidationError as exc:

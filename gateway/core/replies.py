@@ -19,10 +19,12 @@ class Reply:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     native: bool = False  # the body is in the client's own API: a backend spoke it natively
+    failure: OpenAIError | None = None  # the error an error reply says, for other fronts
 
     @classmethod
     def error(cls, error: OpenAIError, headers: Mapping[str, str] | None = None) -> Reply:
-        return cls(error.status, orjson.dumps(error.body()), {**error.headers, **(headers or {})})
+        merged = {**error.headers, **(headers or {})}
+        return cls(error.status, orjson.dumps(error.body()), merged, failure=error)
 
 
 class StreamReply:

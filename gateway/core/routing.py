@@ -30,6 +30,7 @@ from router import (
     RequestSummary,
     Router,
     RoutingHints,
+    Target,
     TaskClassifier,
     parse_hints,
 )
@@ -66,7 +67,7 @@ class Prepared:
     endpoint: Endpoint
     body: dict[str, Any]
     hints: RoutingHints
-    kind: str  # "route" or "backend": what `model` names
+    kind: Target  # what `model` names
     target: str
     template: str | None  # `name@version` applied
     assignment: Assignment | None  # experiment arm, on a route with an experiment
@@ -300,13 +301,13 @@ class Routing:
             )
         kind, target = self.router.resolve_target(body.get("model"))
         assignment = None
-        if kind == "route":
+        if kind == Target.ROUTE:
             assignment = self.experiments.assign(target, body, headers, request_id)
         # An arm's template is its treatment; else the request's, else the route's.
         template_ref = (
             (assignment.template if assignment else None)
             or hints.template
-            or (self.config.routes[target].template if kind == "route" else None)
+            or (self.config.routes[target].template if kind == Target.ROUTE else None)
         )
         applied = None
         if template_ref is not None:
@@ -324,7 +325,7 @@ class Routing:
     ) -> Routed:
         text = prompt_text(prepared.endpoint, prepared.body)
         hints = prepared.hints
-        if prepared.kind == "backend" or prepared.endpoint == "embeddings":
+        if prepared.kind == Target.BACKEND or prepared.endpoint == "embeddings":
             # Not routed by task (a backend named directly, or texts to embed): skip the
             # classifier's milliseconds.
             task = self.classifier.classify("", hints.task)

@@ -4,10 +4,22 @@ from `gateway.serve.status`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from deployments import Backend, BackendConfig, BoundedBackend
 from router import Availability, LatencySnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class BackendView:
+    """What this replica knows of one backend right now."""
+
+    health: Availability
+    stats: LatencySnapshot
+    circuit: dict[str, Any]
+    placement: dict[str, Any]  # where it runs, when it has no deployment of its own
+    cold_start: dict[str, Any] | None  # scaling from zero, for backends that do
 
 
 def placement(backend: Backend) -> dict[str, Any]:

@@ -10,8 +10,9 @@ import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from access import Op
 from gateway.core.keys import KeyGate
-from gateway.errors import OpenAIError
+from gateway.errors import OpenAIError, json_object
 
 JSON = "application/json"
 KINDS = {"keys": "key", "teams": "team"}
@@ -29,13 +30,7 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _body(raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError:
-        raise OpenAIError(400, "The body must be valid JSON.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise OpenAIError(400, "The body must be a JSON object.", code="invalid_type")
-    return data
+    return json_object(raw or b"{}")
 
 
 def add_admin_routes(app: FastAPI, keys: KeyGate | None, read_body: Any) -> None:
@@ -63,7 +58,7 @@ def _mount(app: FastAPI, path: str, kind: str, admin: Any, master: Any, read_bod
         gate = await admin(request)
         spec = _body(await read_body(request))
         payload = {"kind": kind, "spec": spec, "master": await master(request, gate)}
-        created = await gate.client.admin("create", payload)
+        created = await gate.client.admin(Op.CREATE, payload)
         answer = _public(created["record"])
         if "key" in created:
             answer["key"] = created["key"]  # the only time the secret is shown
@@ -71,22 +66,22 @@ def _mount(app: FastAPI, path: str, kind: str, admin: Any, master: Any, read_bod
 
     async def listing(request: Request) -> Response:
         gate = await admin(request)
-        records = await gate.client.admin("list", {"kind": kind})
+        records = await gate.client.admin(Op.LIST, {"kind": kind})
         return _json({"object": "list", "data": [_public(r) for r in records]})
 
     async def retrieve(id: str, request: Request) -> Response:
         gate = await admin(request)
-        return _json(_public(await gate.client.admin("get", {"kind": kind, "id": id})))
+        return _json(_public(await gate.client.admin(Op.GET, {"kind": kind, "id": id})))
 
     async def update(id: str, request: Request) -> Response:
         gate = await admin(request)
         patch = _body(await read_body(request))
         payload = {"kind": kind, "id": id, "patch": patch, "master": await master(request, gate)}
-        return _json(_public(await gate.client.admin("update", payload)))
+        return _json(_public(await gate.client.admin(Op.UPDATE, payload)))
 
     async def revoke(id: str, request: Request) -> Response:
         gate = await admin(request)
-        return _json(await gate.client.admin("revoke", {"kind": kind, "id": id}))
+        return _json(await gate.client.admin(Op.REVOKE, {"kind": kind, "id": id}))
 
     app.add_api_route(path, create, methods=["POST"])
     app.add_api_route(path, listing, methods=["GET"])

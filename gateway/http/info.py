@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from gateway.errors import OpenAIError
+from gateway.errors import model_not_found
 from gateway.http.context import Http, json_response
 from gateway.http.views import health_report, model_cards
 
@@ -25,12 +25,7 @@ def add_routes(app: FastAPI, http: Http) -> None:
         for card in model_cards(config, gateway):
             if card["id"] == model_id and allowed(model_id):
                 return json_response(card)
-        return OpenAIError(
-            404,
-            f"The model `{model_id}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        ).response()
+        return model_not_found(model_id).response()
 
     @app.get("/health")
     async def health(request: Request) -> Response:

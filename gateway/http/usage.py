@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response
 
-from gateway.errors import OpenAIError, from_validation_error
+from gateway.errors import OpenAIError, from_validation_error, json_object
 from gateway.http.context import Http
 from llmops import GROUPS, LedgerReader, RecordsUnavailable, parse_since
 
@@ -46,9 +46,9 @@ async def record_feedback(
     if ledger is None:
         return OpenAIError(404, "The cost ledger is disabled.", code="ledger_disabled").response()
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return OpenAIError(400, "The body must be valid JSON.", code="invalid_json").response()
+        data = json_object(raw)
+    except OpenAIError as exc:
+        return exc.response()
     try:
         feedback = FeedbackRequest.model_validate(data)
     except ValidationError as exc:

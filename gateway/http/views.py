@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.core.pipeline import Gateway
-from gateway.core.status import backend_state, placement
+from gateway.core.status import backend_state
 
 ReplicaStates = Callable[[list[str]], dict[str, Any]]
 
 
 def model_cards(config: GatewayConfig, gateway: Gateway) -> list[dict[str, Any]]:
-    availability = gateway.health.availability
+    availability = gateway.availability()
     cards = [
         {
             "id": name,
@@ -44,18 +43,16 @@ def model_cards(config: GatewayConfig, gateway: Gateway) -> list[dict[str, Any]]
 
 
 async def health_report(config: GatewayConfig, gateway: Gateway) -> tuple[int, dict[str, Any]]:
-    monitor = gateway.health
-    if time.monotonic() - monitor.checked_at > 1.0:
-        await monitor.refresh()
+    availability = await gateway.fresh_availability()
     backends = {
         name: {
             "available": state.available,
             "reason": state.reason or None,
             "kind": config.backends[name].kind,
         }
-        for name, state in monitor.availability.items()
+        for name, state in availability.items()
     }
-    up = sum(state.available for state in monitor.availability.values())
+    up = sum(state.available for state in availability.values())
     status = "ok" if up == len(backends) else "degraded" if up else "unavailable"
     report: dict[str, Any] = {"status": status, "backends": backends}
     if gateway.warming:  # not ready: the first requests would run cold
@@ -70,22 +67,14 @@ def backend_states(
     replicas: Mapping[str, Any],
     facts: Mapping[str, Mapping[str, str]],
 ) -> list[dict[str, Any]]:
-    snapshots = gateway.routing.live.snapshots()
-    states = [
-        backend_state(
-            name,
-            backend,
-            gateway.health.availability[name],
-            snapshots[name],
-            gateway.resilience.describe(name),
-            replicas.get(name) or placement(gateway.backends[name]),
-            facts.get(name, {}),
-        )
-        for name, backend in config.backends.items()
-    ]
-    if gateway.capacity is not None:
-        for state in states:
-            scaling = gateway.capacity.describe(state["id"])
-            if scaling is not None:
-                state["cold_start"] = scaling
+    views = gateway.backend_views()
+    states = []
+    for name, backend in config.backends.items():
+        view = views[name]
+        deployment = replicas.get(name) or view.placement
+        state = backend_state(name, backend, view.health, view.stats, view.circuit, deployment,
+                              facts.get(name, {}))  # fmt: skip
+        if view.cold_start is not None:
+            state["cold_start"] = view.cold_start
+        states.append(state)
     return states

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from ray import serve
 
+from deployments import hosted_by
 from deployments.serving import connect_backend, plan_backend
 from gateway.config import PROJECT_ROOT, ConfigError, GatewayConfig
 from gateway.core.build import build_gateway
@@ -97,11 +98,6 @@ class GatewayIngress:
 
     async def __del__(self) -> None:
         await self.gateway.aclose()  # after Serve ran the app's lifespan shutdown
-
-
-def hosted_by(name: str) -> str:
-    """The configured backend whose replicas serve `name` (itself, or an adapter's base)."""
-    return name.partition(":")[0]
 
 
 def check_adapters(config: GatewayConfig) -> None:

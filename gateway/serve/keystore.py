@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
-from access import AccessClient, AccessState, AuthConfig, Transport
+from access import AccessClient, AccessState, AuthConfig, Op, Transport
 from gateway.config import PROJECT_ROOT, ConfigError
 from gateway.core.keys import KeyGate
 
@@ -34,7 +34,7 @@ class AccessStateDeployment:
             budgeted_max_parallel=config.budgeted_max_parallel,
         )
 
-    def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def call(self, op: Op, payload: dict[str, Any]) -> dict[str, Any]:
         return self.state.call(op, payload)
 
     def __del__(self) -> None:
@@ -45,7 +45,7 @@ class HandleTransport(Transport):
     def __init__(self, handle: DeploymentHandle[Any]) -> None:
         self.handle = handle
 
-    async def call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def call(self, op: Op, payload: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = await self.handle.call.remote(op, payload)
         return answer
 

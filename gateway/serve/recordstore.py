@@ -14,6 +14,7 @@ from gateway.config import PROJECT_ROOT, GatewayConfig
 from llmops import (
     Ledger,
     LedgerConfig,
+    RecordsOp,
     RecordsOwner,
     RecordsTransport,
     RequestLog,
@@ -49,7 +50,7 @@ class RecordsDeployment:
             else None,
         )
 
-    def call(self, op: str, payload: dict[str, Any]) -> Any:
+    def call(self, op: RecordsOp, payload: dict[str, Any]) -> Any:
         return self.owner.call(op, payload)
 
     def __del__(self) -> None:
@@ -67,10 +68,10 @@ class HandleRecordsTransport(RecordsTransport):
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
 
-    async def _call(self, op: str, payload: dict[str, Any]) -> Any:
+    async def _call(self, op: RecordsOp, payload: dict[str, Any]) -> Any:
         return await self.handle.call.remote(op, payload)
 
-    def call(self, op: str, payload: dict[str, Any]) -> Any:
+    def call(self, op: RecordsOp, payload: dict[str, Any]) -> Any:
         if threading.get_ident() == self.loop_thread:
             raise RuntimeError("records calls block: make them from a thread, not the loop")
         future = asyncio.run_coroutine_threadsafe(self._call(op, payload), self.loop)

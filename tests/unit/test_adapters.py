@@ -12,7 +12,8 @@ import pytest
 
 from deployments import VLLMBackendConfig, deployment_name
 from gateway.config import ConfigError, GatewayConfig
-from gateway.serve.ingress import check_adapters, hosted_by
+from deployments import hosted_by
+from gateway.serve.ingress import check_adapters
 from llmops._dataset import export_dataset
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 from gateway.core.front import Native
 from gateway.core.pipeline import Gateway
 from gateway.core.replies import Reply, StreamReply, TranslatedStream
-from gateway.errors import OpenAIError, from_exception, from_validation_error
+from gateway.errors import OpenAIError, from_exception, from_validation_error, json_object
 from gateway.fronts.messages.stream import MessagesStream
 from gateway.fronts.messages.translate import to_chat_body, to_message
 from gateway.fronts.messages.wire import MESSAGES
@@ -104,7 +104,10 @@ def anthropic_error(status: int, message: str, request_id: str = "") -> Reply:
 
 def _error_reply(reply: Reply, request_id: str) -> Reply:
     """The pipeline's OpenAI-shaped error in Anthropic's shape, same status and headers."""
-    message = orjson.loads(reply.body).get("error", {}).get("message", "")
+    if reply.failure is not None:
+        message = reply.failure.message
+    else:  # an upstream's own error, passed on
+        message = orjson.loads(reply.body).get("error", {}).get("message", "")
     translated = anthropic_error(reply.status, message, request_id)
     translated.headers = reply.headers
     return translated
@@ -118,12 +121,7 @@ def _check(raw: bytes, headers: Mapping[str, str], *, counting: bool = False) ->
             f"anthropic-version: {version!r} is not an API version (a date, {FIRST_VERSION} "
             "or later, e.g. 2023-06-01).",
         )
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise OpenAIError(400, "The request body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise OpenAIError(400, "The request body must be a JSON object.")
+    data = json_object(raw)
     if counting:  # counting needs no output budget
         data.setdefault("max_tokens", 1)
     try:
@@ -143,10 +141,7 @@ async def count_tokens(
     without the chat template's few tokens)."""
     try:
         chat = to_chat_body(_check(raw, headers, counting=True))
-        caller = await gateway.keys.meter(headers) if gateway.keys is not None else None
-        routed = await gateway.route("chat/completions", chat, headers, request_id)
-        if gateway.keys is not None and caller is not None:
-            gateway.keys.client.check_model(caller, routed.prepared.target)
+        routed = await gateway.metered_route(chat, headers, request_id)
     except Exception as exc:
         error = from_exception(exc)
         return anthropic_error(error.status, error.message, request_id)

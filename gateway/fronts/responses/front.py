@@ -18,7 +18,7 @@ from gateway.config import GatewayConfig
 from gateway.core.front import Native
 from gateway.core.pipeline import Gateway
 from gateway.core.replies import Reply, StreamReply, TranslatedStream
-from gateway.errors import OpenAIError, from_exception, from_validation_error
+from gateway.errors import OpenAIError, from_exception, from_validation_error, json_object
 from gateway.fronts.responses.stream import ResponsesStream
 from gateway.fronts.responses.translate import input_items, new_id, to_chat_body, to_response
 from gateway.fronts.responses.wire import RESPONSES
@@ -138,14 +138,7 @@ class ResponsesAPI:
 
     @staticmethod
     def _parse(raw: bytes) -> dict[str, Any]:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise OpenAIError(
-                400, "We could not parse the JSON body of your request.", code="invalid_json"
-            ) from None
-        if not isinstance(data, dict):
-            raise OpenAIError(400, "The request body must be a JSON object.", code="invalid_json")
+        data = json_object(raw)
         try:
             ResponsesRequest.model_validate(data)
         except ValidationError as exc:
