@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -108,6 +109,9 @@ def main() -> None:
     from tests.helpers import free_port
 
     port = free_port()
+    from gateway.serve.exposure import loopback_haproxy
+
+    loopback_haproxy(os.environ)  # as `python -m gateway serve` does, before the cluster starts
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     results: dict[str, Any] = {}

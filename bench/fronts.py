@@ -91,6 +91,9 @@ def main() -> None:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    from gateway.serve.exposure import loopback_haproxy
+
+    loopback_haproxy(os.environ)  # as `python -m gateway serve` does, before the cluster starts
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     results: dict[str, Any] = {}
     try:

@@ -1,5 +1,5 @@
-"""The chat front's routes: chat completions, completions, embeddings (the pipeline's own
-language, so no translation), and the routing decision for a chat body."""
+"""The chat front's routes: chat completions, completions, embeddings, and the routing
+decision for a chat body."""
 
 from __future__ import annotations
 
@@ -7,20 +7,17 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from deployments import Endpoint
-from gateway.core.replies import Reply
+from gateway.fronts.chat import ChatFront
 from gateway.http.context import Http, to_response
 
 
 def add_routes(app: FastAPI, http: Http) -> None:
-    gateway = http.gateway
+    front = ChatFront(http.gateway)
 
     async def serve(request: Request, endpoint: Endpoint) -> Response:
+        body = lambda: http.body(request)  # noqa: E731
         rid = http.request_id(request)
-        refused = await gateway.check_caller(endpoint, request.headers, rid)
-        if refused is not None:
-            return to_response(Reply.error(refused))
-        raw = await http.body(request)
-        return to_response(await gateway.handle(endpoint, raw, request.headers, rid))
+        return to_response(await front.serve(endpoint, body, request.headers, rid))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -39,4 +36,4 @@ def add_routes(app: FastAPI, http: Http) -> None:
         """The routing decision for a chat completion body, without calling any backend."""
         await http.gate(request)
         raw = await http.body(request)
-        return to_response(await gateway.explain(raw, request.headers, http.request_id(request)))
+        return to_response(await front.explain(raw, request.headers, http.request_id(request)))
