@@ -33,7 +33,7 @@ RENEW_TRIES = 1000
 
 
 def _denied(message: str) -> AccessError:
-    return AccessError(401, "invalid_api_key", message)
+    return AccessError(message, status=401, code="invalid_api_key")
 
 
 def _bearer(authorization: str | None) -> str:
@@ -139,9 +139,9 @@ class AccessClient:
         for principal in (caller.key, caller.team):
             if principal is not None and not model_allowed(principal.models, model):
                 raise AccessError(
-                    403,
-                    "model_not_allowed",
                     f"This {principal.kind} may not use model {model!r}.",
+                    status=403,
+                    code="model_not_allowed",
                     param="model",
                 )
 
@@ -178,9 +178,9 @@ class AccessClient:
             if refused is not None:  # this request's worst case is more than is left
                 raise self._refusal(*refused, caller, self.clock())
         raise AccessError(
-            429,
-            "rate_limit_exceeded",
             "Too many requests at once for this key; retry shortly.",
+            status=429,
+            code="rate_limit_exceeded",
             type="requests",
             retry_after_s=1.0,
         )
@@ -257,16 +257,20 @@ class AccessClient:
                     "lower max_tokens or n)."
                 )
             return AccessError(
-                429, "insufficient_quota", message, type="insufficient_quota", headers=headers
+                message,
+                status=429,
+                code="insufficient_quota",
+                type="insufficient_quota",
+                headers=headers,
             )
         wait = max(0.0, account.blocked_until - now)
         what = {"requests": "requests per minute", "tokens": "tokens per minute"}.get(
             dim or "", "parallel requests"
         )
         return AccessError(
-            429,
-            "rate_limit_exceeded",
             f"Rate limit reached for this {kind}: {what}. Retry after {wait:.1f}s.",
+            status=429,
+            code="rate_limit_exceeded",
             type=dim if dim in ("requests", "tokens") else "requests",
             retry_after_s=wait,
             headers=headers,
@@ -310,9 +314,9 @@ class AccessClient:
         except Exception as exc:
             logger.warning("access state call %s failed: %s", op, type(exc).__name__)
             raise AccessError(
-                503,
-                "access_state_unavailable",
                 "The gateway cannot reach its key store; retry shortly.",
+                status=503,
+                code="access_state_unavailable",
                 type="server_error",
                 retry_after_s=1.0,
             ) from None

@@ -8,14 +8,15 @@ from typing import Any
 
 class AccessError(Exception):
     """401 unknown key, 403 not allowed, 429 over a limit or budget, 4xx admin mistakes,
-    503 state unreachable."""
+    503 state unreachable. Built as every error of the project is: the message, then the
+    rest by name (`deployments.BackendError`, `gateway.errors.OpenAIError`)."""
 
     def __init__(
         self,
-        status: int,
-        code: str,
         message: str,
         *,
+        status: int,
+        code: str,
         type: str = "invalid_request_error",
         param: str | None = None,
         retry_after_s: float | None = None,
@@ -43,9 +44,9 @@ class AccessError(Exception):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AccessError:
         return cls(
-            data["status"],
-            data["code"],
             data["message"],
+            status=data["status"],
+            code=data["code"],
             type=data.get("type") or "invalid_request_error",
             param=data.get("param"),
             retry_after_s=data.get("retry_after_s"),

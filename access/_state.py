@@ -62,7 +62,9 @@ def _validate(model: type[BaseModel], data: Any) -> BaseModel:
         message = str(first["msg"]).removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown field"
-        raise AccessError(400, "invalid_value", f"{path}: {message}", param=path) from None
+        raise AccessError(
+            f"{path}: {message}", status=400, code="invalid_value", param=path
+        ) from None
 
 
 class AccessState:
@@ -90,7 +92,7 @@ class AccessState:
         """Run one operation; `{"ok": result}` or `{"error": AccessError fields}`."""
         handler = self._ops.get(op)
         if handler is None:
-            return {"error": AccessError(400, "unknown_operation", str(op)).to_dict()}
+            return {"error": AccessError(str(op), status=400, code="unknown_operation").to_dict()}
         try:
             return {"ok": handler(**payload)}
         except AccessError as exc:
@@ -142,7 +144,7 @@ class AccessState:
         for item in items:
             principal = self._principal_of(item["entity"])
             if principal is None:
-                raise AccessError(401, "invalid_api_key", "Unknown key or team.")
+                raise AccessError("Unknown key or team.", status=401, code="invalid_api_key")
             limits = limits_of(principal, self.wall_clock(), self.budgeted_max_parallel)
             grant = self.quota.renew(
                 item["entity"], replica, limits, item["consumed"], item["want"]
@@ -168,10 +170,14 @@ class AccessState:
                 # Ids share one namespace: a team named like a key would replace the key's
                 # record (a revoked key came back to life as that team).
                 raise AccessError(
-                    409, "name_taken", f"{existing.id!r} is a key's id; choose another name."
+                    f"{existing.id!r} is a key's id; choose another name.",
+                    status=409,
+                    code="name_taken",
                 )
             if existing is not None and existing.revoked_at is None:
-                raise AccessError(409, "team_exists", f"Team {existing.id!r} already exists.")
+                raise AccessError(
+                    f"Team {existing.id!r} already exists.", status=409, code="team_exists"
+                )
             record = Principal(
                 id=team.name,  # type: ignore[attr-defined]
                 kind="team",
@@ -182,7 +188,9 @@ class AccessState:
         key = _validate(KeySpec, spec)
         self._check_team(key.team)  # type: ignore[attr-defined]
         if key.role == "admin" and not master:  # type: ignore[attr-defined]
-            raise AccessError(403, "admin_required", "Only the master key creates admin keys.")
+            raise AccessError(
+                "Only the master key creates admin keys.", status=403, code="admin_required"
+            )
         secret = new_secret()
         record = Principal(
             id=KEY_ID_PREFIX + secrets.token_hex(8),
@@ -216,7 +224,7 @@ class AccessState:
     def op_update(self, kind: str, id: str, patch: dict[str, Any], master: bool) -> dict[str, Any]:
         principal = self._find(kind, id)
         if principal.revoked_at is not None:
-            raise AccessError(409, "revoked", f"{kind.title()} {id!r} is revoked.")
+            raise AccessError(f"{kind.title()} {id!r} is revoked.", status=409, code="revoked")
         changes = _validate(KeyPatch if kind == "key" else TeamPatch, patch)
         update = changes.model_dump(exclude_unset=True)
         for name in ("budget_period", "role"):
@@ -226,7 +234,9 @@ class AccessState:
             if "team" in update:
                 self._check_team(update["team"])
             if update.get("role") == "admin" and not master:
-                raise AccessError(403, "admin_required", "Only the master key makes admins.")
+                raise AccessError(
+                    "Only the master key makes admins.", status=403, code="admin_required"
+                )
         merged = principal.model_copy(update=update)
         spec = KeySpec if kind == "key" else TeamSpec
         _validate(spec, merged.model_dump(include=set(spec.model_fields)))
@@ -252,7 +262,9 @@ class AccessState:
             ]
             if members:
                 raise AccessError(
-                    409, "team_in_use", f"Team {id!r} still has keys: {', '.join(members)}."
+                    f"Team {id!r} still has keys: {', '.join(members)}.",
+                    status=409,
+                    code="team_in_use",
                 )
         if principal.revoked_at is None:
             principal = self.store.put(principal.model_copy(update={"revoked_at": time.time()}))
@@ -261,13 +273,13 @@ class AccessState:
 
     def _kind(self, kind: str) -> None:
         if kind not in KINDS:
-            raise AccessError(400, "invalid_value", f"kind must be one of {KINDS}")
+            raise AccessError(f"kind must be one of {KINDS}", status=400, code="invalid_value")
 
     def _find(self, kind: str, id: str) -> Principal:
         self._kind(kind)
         principal = self.store.principals.get(id)
         if principal is None or principal.kind != kind:
-            raise AccessError(404, f"{kind}_not_found", f"No {kind} with id {id!r}.")
+            raise AccessError(f"No {kind} with id {id!r}.", status=404, code=f"{kind}_not_found")
         return principal
 
     def _check_team(self, team: str | None) -> None:
@@ -276,9 +288,9 @@ class AccessState:
         found = self.store.principals.get(team)
         if found is None or found.kind != "team" or found.revoked_at is not None:
             raise AccessError(
-                400,
-                "team_not_found",
                 f"No team {team!r}; create it first (POST /v1/gateway/teams).",
+                status=400,
+                code="team_not_found",
                 param="team",
             )
 

@@ -22,13 +22,15 @@ def retry_after_header(seconds: float | None, default: int) -> str:
 
 
 class OpenAIError(Exception):
-    """An error the client should see as `{"error": {message, type, param, code}}`."""
+    """An error the client should see as `{"error": {message, type, param, code}}`. Built as
+    every error of the project is: the message, then the rest by name (`access.AccessError`,
+    `deployments.BackendError`); `from_exception` maps them all to this one."""
 
     def __init__(
         self,
-        status: int,
         message: str,
         *,
+        status: int,
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
@@ -70,19 +72,21 @@ def json_object(raw: bytes | dict[str, Any]) -> dict[str, Any]:
         data = raw if isinstance(raw, dict) else orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise OpenAIError(
-            400,
             "We could not parse the JSON body of your request. The body must be valid JSON.",
+            status=400,
             code="invalid_json",
         ) from None
     if not isinstance(data, dict):
-        raise OpenAIError(400, "The request body must be a JSON object.", code="invalid_json")
+        raise OpenAIError(
+            "The request body must be a JSON object.", status=400, code="invalid_json"
+        )
     return data
 
 
 def model_not_found(model: str) -> OpenAIError:
     return OpenAIError(
-        404,
         f"The model `{model}` does not exist or you do not have access to it.",
+        status=404,
         param="model",
         code="model_not_found",
     )
@@ -129,8 +133,8 @@ def from_validation_error(exc: ValidationError, data: Any = None) -> OpenAIError
     param = _param_path(first["loc"], data, kind == "missing")
     if kind == "missing":
         return OpenAIError(
-            400,
             f"Missing required parameter: '{param}'.",
+            status=400,
             param=param,
             code="missing_required_parameter",
         )
@@ -138,14 +142,17 @@ def from_validation_error(exc: ValidationError, data: Any = None) -> OpenAIError
     if expected and kind.endswith("_type"):
         got = type(first.get("input")).__name__
         return OpenAIError(
-            400,
             f"Invalid type for '{param}': expected {expected}, "
             f"but got {_TYPE_NAMES.get(got, got)} instead.",
+            status=400,
             param=param,
             code="invalid_type",
         )
     return OpenAIError(
-        400, f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_value"
+        f"Invalid value for '{param}': {first['msg']}.",
+        status=400,
+        param=param,
+        code="invalid_value",
     )
 
 
@@ -158,29 +165,34 @@ def from_exception(exc: Exception) -> OpenAIError:
         if exc.retry_after_s is not None:
             headers["retry-after"] = retry_after_header(exc.retry_after_s, 1)
         return OpenAIError(
-            exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=headers
+            exc.message,
+            status=exc.status,
+            type=exc.type,
+            param=exc.param,
+            code=exc.code,
+            headers=headers,
         )
     if isinstance(exc, ModelNotFound):
         if exc.model is None:
             return OpenAIError(
-                400,
                 "Missing required parameter: 'model'.",
+                status=400,
                 param="model",
                 code="missing_required_parameter",
             )
         return model_not_found(exc.model)
     if isinstance(exc, NoBackendAvailable):
         return OpenAIError(
-            503,
             str(exc),
+            status=503,
             type="service_unavailable",
             code="no_backend_available",
             headers={"retry-after": retry_after_header(exc.retry_after_s, 5)},
         )
     if isinstance(exc, BudgetInfeasible):
         return OpenAIError(
-            429,
             str(exc),
+            status=429,
             type="rate_limit_error",
             param="routing.latency_budget_ms",
             code="latency_budget_infeasible",
@@ -191,11 +203,16 @@ def from_exception(exc: Exception) -> OpenAIError:
         if exc.retry_after_s is not None or exc.status in (429, 503):
             headers["retry-after"] = retry_after_header(exc.retry_after_s, 1)
         return OpenAIError(
-            exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=headers
+            exc.message,
+            status=exc.status,
+            type=exc.type,
+            param=exc.param,
+            code=exc.code,
+            headers=headers,
         )
     return OpenAIError(
-        500,
         "The gateway failed to handle the request.",
+        status=500,
         type="internal_error",
         code="internal_error",
     )

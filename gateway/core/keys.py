@@ -36,7 +36,9 @@ class KeyGate(Observer):
         caller = await self.authenticate(headers)
         if not caller.admin:
             raise AccessError(
-                403, "admin_required", "This endpoint needs the master key or an admin key."
+                "This endpoint needs the master key or an admin key.",
+                status=403,
+                code="admin_required",
             )
         return caller
 

@@ -185,15 +185,15 @@ def _check_contents(messages: list[dict[str, Any]]) -> None:
             param = f"messages[{index}].content"
             if "content" not in message:
                 raise OpenAIError(
-                    400,
                     f"Missing required parameter: '{param}'.",
+                    status=400,
                     param=param,
                     code="missing_required_parameter",
                 )
             raise OpenAIError(
-                400,
                 f"Invalid type for '{param}': expected one of a string or array of objects, "
                 "but got null instead.",
+                status=400,
                 param=param,
                 code="invalid_type",
             )

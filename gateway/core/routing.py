@@ -291,11 +291,13 @@ class Routing:
         try:
             hints = parse_hints(body.pop("routing", None), headers)
         except HintError as exc:
-            raise OpenAIError(400, str(exc), param=exc.field, code="invalid_routing_hint") from None
+            raise OpenAIError(
+                str(exc), status=400, param=exc.field, code="invalid_routing_hint"
+            ) from None
         if hints.task is not None and hints.task not in self.known_tasks:
             raise OpenAIError(
-                400,
                 f"unknown task {hints.task!r}; known: {', '.join(sorted(self.known_tasks))}",
+                status=400,
                 param="routing.task",
                 code="invalid_routing_hint",
             )

@@ -93,8 +93,8 @@ def apply(
     found = resolve(templates, ref)
     if found is None:
         raise OpenAIError(
-            400,
             f"unknown prompt template {ref!r}; known: {', '.join(sorted(templates)) or 'none'}",
+            status=400,
             param="routing.template",
             code="invalid_routing_hint",
         )
@@ -102,15 +102,15 @@ def apply(
     missing = sorted(version.variables - set(variables))
     if missing:
         raise OpenAIError(
-            400,
             f"prompt template {applied} needs routing.variables: {', '.join(missing)}",
+            status=400,
             param="routing.variables",
             code="missing_required_parameter",
         )
     if endpoint == "completions":
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
-            raise OpenAIError(400, "templates apply to a string prompt only", param="prompt")
+            raise OpenAIError("templates apply to a string prompt only", status=400, param="prompt")
         if version.template is not None:
             prompt = version.template.format(**variables, input=prompt)
         if version.system is not None:
@@ -121,7 +121,9 @@ def apply(
     if version.template is not None:
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         if last_user is None or not isinstance(last_user.get("content"), str):
-            raise OpenAIError(400, "the template needs a text user message", param="messages")
+            raise OpenAIError(
+                "the template needs a text user message", status=400, param="messages"
+            )
         last_user["content"] = version.template.format(**variables, input=last_user["content"])
     if version.system is not None:
         messages.insert(0, {"role": "system", "content": version.system.format(**variables)})

@@ -39,8 +39,8 @@ def add_admin_routes(app: FastAPI, keys: KeyGate | None, read_body: Any) -> None
     async def admin(request: Request) -> KeyGate:
         if keys is None:
             raise OpenAIError(
-                404,
                 "Keys are off in this gateway; set `auth: {mode: keys}` in its config.",
+                status=404,
                 code="auth_disabled",
             )
         await keys.authenticate_admin(request.headers)

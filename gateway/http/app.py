@@ -100,7 +100,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
         # Unknown paths and wrong methods get OpenAI's shape too, not FastAPI's {"detail": ...}.
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return OpenAIError(exc.status_code, str(exc.detail), code=code).response()
+        return OpenAIError(str(exc.detail), status=exc.status_code, code=code).response()
 
     @app.exception_handler(OpenAIError)
     async def _client_error(_: Request, exc: OpenAIError) -> Response:

@@ -11,7 +11,7 @@ from gateway.errors import OpenAIError
 
 
 def _too_large(limit: int) -> OpenAIError:
-    return OpenAIError(413, f"Request body exceeds {limit} bytes.", code="body_too_large")
+    return OpenAIError(f"Request body exceeds {limit} bytes.", status=413, code="body_too_large")
 
 
 def decode(body: bytes, encoding: str, limit: int) -> bytes:
@@ -20,8 +20,8 @@ def decode(body: bytes, encoding: str, limit: int) -> bytes:
         return body
     if encoding not in ("gzip", "deflate"):
         raise OpenAIError(
-            415,
             f"Unsupported content-encoding {encoding!r}; use gzip, deflate or none.",
+            status=415,
             code="unsupported_content_encoding",
         )
     inflater = zlib.decompressobj(wbits=47 if encoding == "gzip" else 15)
@@ -29,7 +29,7 @@ def decode(body: bytes, encoding: str, limit: int) -> bytes:
         data = inflater.decompress(body, limit + 1)
     except zlib.error:
         raise OpenAIError(
-            400, f"The body is not valid {encoding} data.", code="invalid_content_encoding"
+            f"The body is not valid {encoding} data.", status=400, code="invalid_content_encoding"
         ) from None
     if len(data) > limit or inflater.unconsumed_tail:
         raise _too_large(limit)

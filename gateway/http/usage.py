@@ -36,7 +36,7 @@ class FeedbackRequest(BaseModel):
 
 def _unavailable(exc: RecordsUnavailable) -> Response:
     message = f"The cluster's ledger cannot be read now: {exc}. Retry shortly."
-    return OpenAIError(503, message, code="ledger_unavailable").response()
+    return OpenAIError(message, status=503, code="ledger_unavailable").response()
 
 
 async def record_feedback(
@@ -44,7 +44,9 @@ async def record_feedback(
 ) -> Response:
     """`key_id`: the caller's key, which may score only its own requests (None: any)."""
     if ledger is None:
-        return OpenAIError(404, "The cost ledger is disabled.", code="ledger_disabled").response()
+        return OpenAIError(
+            "The cost ledger is disabled.", status=404, code="ledger_disabled"
+        ).response()
     try:
         data = json_object(raw)
     except OpenAIError as exc:
@@ -66,8 +68,8 @@ async def record_feedback(
         return _unavailable(exc)
     if not found:
         return OpenAIError(
-            404,
             f"No request with id {feedback.request_id!r} of yours in the ledger.",
+            status=404,
             param="request_id",
             code="request_not_found",
         ).response()
@@ -79,17 +81,19 @@ async def usage_totals(query: Mapping[str, str], ledger: LedgerReader | None) ->
     group_by = query.get("group_by", "backend")
     if group_by not in GROUPS:
         return OpenAIError(
-            400,
             f"group_by must be one of {', '.join(GROUPS)}",
+            status=400,
             param="group_by",
             code="invalid_value",
         ).response()
     try:
         since = parse_since(query.get("since"))
     except ValueError as exc:
-        return OpenAIError(400, str(exc), param="since", code="invalid_value").response()
+        return OpenAIError(str(exc), status=400, param="since", code="invalid_value").response()
     if ledger is None:
-        return OpenAIError(404, "The cost ledger is disabled.", code="ledger_disabled").response()
+        return OpenAIError(
+            "The cost ledger is disabled.", status=404, code="ledger_disabled"
+        ).response()
 
     def totals() -> list[dict[str, Any]]:
         ledger.flush(1.0)  # include requests that just finished

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from deployments import VLLMBackendConfig, deployment_name
+from deployments import VLLMBackendConfig, deployment_name, hosted_by
 from gateway.config import ConfigError, GatewayConfig
-from deployments import hosted_by
 from gateway.serve.ingress import check_adapters
 from llmops._dataset import export_dataset
 

@@ -105,7 +105,7 @@ def test_extra_fields_pass_validation() -> None:
 
 
 def test_error_body_shape() -> None:
-    body = OpenAIError(400, "bad", param="x", code="c").body()
+    body = OpenAIError("bad", status=400, param="x", code="c").body()
     assert body == {
         "error": {"message": "bad", "type": "invalid_request_error", "param": "x", "code": "c"}
     }

@@ -117,9 +117,9 @@ def _check(raw: bytes, headers: Mapping[str, str], *, counting: bool = False) ->
     version = headers.get("anthropic-version")
     if version is not None and not (VERSION.fullmatch(version) and version >= FIRST_VERSION):
         raise OpenAIError(
-            400,
             f"anthropic-version: {version!r} is not an API version (a date, {FIRST_VERSION} "
             "or later, e.g. 2023-06-01).",
+            status=400,
         )
     data = json_object(raw)
     if counting:  # counting needs no output budget
@@ -129,7 +129,7 @@ def _check(raw: bytes, headers: Mapping[str, str], *, counting: bool = False) ->
     except ValidationError as exc:
         # Anthropic writes paths with dots: messages.0.content
         message = re.sub(r"\[(\d+)\]", r".\1", from_validation_error(exc, data).message)
-        raise OpenAIError(400, message) from None
+        raise OpenAIError(message, status=400) from None
     return data
 
 

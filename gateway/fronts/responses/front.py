@@ -54,7 +54,10 @@ _GATEWAY_FIELDS = ("previous_response_id", "store", "routing", "input")
 
 def _not_found(response_id: str, param: str | None = None) -> OpenAIError:
     return OpenAIError(
-        404, f"Response with id '{response_id}' not found.", param=param, code="response_not_found"
+        f"Response with id '{response_id}' not found.",
+        status=404,
+        param=param,
+        code="response_not_found",
     )
 
 
@@ -145,15 +148,15 @@ class ResponsesAPI:
             raise from_validation_error(exc, data) from None
         if data.get("background"):
             raise OpenAIError(
-                400,
                 "background responses are not supported by this gateway.",
+                status=400,
                 param="background",
                 code="unsupported_parameter",
             )
         if data.get("input") is None and not data.get("previous_response_id"):
             raise OpenAIError(
-                400,
                 "Missing required parameter: 'input'.",
+                status=400,
                 param="input",
                 code="missing_required_parameter",
             )

@@ -20,7 +20,10 @@ def new_id(prefix: str) -> str:
 
 def _unsupported(param: str, what: str) -> OpenAIError:
     return OpenAIError(
-        400, f"{what} is not supported by this gateway.", param=param, code="unsupported_parameter"
+        f"{what} is not supported by this gateway.",
+        status=400,
+        param=param,
+        code="unsupported_parameter",
     )
 
 
@@ -79,7 +82,9 @@ def items_to_messages(items: list[dict[str, Any]], param: str = "input") -> list
                 content = _user_content(item.get("content"), f"{where}.content")
                 messages.append({"role": "user", "content": content})
             else:
-                raise OpenAIError(400, f"Invalid value for '{where}.role'.", param=f"{where}.role")
+                raise OpenAIError(
+                    f"Invalid value for '{where}.role'.", status=400, param=f"{where}.role"
+                )
         elif kind == "function_call":
             _append_call(messages, item)
         elif kind == "function_call_output":
