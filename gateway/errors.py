@@ -164,14 +164,7 @@ def from_exception(exc: Exception) -> OpenAIError:
         headers = dict(exc.headers)
         if exc.retry_after_s is not None:
             headers["retry-after"] = retry_after_header(exc.retry_after_s, 1)
-        return OpenAIError(
-            exc.message,
-            status=exc.status,
-            type=exc.type,
-            param=exc.param,
-            code=exc.code,
-            headers=headers,
-        )
+        return _passed_on(exc, headers)
     if isinstance(exc, ModelNotFound):
         if exc.model is None:
             return OpenAIError(
@@ -202,17 +195,18 @@ def from_exception(exc: Exception) -> OpenAIError:
         headers = {}
         if exc.retry_after_s is not None or exc.status in (429, 503):
             headers["retry-after"] = retry_after_header(exc.retry_after_s, 1)
-        return OpenAIError(
-            exc.message,
-            status=exc.status,
-            type=exc.type,
-            param=exc.param,
-            code=exc.code,
-            headers=headers,
-        )
+        return _passed_on(exc, headers)
     return OpenAIError(
         "The gateway failed to handle the request.",
         status=500,
         type="internal_error",
         code="internal_error",
     )
+
+
+def _passed_on(exc: AccessError | BackendError, headers: dict[str, str]) -> OpenAIError:
+    """An error that already says what the client should see, in the gateway's own type."""
+    return OpenAIError(
+        exc.message, status=exc.status, type=exc.type, param=exc.param, code=exc.code,
+        headers=headers,
+    )  # fmt: skip

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fastapi import Request
 from starlette.responses import Response
 
@@ -32,8 +33,6 @@ def to_response(reply: Reply | StreamReply) -> Response:
 
 
 def json_response(data: Any, status: int = 200) -> Response:
-    import orjson
-
     return Response(orjson.dumps(data), status_code=status, media_type=JSON)
 
 
