@@ -72,7 +72,7 @@ test-integration: models
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check --no-cache gateway router deployments llmops access tests scripts bench
+	$(BIN)/ruff check --no-cache gateway router deployments llmops access storage tests scripts bench
 	$(BIN)/mypy  # strict on every package
 
 bench: models

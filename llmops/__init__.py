@@ -29,7 +29,7 @@ from llmops._experiments import (
     unit_hash,
 )
 from llmops._finetune import FinetuneConfig, answer_text, finetune, load_examples
-from llmops._ledger import GROUPS, Ledger, LedgerReader, parse_since
+from llmops._ledger import GROUPS, Ledger, LedgerReader
 from llmops._metrics import GatewayMetrics
 from llmops._record import LEDGER_COLUMNS, RequestRecord, key_id, response_text
 from llmops._redact import DEFAULT_REDACTIONS, Redactor
@@ -44,6 +44,7 @@ from llmops._shared import (
     RecordsUnavailable,
     SharedRecords,
 )
+from llmops._usage import parse_since
 
 __all__ = [
     "DEFAULT_REDACTIONS",

@@ -1,13 +1,15 @@
-"""The cost ledger: one SQLite row per request (WAL mode), written by the shared batch writer.
+"""The cost ledger: one row per request, written by the shared batch writer, in SQLite (a
+file per host, WAL mode) or PostgreSQL (one database for the cluster, `database:`).
 
-The columns are `RequestRecord`'s ledger fields, so renaming a field renames its column (an
-older ledger file gains new columns on open) instead of silently writing NULL. Reads open
-their own connection, which WAL lets run beside the writer.
+Each batch is written in one transaction with the hourly rollups its rows add to, so reads
+(`llmops._usage`) cost what the answer holds, not what the ledger holds. A row shipped twice
+(delivery is at least once) is one row and counted once: only rows actually inserted are
+rolled up. Rows older than `retention_days` are deleted; the rollups keep their totals.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -16,50 +18,71 @@ from typing import Any, Protocol
 
 import orjson
 
+from llmops import _usage
 from llmops._batch import BatchWriter
+from llmops._ledger_schema import (
+    DIMS,
+    HOUR,
+    MEASURES,
+    MIGRATIONS,
+    NO_VALUE,
+    add_new_columns,
+    latency_bin,
+)
 from llmops._record import LEDGER_COLUMNS, RequestRecord
+from storage import Database, Session, SqliteDatabase, migrate
 
+logger = logging.getLogger("ray.serve")
 COLUMNS = LEDGER_COLUMNS
-GROUPS = {
-    "backend": "backend",
-    "route": "route",
-    "key": "key_id",
-    "team": "team",
-    "task": "task",
-    "arm": "arm",
-    "template": "template",
-}
-# What a group's rows also say about it.
-_DESCRIBED = {"key": ("key_name", "team", "key_metadata")}
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS requests (
-    {", ".join(COLUMNS)},
-    PRIMARY KEY (request_id, ts)
-);
-CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
-CREATE TABLE IF NOT EXISTS feedback (request_id, ts, score REAL, label, comment);
-CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
-"""
+GROUPS = _usage.GROUPS
 BATCH_S = 0.25
+PURGE_EVERY_S = 600.0
+PURGE_CHUNK_S = 6 * HOUR  # rows deleted per transaction: short write locks
+_INDEX = {column: index for index, column in enumerate(COLUMNS)}
+_ID, _TS = _INDEX["request_id"], _INDEX["ts"]
 _INSERT = (
-    f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(COLUMNS))})"
+    f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT (request_id, ts) DO NOTHING RETURNING request_id, ts"
+)
+_ROLLUP = (
+    f"INSERT INTO usage_hourly (bucket, {', '.join(DIMS)}, {', '.join(MEASURES)}) "
+    f"VALUES ({', '.join('?' * (1 + len(DIMS) + len(MEASURES)))}) "
+    f"ON CONFLICT (bucket, {', '.join(DIMS)}) DO UPDATE SET "
+    + ", ".join(f"{m} = usage_hourly.{m} + excluded.{m}" for m in MEASURES)
+)
+_LATENCY = (
+    "INSERT INTO latency_hourly (bucket, backend, experiment, arm, bin, n) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bucket, experiment, arm, backend, bin) "
+    "DO UPDATE SET n = latency_hourly.n + excluded.n"
+)
+_KEY_NAMES = (
+    "INSERT INTO key_names (key_id, key_name, team, key_metadata, ts) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (key_id) DO UPDATE SET key_name = excluded.key_name, team = excluded.team, "
+    "key_metadata = excluded.key_metadata, ts = excluded.ts WHERE excluded.ts >= key_names.ts"
 )
 
 
 def _cell(value: Any) -> Any:
-    """SQLite takes scalars; mappings (a key's metadata) are stored as JSON text."""
+    """Scalars as they are; mappings (a key's metadata) are stored as JSON text."""
     return orjson.dumps(value).decode() if isinstance(value, dict | list) else value
 
 
 class LedgerReader(Protocol):
-    """What the gateway's endpoints read: a `Ledger` on this host, or the cluster's owner."""
+    """What the gateway's endpoints read: a `Ledger`, or the cluster's records owner."""
 
     def flush(self, timeout_s: float = 5.0) -> bool: ...
 
     def totals(self, group_by: str, since: float | None = None) -> list[dict[str, Any]]: ...
 
-    def rows(self, since: float | None = None) -> list[dict[str, Any]]: ...
+    def series(self, group_by: str, since: float, bucket_s: int) -> list[dict[str, Any]]: ...
+
+    def recent_errors(self, since: float, limit: int = 20) -> list[dict[str, Any]]: ...
+
+    def experiment(self, name: str, since: float | None = None) -> dict[str, Any]: ...
+
+    def rows(
+        self, since: float | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]: ...
 
     def add_feedback(
         self,
@@ -72,31 +95,36 @@ class LedgerReader(Protocol):
 
     def feedback(self, request_id: str) -> list[dict[str, Any]]: ...
 
-    def feedback_scores(self) -> dict[str, float]: ...
+    def feedback_scores(self, since: float | None = None) -> dict[str, float]: ...
 
 
 class Ledger:
-    """Append-only request ledger at `path` (created with its folder). A sink."""
+    """The request ledger in `db` (a SQLite path is opened as a file). A sink."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            db.executescript(_SCHEMA)
-            known = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-            for column in COLUMNS:
-                if column not in known:  # a ledger written by an older gateway
-                    db.execute(f"ALTER TABLE requests ADD COLUMN {column}")
-        self.journal_mode = str(mode)
-        self._db: sqlite3.Connection | None = None  # the writer's own
-        self._db_lock = threading.Lock()  # `insert` may run beside the writer thread
-        self._writer: BatchWriter[tuple[Any, ...]] = BatchWriter("ledger", self._insert, BATCH_S)
+    def __init__(
+        self,
+        db: Database | Path,
+        *,
+        retention_days: float | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.db: Database = db if isinstance(db, Database) else SqliteDatabase(db)
+        self.retention_s = None if retention_days is None else retention_days * 86400
+        self._clock = clock
+        migrate(self.db, "ledger", MIGRATIONS)
+        with self.db.transaction() as session:
+            add_new_columns(session)
+        self._purged_at = 0.0
+        self._purge_lock = threading.Lock()
+        self._writer: BatchWriter[tuple[Any, ...]] = BatchWriter("ledger", self._write, BATCH_S)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
-        return db
+    @property
+    def journal_mode(self) -> str:
+        return getattr(self.db, "journal_mode", "")
+
+    @property
+    def path(self) -> Path | None:
+        return getattr(self.db, "path", None)
 
     def write(self, record: RequestRecord) -> None:
         """Queue one request's row. Never blocks."""
@@ -106,15 +134,18 @@ class Ledger:
         """Queue a row given as a mapping (keys from COLUMNS; missing ones are NULL)."""
         self._writer.add(tuple(row.get(column) for column in COLUMNS))
 
-    def insert(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Write rows (values in COLUMNS order) now, in one transaction (blocking)."""
-        with self._db_lock:
-            if self._db is None:
-                self._db = self._connect()
-            with self._db:
-                self._db.executemany(_INSERT, [tuple(map(_cell, row)) for row in rows])
+    def insert(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Write rows (values in COLUMNS order) now, with their rollups, in one transaction
+        (blocking); the number that were new. Raises `DatabaseUnavailable` in an outage."""
+        cells = [tuple(map(_cell, row)) for row in rows]
+        with self.db.transaction() as session:
+            inserted = set(session.returning_many(_INSERT, cells))
+            new = [row for row in cells if (row[_ID], row[_TS]) in inserted]
+            _roll_up(session, new)
+        self._maybe_purge()
+        return len(new)
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
         self.insert(rows)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
@@ -123,41 +154,65 @@ class Ledger:
 
     def close(self) -> None:
         self._writer.close()
-        with self._db_lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self.db.close()
+
+    # -- retention ------------------------------------------------------------------------
+
+    def _maybe_purge(self) -> None:
+        now = self._clock()
+        if self.retention_s is None or now - self._purged_at < PURGE_EVERY_S:
+            return
+        if self._purge_lock.acquire(blocking=False):
+            try:
+                self._purged_at = now
+                self.purge(now)
+            finally:
+                self._purge_lock.release()
+
+    def purge(self, now: float | None = None) -> int:
+        """Delete rows and feedback older than the retention, a few hours per transaction
+        (short write locks); the rollups keep their totals. The rows deleted."""
+        if self.retention_s is None:
+            return 0
+        cutoff = (now or self._clock()) - self.retention_s
+        with self.db.transaction(write=False) as session:
+            oldest = session.execute("SELECT MIN(ts) FROM requests")[0][0]
+        deleted = 0
+        start = oldest if oldest is not None else cutoff
+        while start < cutoff:
+            end = min(start + PURGE_CHUNK_S, cutoff)
+            with self.db.transaction() as session:
+                session.execute("DELETE FROM requests WHERE ts < ?", (end,))
+                deleted += session.rowcount
+                session.execute("DELETE FROM feedback WHERE request_ts < ?", (end,))
+            start = end
+        return deleted
+
+    def cutoff(self) -> float | None:
+        """The oldest time rows are kept for (None: kept for ever)."""
+        return None if self.retention_s is None else self._clock() - self.retention_s
+
+    # -- reads (blocking: run them in a thread) --------------------------------------------
 
     def totals(self, group_by: str, since: float | None = None) -> list[dict[str, Any]]:
-        """Requests, tokens and cost per group since a Unix time (blocking: run in a thread).
-        Per key, also its name, team and metadata (as of its latest request)."""
-        column = GROUPS[group_by]
-        described = _DESCRIBED.get(group_by, ())
-        extra = "".join(f", MAX({name})" for name in described)
-        query = (
-            f"SELECT {column}, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), "
-            f"SUM(cost_usd), SUM(estimated_cost_usd), SUM(status >= 400){extra} "
-            f"FROM requests WHERE ts >= ? GROUP BY {column} ORDER BY SUM(cost_usd) DESC"
-        )
-        with self._connect() as db:
-            rows = db.execute(query, (since or 0.0,)).fetchall()
-        totals = []
-        for name, count, prompt, completion, cost, estimated, errors, *more in rows:
-            entry = {
-                group_by: name,
-                "requests": count,
-                "prompt_tokens": prompt or 0,
-                "completion_tokens": completion or 0,
-                "cost_usd": round(cost or 0.0, 10),
-                "estimated_cost_usd": round(estimated or 0.0, 10),
-                "errors": errors or 0,
-            }
-            for field_name, value in zip(described, more, strict=True):
-                entry[field_name] = (
-                    orjson.loads(value) if field_name == "key_metadata" and value else value
-                )
-            totals.append(entry)
-        return totals
+        """Requests, tokens and cost per group since a Unix time. Per key, also its name,
+        team and metadata (as of its latest request)."""
+        return _usage.totals(self.db, group_by, since, self.cutoff())
+
+    def series(self, group_by: str, since: float, bucket_s: int) -> list[dict[str, Any]]:
+        """Requests, tokens and cost per time bucket and group (charts)."""
+        return _usage.series(self.db, group_by, since, bucket_s)
+
+    def recent_errors(self, since: float, limit: int = 20) -> list[dict[str, Any]]:
+        return _usage.recent_errors(self.db, since, limit)
+
+    def experiment(self, name: str, since: float | None = None) -> dict[str, Any]:
+        """What the experiment report is computed from (see `llmops._report`)."""
+        return _usage.experiment(self.db, name, since, self.cutoff())
+
+    def rows(self, since: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Raw rows since a Unix time, oldest first (exports, tests; never an endpoint)."""
+        return _usage.rows(self.db, since, limit)
 
     def add_feedback(
         self,
@@ -170,63 +225,59 @@ class Ledger:
         """Attach an outcome to a logged request; False if no such request (blocking).
         `key_id`: only a request that key made (a key scores its own traffic only)."""
         self.flush(2.0)
-        query = "SELECT 1 FROM requests WHERE request_id = ?"
-        args: tuple[str, ...] = (request_id,)
-        if key_id is not None:
-            query, args = query + " AND key_id = ?", (request_id, key_id)
-        with self._connect() as db:
-            known = db.execute(query + " LIMIT 1", args).fetchone()
-            if known is None:
-                return False
-            db.execute(
-                "INSERT INTO feedback VALUES (?, ?, ?, ?, ?)",
-                (request_id, time.time(), score, label, comment),
-            )
-        return True
+        return _usage.add_feedback(self.db, request_id, score, label, comment, key_id)
 
     def feedback(self, request_id: str) -> list[dict[str, Any]]:
-        with self._connect() as db:
-            found = db.execute(
-                "SELECT score, label, comment, ts FROM feedback WHERE request_id = ? ORDER BY ts",
-                (request_id,),
-            ).fetchall()
-        return [{"score": s, "label": lb, "comment": c, "ts": ts} for s, lb, c, ts in found]
+        return _usage.feedback(self.db, request_id)
 
-    def feedback_scores(self) -> dict[str, float]:
-        """Mean feedback score per request id."""
-        with self._connect() as db:
-            found = db.execute(
-                "SELECT request_id, AVG(score) FROM feedback GROUP BY request_id"
-            ).fetchall()
-        return {request_id: float(score) for request_id, score in found}
-
-    def rows(self, since: float | None = None) -> list[dict[str, Any]]:
-        """Every row since a Unix time, oldest first (reports, tests)."""
-        with self._connect() as db:
-            found = db.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM requests WHERE ts >= ? ORDER BY ts",
-                (since or 0.0,),
-            ).fetchall()
-        return [dict(zip(COLUMNS, row, strict=True)) for row in found]
+    def feedback_scores(self, since: float | None = None) -> dict[str, float]:
+        """Mean feedback score per request id (of requests since a Unix time)."""
+        return _usage.feedback_scores(self.db, since)
 
 
-def parse_since(value: str | None) -> float | None:
-    """`since` as Unix seconds, ISO 8601, or a duration back from now (`15m`, `24h`, `7d`)."""
-    if not value:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(value[:-1]) * units[value[-1]]
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    from datetime import datetime
+def _roll_up(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add new rows to the hourly rollups, aggregated first: one upsert per hour and
+    dimension set in the batch, not per row."""
+    if not rows:
+        return
+    usage: dict[tuple[Any, ...], list[float]] = {}
+    latency: dict[tuple[Any, ...], int] = {}
+    keys: dict[str, tuple[Any, ...]] = {}
+    status, ts_at, latency_at = _INDEX["status"], _INDEX["ts"], _INDEX["latency_ms"]
+    for row in rows:
+        bucket = int(row[ts_at] // HOUR) * HOUR
+        dims = tuple(NO_VALUE if row[_INDEX[d]] is None else str(row[_INDEX[d]]) for d in DIMS)
+        sums = usage.setdefault((bucket, *dims), [0.0] * len(MEASURES))
+        took = row[latency_at]
+        for index, value in enumerate(_measures(row, status, took)):
+            sums[index] += value
+        if took is not None:
+            place = (bucket, dims[0], dims[5], dims[6], latency_bin(took))
+            latency[place] = latency.get(place, 0) + 1
+        key = row[_INDEX["key_id"]]
+        if key is not None and (key not in keys or keys[key][-1] <= row[ts_at]):
+            keys[key] = tuple(row[_INDEX[c]] for c in ("key_name", "team", "key_metadata", "ts"))
+    integral = {0, 1, 2, 5, 7}  # counts and tokens: integers in PostgreSQL's BIGINT columns
+    session.executemany(
+        _ROLLUP,
+        [
+            (*place, *(int(v) if i in integral else v for i, v in enumerate(sums)))
+            for place, sums in usage.items()
+        ],
+    )
+    session.executemany(_LATENCY, [(*place, n) for place, n in latency.items()])
+    session.executemany(_KEY_NAMES, [(key, *described) for key, described in keys.items()])
 
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            "since: expected Unix seconds, an ISO 8601 time or a duration like 24h"
-        ) from None
-    return parsed.timestamp()
+
+def _measures(row: tuple[Any, ...], status: int, took: float | None) -> tuple[float, ...]:
+    """A row's contribution to MEASURES, in order."""
+    return (
+        1,
+        row[_INDEX["prompt_tokens"]] or 0,
+        row[_INDEX["completion_tokens"]] or 0,
+        row[_INDEX["cost_usd"]] or 0.0,
+        row[_INDEX["estimated_cost_usd"]] or 0.0,
+        1 if (row[status] or 0) >= 400 else 0,
+        took or 0.0,
+        0 if took is None else 1,
+    )

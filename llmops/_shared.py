@@ -45,10 +45,28 @@ class RecordsOp(StrEnum):
 
     APPEND = "append"
     TOTALS = "totals"
+    SERIES = "series"
+    RECENT_ERRORS = "recent_errors"
+    EXPERIMENT = "experiment"
     ROWS = "rows"
     ADD_FEEDBACK = "add_feedback"
     FEEDBACK = "feedback"
     FEEDBACK_SCORES = "feedback_scores"
+
+
+# Each read: the ledger method it is, called with the payload's arguments.
+_READS: dict[RecordsOp, Callable[[Ledger, dict[str, Any]], Any]] = {
+    RecordsOp.TOTALS: lambda ledger, p: ledger.totals(p["group_by"], p.get("since")),
+    RecordsOp.SERIES: lambda ledger, p: ledger.series(p["group_by"], p["since"], p["bucket_s"]),
+    RecordsOp.RECENT_ERRORS: lambda ledger, p: ledger.recent_errors(p["since"], p["limit"]),
+    RecordsOp.EXPERIMENT: lambda ledger, p: ledger.experiment(p["name"], p.get("since")),
+    RecordsOp.ROWS: lambda ledger, p: ledger.rows(p.get("since"), p.get("limit")),
+    RecordsOp.ADD_FEEDBACK: lambda ledger, p: ledger.add_feedback(
+        p["request_id"], p["score"], p.get("label"), p.get("comment"), p.get("key_id")
+    ),
+    RecordsOp.FEEDBACK: lambda ledger, p: ledger.feedback(p["request_id"]),
+    RecordsOp.FEEDBACK_SCORES: lambda ledger, p: ledger.feedback_scores(p.get("since")),
+}
 
 
 class RecordsTransport(ABC):
@@ -72,20 +90,10 @@ class RecordsOwner:
         ledger = self.ledger
         if ledger is None:
             raise RecordsUnavailable("the cost ledger is disabled")
-        since = payload.get("since")
-        match op:
-            case RecordsOp.TOTALS:
-                return ledger.totals(payload["group_by"], since)
-            case RecordsOp.ROWS:
-                return ledger.rows(since)
-            case RecordsOp.ADD_FEEDBACK:
-                args = (payload["score"], payload.get("label"), payload.get("comment"))
-                return ledger.add_feedback(payload["request_id"], *args, payload.get("key_id"))
-            case RecordsOp.FEEDBACK:
-                return ledger.feedback(payload["request_id"])
-            case RecordsOp.FEEDBACK_SCORES:
-                return ledger.feedback_scores()
-        raise ValueError(f"unknown records operation {op!r}")
+        read = _READS.get(op)
+        if read is None:
+            raise ValueError(f"unknown records operation {op!r}")
+        return read(ledger, payload)
 
     def _append(self, records: list[Shipped]) -> int:
         rows = [row for row, _ in records if row is not None]
@@ -270,8 +278,22 @@ class SharedRecords:
         answer: list[dict[str, Any]] = self._read(RecordsOp.TOTALS, group_by=group_by, since=since)
         return answer
 
-    def rows(self, since: float | None = None) -> list[dict[str, Any]]:
-        answer: list[dict[str, Any]] = self._read(RecordsOp.ROWS, since=since)
+    def series(self, group_by: str, since: float, bucket_s: int) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self._read(
+            RecordsOp.SERIES, group_by=group_by, since=since, bucket_s=bucket_s
+        )
+        return answer
+
+    def recent_errors(self, since: float, limit: int = 20) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self._read(RecordsOp.RECENT_ERRORS, since=since, limit=limit)
+        return answer
+
+    def experiment(self, name: str, since: float | None = None) -> dict[str, Any]:
+        answer: dict[str, Any] = self._read(RecordsOp.EXPERIMENT, name=name, since=since)
+        return answer
+
+    def rows(self, since: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self._read(RecordsOp.ROWS, since=since, limit=limit)
         return answer
 
     def add_feedback(
@@ -297,6 +319,6 @@ class SharedRecords:
         answer: list[dict[str, Any]] = self._read(RecordsOp.FEEDBACK, request_id=request_id)
         return answer
 
-    def feedback_scores(self) -> dict[str, float]:
-        answer: dict[str, float] = self._read(RecordsOp.FEEDBACK_SCORES)
+    def feedback_scores(self, since: float | None = None) -> dict[str, float]:
+        answer: dict[str, float] = self._read(RecordsOp.FEEDBACK_SCORES, since=since)
         return answer

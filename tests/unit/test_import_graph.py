@@ -1,6 +1,7 @@
-"""Imports flow one way: `gateway` uses `access`, `llmops`, `router` and `deployments`; they
-never import `gateway`; `access` imports none of the others, `llmops` never imports `router` or
-`deployments`, and neither `router`, `access` nor `llmops` imports Ray when imported."""
+"""Imports flow one way: `gateway` uses `access`, `llmops`, `router`, `deployments` and
+`storage`; they never import `gateway`; `storage` (SQL) imports none of ours, `access` only
+`storage`, `llmops` never imports `router` or `deployments`, and neither `router`, `access`,
+`storage` nor `llmops` imports Ray when imported."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def imported_packages(package: str) -> set[str]:
         ("deployments", {"gateway", "llmops"}),
         ("llmops", {"gateway", "router", "deployments", "fastapi", "starlette", "httpx"}),
         ("access", {"gateway", "router", "deployments", "llmops", "ray", "fastapi", "starlette"}),
+        (
+            "storage",
+            {"gateway", "router", "deployments", "llmops", "access", "ray", "fastapi", "httpx"},
+        ),
     ],
 )
 def test_packages_import_one_way(package: str, forbidden: set[str]) -> None:
@@ -52,7 +57,7 @@ def loaded_after(imports: str, roots: tuple[str, ...]) -> list[str]:
 
 
 def test_importing_the_pure_packages_loads_no_gateway_and_no_ray() -> None:
-    assert loaded_after("router, deployments, llmops, access", ("gateway", "ray")) == []
+    assert loaded_after("router, deployments, llmops, access, storage", ("gateway", "ray")) == []
 
 
 def test_the_pipeline_imports_neither_ray_nor_a_web_framework() -> None:

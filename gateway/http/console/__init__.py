@@ -88,15 +88,14 @@ class Console:
     async def overview(self, _: Request) -> str:
         since, ledger = time.time() - 86400, self.ledger
         totals = await self.read(lambda: ledger.totals("backend", since)) if ledger else None
-        rows = await self.read(lambda: ledger.rows(since)) if ledger else None
+        errors = await self.read(lambda: ledger.recent_errors(since, 20)) if ledger else None
         summary = {
             "requests": sum(t["requests"] for t in totals or []),
             "tokens": sum(t["prompt_tokens"] + t["completion_tokens"] for t in totals or []),
             "cost_usd": round(sum(t["cost_usd"] for t in totals or []), 6),
             "errors": sum(t["errors"] for t in totals or []),
         }
-        errors = [r for r in reversed(rows or []) if (r["status"] or 0) >= 400][:20]
-        return _pages.overview(await self.backends(), self.config.routes, summary, errors)
+        return _pages.overview(await self.backends(), self.config.routes, summary, errors or [])
 
     async def usage(self, request: Request) -> str:
         ledger = self.ledger
@@ -107,10 +106,11 @@ class Console:
         by = by if by in _pages.GROUPINGS else "backend"
         period = period if period in _pages.PERIODS else "24h"
         now = time.time()
-        since = now - _pages.PERIODS[period][0]
+        span, bucket = _pages.PERIODS[period]
+        since = now - span
         totals = await self.read(lambda: ledger.totals(by, since))
-        rows = await self.read(lambda: ledger.rows(since))
-        return _pages.usage(by, period, rows, totals, now)
+        series = await self.read(lambda: ledger.series(by, since, bucket))
+        return _pages.usage(by, period, series, totals, now)
 
     async def experiments(self, _: Request) -> str:
         if self.ledger is None:

@@ -140,8 +140,9 @@ def overview(
 
 
 def usage(
-    by: str, period: str, rows: list[dict[str, Any]], totals: list[dict[str, Any]], now: float
+    by: str, period: str, series: list[dict[str, Any]], totals: list[dict[str, Any]], now: float
 ) -> str:
+    """Charts from the ledger's series (per bucket and group) and a table of its totals."""
     span, bucket = PERIODS[period]
     start = (now - span) // bucket * bucket
     count = int((now - start) // bucket) + 1
@@ -150,16 +151,13 @@ def usage(
     metrics = {"requests": {}, "tokens": {}, "cost_usd": {}}  # type: dict[str, dict[str, list[float]]]
     for metric in metrics:
         metrics[metric] = {name: [0.0] * count for name in names}
-    column = "key_id" if by == "key" else by
-    for row in rows:
-        index = int((row["ts"] - start) // bucket)
-        name = str(row[column])
+    for point in series:
+        index = int((point["bucket"] - start) // bucket)
+        name = str(point[by])
         if not 0 <= index < count or name not in metrics["requests"]:
             continue
-        metrics["requests"][name][index] += 1
-        tokens = (row["prompt_tokens"] or 0) + (row["completion_tokens"] or 0)
-        metrics["tokens"][name][index] += tokens
-        metrics["cost_usd"][name][index] += row["cost_usd"] or 0.0
+        for metric in metrics:
+            metrics[metric][name][index] += point[metric]
     choose = (
         " ".join(
             f'<a href="?by={g}&since={period}"{" class=current" if g == by else ""}>{g}</a>'

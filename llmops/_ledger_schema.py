@@ -1,0 +1,169 @@
+"""The ledger's tables and their migrations.
+
+`requests`: one row per request (the columns are `RequestRecord`'s ledger fields). Reads never
+scan it beyond the newest hour: `usage_hourly` rolls every row up per hour and per dimension
+set (backend, route, key, team, task, experiment, arm, template), `latency_hourly` keeps a
+latency histogram per hour, backend and experiment arm, and `key_names` the latest name, team
+and metadata of each key. The writer maintains them in the same transaction as the rows, so
+they are never out of step. Feedback rows carry their request's experiment, arm and time."""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import fields
+
+from llmops._record import LEDGER_COLUMNS, RequestRecord
+from storage import Dialect, Migration, Session
+
+DIMS = ("backend", "route", "key_id", "team", "task", "experiment", "arm", "template")
+MEASURES = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "estimated_cost_usd",
+    "errors",
+    "latency_ms_sum",
+    "latency_n",
+)
+HOUR = 3600
+# Latency histogram bins: 2% wide, so a percentile read from them is within 1%.
+BIN_RATIO = 1.02
+_LOG_RATIO = math.log(BIN_RATIO)
+NO_VALUE = ""  # a NULL dimension in the rollups (NULLs never match in a unique key)
+
+
+def latency_bin(latency_ms: float) -> int:
+    return math.floor(math.log(max(latency_ms, 0.01)) / _LOG_RATIO)
+
+
+def bin_value(index: int) -> float:
+    """A bin's geometric middle."""
+    return float(BIN_RATIO ** (index + 0.5))
+
+
+def _pg_type(name: str) -> str:
+    hint = str(typing.get_type_hints(RequestRecord)[name])
+    if "bool" in hint:
+        return "BOOLEAN"
+    if "int" in hint:
+        return "BIGINT"
+    if "float" in hint:
+        return "DOUBLE PRECISION"
+    return "TEXT"
+
+
+PG_TYPES = {f.name: _pg_type(f.name) for f in fields(RequestRecord) if f.name in LEDGER_COLUMNS}
+
+
+def _columns(dialect: Dialect) -> str:
+    if dialect == Dialect.SQLITE:  # typeless, as every ledger file has been
+        return ", ".join(LEDGER_COLUMNS)
+    return ", ".join(
+        f"{name} {PG_TYPES[name]}{' NOT NULL' if name in ('request_id', 'ts') else ''}"
+        for name in LEDGER_COLUMNS
+    )
+
+
+def _base(session: Session) -> None:
+    """The tables every ledger has had (a no-op on an older SQLite ledger)."""
+    real = "REAL" if session.dialect == Dialect.SQLITE else "DOUBLE PRECISION"
+    session.execute(
+        f"CREATE TABLE IF NOT EXISTS requests ({_columns(session.dialect)}, "
+        "PRIMARY KEY (request_id, ts))"
+    )
+    session.execute("CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)")
+    session.execute(
+        f"CREATE TABLE IF NOT EXISTS feedback (request_id TEXT, ts {real}, score {real}, "
+        "label TEXT, comment TEXT)"
+    )
+    session.execute("CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id)")
+    add_new_columns(session)  # an older ledger's table, before later steps read its columns
+
+
+def _dims_sql(prefix: str = "") -> str:
+    return ", ".join(f"COALESCE({prefix}{dim}, '') AS {dim}" for dim in DIMS)
+
+
+def _rollups(session: Session) -> None:
+    """The rollups and key names, filled from the rows an older ledger already has."""
+    real = "REAL" if session.dialect == Dialect.SQLITE else "DOUBLE PRECISION"
+    big = "INTEGER" if session.dialect == Dialect.SQLITE else "BIGINT"
+    dims = ", ".join(f"{dim} TEXT NOT NULL" for dim in DIMS)
+    session.execute(
+        f"CREATE TABLE usage_hourly (bucket {big} NOT NULL, {dims}, requests {big}, "
+        f"prompt_tokens {big}, completion_tokens {big}, cost_usd {real}, "
+        f"estimated_cost_usd {real}, errors {big}, latency_ms_sum {real}, latency_n {big}, "
+        f"PRIMARY KEY (bucket, {', '.join(DIMS)}))"
+    )
+    session.execute(
+        f"CREATE TABLE latency_hourly (bucket {big} NOT NULL, backend TEXT NOT NULL, "
+        f"experiment TEXT NOT NULL, arm TEXT NOT NULL, bin INTEGER NOT NULL, n {big}, "
+        "PRIMARY KEY (bucket, experiment, arm, backend, bin))"
+    )
+    session.execute(
+        f"CREATE TABLE key_names (key_id TEXT PRIMARY KEY, key_name TEXT, team TEXT, "
+        f"key_metadata TEXT, ts {real})"
+    )
+    session.execute("CREATE INDEX requests_errors ON requests (ts) WHERE status >= 400")
+    for column in ("experiment", "arm"):
+        session.execute(f"ALTER TABLE feedback ADD COLUMN {column} TEXT")
+    session.execute(f"ALTER TABLE feedback ADD COLUMN request_ts {real}")
+    session.execute("CREATE INDEX feedback_experiment ON feedback (experiment, request_ts)")
+    _backfill(session)
+
+
+def _backfill(session: Session) -> None:
+    bucket = f"CAST(FLOOR(ts / {HOUR}) AS BIGINT)"
+    errors = "CASE WHEN status >= 400 THEN 1 ELSE 0 END"
+    session.execute(
+        f"INSERT INTO usage_hourly (bucket, {', '.join(DIMS)}, {', '.join(MEASURES)}) "
+        f"SELECT {bucket} * {HOUR} AS b, {_dims_sql()}, COUNT(*), SUM(prompt_tokens), "
+        f"SUM(completion_tokens), SUM(cost_usd), SUM(estimated_cost_usd), SUM({errors}), "
+        f"SUM(latency_ms), COUNT(latency_ms) FROM requests "
+        f"GROUP BY b, {', '.join(f'COALESCE({dim}, {NO_VALUE!r})' for dim in DIMS)}"
+    )
+    binned = f"CAST(FLOOR(LN(CASE WHEN latency_ms > 0.01 THEN latency_ms ELSE 0.01 END) / {_LOG_RATIO!r}) AS INTEGER)"  # noqa: E501
+    session.execute(
+        "INSERT INTO latency_hourly (bucket, backend, experiment, arm, bin, n) "
+        f"SELECT {bucket} * {HOUR} AS b, COALESCE(backend, ''), COALESCE(experiment, ''), "
+        f"COALESCE(arm, ''), {binned} AS k, COUNT(*) FROM requests "
+        "WHERE latency_ms IS NOT NULL "
+        "GROUP BY b, COALESCE(backend, ''), COALESCE(experiment, ''), COALESCE(arm, ''), k"
+    )
+    session.execute(
+        "INSERT INTO key_names (key_id, key_name, team, key_metadata, ts) "
+        "SELECT key_id, MAX(key_name), MAX(team), MAX(key_metadata), MAX(ts) FROM requests "
+        "WHERE key_id IS NOT NULL GROUP BY key_id"
+    )
+    session.execute(
+        "UPDATE feedback SET experiment = r.experiment, arm = r.arm, request_ts = r.ts "
+        "FROM requests AS r WHERE r.request_id = feedback.request_id"
+    )
+
+
+MIGRATIONS = (
+    Migration(1, "requests and feedback", _base),
+    Migration(2, "hourly rollups, latency histograms, key names; feedback by experiment", _rollups),
+)
+
+
+def add_new_columns(session: Session) -> list[str]:
+    """Columns `RequestRecord` gained since the table was made (renaming a field adds a
+    column instead of silently writing NULL); the ones added."""
+    if session.dialect == Dialect.SQLITE:
+        known = {row[1] for row in session.execute("PRAGMA table_info(requests)")}
+    else:
+        known = {
+            row[0]
+            for row in session.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'requests' AND table_schema = current_schema()"
+            )
+        }
+    added = [column for column in LEDGER_COLUMNS if column not in known]
+    for column in added:
+        kind = "" if session.dialect == Dialect.SQLITE else f" {PG_TYPES[column]}"
+        session.execute(f"ALTER TABLE requests ADD COLUMN {column}{kind}")
+    return added
