@@ -29,6 +29,7 @@ from access._records import (
 )
 from access._sessions import Sessions
 from access._store import Store
+from storage import Database, DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 KINDS = ("key", "team")
@@ -72,7 +73,7 @@ class AccessState:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | Database,
         lease_fraction: float,
         lease_ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
@@ -97,6 +98,13 @@ class AccessState:
             return {"ok": handler(**payload)}
         except AccessError as exc:
             return {"error": exc.to_dict()}
+        except DatabaseUnavailable:
+            unavailable = AccessError(
+                "the access database is unreachable; try again shortly",
+                status=503,
+                code="database_unavailable",
+            )
+            return {"error": unavailable.to_dict()}
 
     def _handlers(self) -> dict[Op, Callable[..., Any]]:
         return {

@@ -23,6 +23,7 @@ from deployments import (
 from gateway.core.templates import PromptTemplate, resolve
 from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig, ResponsesConfig
 from router import RoutingConfig
+from storage import DatabaseConfig
 
 # Relative paths in a config (ledger, request log, model folders) resolve against this.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +75,14 @@ class GatewayConfig(RoutingConfig):
     ingress: IngressOptions = Field(
         default_factory=IngressOptions, description="HTTP ingress settings."
     )
+    database: DatabaseConfig = Field(
+        default_factory=DatabaseConfig,
+        description="PostgreSQL for the ledger, feedback, keys and spend, stored responses and "
+        "learned task prototypes, shared by every replica (`url_env`); unset: SQLite files.",
+    )
     ledger: LedgerConfig = Field(
-        default_factory=LedgerConfig, description="Actual cost per request, in SQLite."
+        default_factory=LedgerConfig,
+        description="Actual cost per request, in SQLite or the `database`.",
     )
     request_log: RequestLogConfig = Field(
         default_factory=RequestLogConfig, description="One JSON line per request."
@@ -137,6 +144,12 @@ class GatewayConfig(RoutingConfig):
             if route.template and resolve(self.prompt_templates, route.template) is None
         ]
         problems += self._experiment_problems()
+        if self.database.url_env and self.ledger.scope == "cluster":
+            problems.append(
+                "ledger.scope: `cluster` keeps one SQLite ledger on the owner's node; with "
+                "`database.url_env` every replica writes to the database already: use `host` "
+                "(the request log is then kept on each host)"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self

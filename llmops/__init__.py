@@ -29,12 +29,13 @@ from llmops._experiments import (
     unit_hash,
 )
 from llmops._finetune import FinetuneConfig, answer_text, finetune, load_examples
-from llmops._ledger import GROUPS, Ledger, LedgerReader
+from llmops._ledger import GROUPS, Ledger, LedgerReader, open_ledger
+from llmops._ledger_schema import MIGRATIONS as LEDGER_MIGRATIONS
 from llmops._metrics import GatewayMetrics
 from llmops._record import LEDGER_COLUMNS, RequestRecord, key_id, response_text
 from llmops._redact import DEFAULT_REDACTIONS, Redactor
 from llmops._report import build_report, render_html, render_table
-from llmops._request_log import RequestLog, log_entry
+from llmops._request_log import RequestLog, log_entry, open_request_log
 from llmops._responses import ResponseStore
 from llmops._shared import (
     LocalRecordsTransport,
@@ -51,6 +52,7 @@ __all__ = [
     "GROUPS",
     "JUDGE_RUBRIC",
     "LEDGER_COLUMNS",
+    "LEDGER_MIGRATIONS",
     "METRICS",
     "SCORERS",
     "Accounting",
@@ -92,6 +94,8 @@ __all__ = [
     "key_id",
     "load_examples",
     "log_entry",
+    "open_ledger",
+    "open_request_log",
     "parse_since",
     "read_quality",
     "render_eval_html",

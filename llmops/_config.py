@@ -39,8 +39,20 @@ class LedgerConfig(Strict):
     )
     spool_path: str = Field(
         default="var/records.spool.sqlite",
-        description="With scope `cluster`: where an ingress host keeps records the owner "
-        "could not take yet (shipped, oldest first, once it answers).",
+        description="With scope `cluster` or a `database`: where an ingress host keeps "
+        "records the owner or the database could not take yet (shipped, oldest first, once "
+        "it answers).",
+    )
+    retention_days: float | None = Field(
+        default=90,
+        gt=0,
+        description="Request rows (and their feedback) older than this are deleted; usage "
+        "totals for older windows come from the hourly rollups. null: kept for ever.",
+    )
+    rollup_retention_days: float | None = Field(
+        default=731,
+        gt=0,
+        description="Hourly rollups older than this are deleted. null: kept for ever.",
     )
 
 
@@ -53,6 +65,15 @@ class RequestLogConfig(Strict):
     )
     max_bytes: int = Field(default=100 * 2**20, ge=1024, description="Rotate beyond this size.")
     backups: int = Field(default=5, ge=0, description="Rotated files kept.")
+    rotate_after_days: float | None = Field(
+        default=1, gt=0, description="Also rotate once the file's first line is this old."
+    )
+    max_age_days: float | None = Field(
+        default=30,
+        gt=0,
+        description="Rotated files last written longer ago than this are deleted, however "
+        "few there are. null: only `backups` bounds them.",
+    )
     bodies: bool = Field(
         default=False, description="Also log prompts and completions (after redaction)."
     )

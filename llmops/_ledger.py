@@ -20,6 +20,7 @@ import orjson
 
 from llmops import _usage
 from llmops._batch import BatchWriter
+from llmops._config import LedgerConfig
 from llmops._ledger_schema import (
     DIMS,
     HOUR,
@@ -106,10 +107,14 @@ class Ledger:
         db: Database | Path,
         *,
         retention_days: float | None = None,
+        rollup_retention_days: float | None = None,
         clock: Any = time.time,
     ) -> None:
         self.db: Database = db if isinstance(db, Database) else SqliteDatabase(db)
         self.retention_s = None if retention_days is None else retention_days * 86400
+        self.rollup_retention_s = (
+            None if rollup_retention_days is None else rollup_retention_days * 86400
+        )
         self._clock = clock
         migrate(self.db, "ledger", MIGRATIONS)
         with self.db.transaction() as session:
@@ -160,7 +165,9 @@ class Ledger:
 
     def _maybe_purge(self) -> None:
         now = self._clock()
-        if self.retention_s is None or now - self._purged_at < PURGE_EVERY_S:
+        if self.retention_s is None and self.rollup_retention_s is None:
+            return
+        if now - self._purged_at < PURGE_EVERY_S:
             return
         if self._purge_lock.acquire(blocking=False):
             try:
@@ -171,10 +178,18 @@ class Ledger:
 
     def purge(self, now: float | None = None) -> int:
         """Delete rows and feedback older than the retention, a few hours per transaction
-        (short write locks); the rollups keep their totals. The rows deleted."""
+        (short write locks); the rollups keep their totals, until their own retention. The
+        rows deleted."""
+        now = now or self._clock()
+        if self.rollup_retention_s is not None:
+            with self.db.transaction() as session:
+                for table in ("usage_hourly", "latency_hourly"):
+                    session.execute(
+                        f"DELETE FROM {table} WHERE bucket < ?", (now - self.rollup_retention_s,)
+                    )
         if self.retention_s is None:
             return 0
-        cutoff = (now or self._clock()) - self.retention_s
+        cutoff = now - self.retention_s
         with self.db.transaction(write=False) as session:
             oldest = session.execute("SELECT MIN(ts) FROM requests")[0][0]
         deleted = 0
@@ -280,4 +295,13 @@ def _measures(row: tuple[Any, ...], status: int, took: float | None) -> tuple[fl
         1 if (row[status] or 0) >= 400 else 0,
         took or 0.0,
         0 if took is None else 1,
+    )
+
+
+def open_ledger(config: LedgerConfig, db: Database | Path) -> Ledger:
+    """The ledger a `ledger:` section describes, in `db` (its retention)."""
+    return Ledger(
+        db,
+        retention_days=config.retention_days,
+        rollup_retention_days=config.rollup_retention_days,
     )

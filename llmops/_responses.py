@@ -1,42 +1,42 @@
 """Stored Responses API responses (`store: true`), for `previous_response_id`, retrieval and
-deletion: one SQLite table, each row a response, the conversation up to and including it,
-and who may read it (the key that made it). Rows older than the retention are deleted."""
+deletion: one table (in the ledger's SQLite file, or the cluster's PostgreSQL database, where
+every replica finds what any replica stored), each row a response, the conversation up to and
+including it, and who may read it (the key that made it). Rows older than the retention are
+deleted."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    id TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    owner TEXT,
-    response TEXT NOT NULL,
-    conversation TEXT NOT NULL
-)
-"""
+from storage import Database, Dialect, Migration, Session, SqliteDatabase, migrate
+
+
+def _table(session: Session) -> None:
+    real = "REAL" if session.dialect == Dialect.SQLITE else "DOUBLE PRECISION"
+    session.execute(
+        f"CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, created_at {real} NOT "
+        "NULL, owner TEXT, response TEXT NOT NULL, conversation TEXT NOT NULL)"
+    )
+    session.execute("CREATE INDEX IF NOT EXISTS responses_created ON responses (created_at)")
+
+
+MIGRATIONS = (Migration(1, "responses", _table),)
 PURGE_EVERY_S = 60.0
+ANYONE = ""  # the owner stored for a gateway without keys (NULL never matches `=`)
 
 
 class ResponseStore:
     """Blocking calls: the gateway runs them in a thread. `owner` is a key id (None when
     the gateway has no keys): a response is found only by the owner that stored it."""
 
-    def __init__(self, path: str | Path, retention_s: float) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, db: Database | Path | str, retention_s: float) -> None:
+        self.db: Database = db if isinstance(db, Database) else SqliteDatabase(Path(db))
+        migrate(self.db, "responses", MIGRATIONS)
         self.retention_s = retention_s
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
         self._purged_at = 0.0
 
     def save(
@@ -45,48 +45,49 @@ class ResponseStore:
         row = (
             response["id"],
             time.time(),
-            owner,
+            owner or ANYONE,
             orjson.dumps(response).decode(),
             orjson.dumps(conversation).decode(),
         )
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)", row)
-            self._db.commit()
+        with self.db.transaction() as session:
+            session.execute(
+                "INSERT INTO responses (id, created_at, owner, response, conversation) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET created_at = "
+                "excluded.created_at, owner = excluded.owner, response = excluded.response, "
+                "conversation = excluded.conversation",
+                row,
+            )
         self._purge()
 
     def get(
         self, response_id: str, owner: str | None
     ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         oldest = time.time() - self.retention_s
-        with self._lock:
-            row = self._db.execute(
-                "SELECT response, conversation FROM responses WHERE id = ? AND owner IS ? "
-                "AND created_at >= ?",
-                (response_id, owner, oldest),
-            ).fetchone()
-        if row is None:
+        with self.db.transaction(write=False) as session:
+            found = session.execute(
+                "SELECT response, conversation FROM responses WHERE id = ? AND "
+                "COALESCE(owner, '') = ? AND created_at >= ?",
+                (response_id, owner or ANYONE, oldest),
+            )
+        if not found:
             return None
-        return orjson.loads(row[0]), orjson.loads(row[1])
+        return orjson.loads(found[0][0]), orjson.loads(found[0][1])
 
     def delete(self, response_id: str, owner: str | None) -> bool:
-        with self._lock:
-            deleted = self._db.execute(
-                "DELETE FROM responses WHERE id = ? AND owner IS ?", (response_id, owner)
-            ).rowcount
-            self._db.commit()
-        return deleted > 0
+        with self.db.transaction() as session:
+            session.execute(
+                "DELETE FROM responses WHERE id = ? AND COALESCE(owner, '') = ?",
+                (response_id, owner or ANYONE),
+            )
+            return session.rowcount > 0
 
     def _purge(self) -> None:
         now = time.time()
         if now - self._purged_at < PURGE_EVERY_S:
             return
         self._purged_at = now
-        with self._lock:
-            self._db.execute(
-                "DELETE FROM responses WHERE created_at < ?", (now - self.retention_s,)
-            )
-            self._db.commit()
+        with self.db.transaction() as session:
+            session.execute("DELETE FROM responses WHERE created_at < ?", (now - self.retention_s,))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()

@@ -76,6 +76,9 @@ class RecordsTransport(ABC):
     @abstractmethod
     def call(self, op: RecordsOp, payload: dict[str, Any]) -> Any: ...
 
+    def close(self) -> None:  # noqa: B027 (optional: most transports hold nothing)
+        """Release what the transport holds (the records sink closes it last)."""
+
 
 class RecordsOwner:
     """Writes every ingress replica's records and answers reads of the ledger."""
@@ -111,13 +114,19 @@ class RecordsOwner:
 
 
 class LocalRecordsTransport(RecordsTransport):
-    """The owner in this process: tests, and a gateway without Serve."""
+    """The owner in this process: each replica's own when the ledger is in a database
+    (`database:`), tests, and a gateway without Serve. `owned`: closed with the sink."""
 
-    def __init__(self, owner: RecordsOwner) -> None:
+    def __init__(self, owner: RecordsOwner, *, owned: bool = False) -> None:
         self.owner = owner
+        self.owned = owned
 
     def call(self, op: RecordsOp, payload: dict[str, Any]) -> Any:
         return self.owner.call(op, payload)
+
+    def close(self) -> None:
+        if self.owned:
+            self.owner.close()
 
 
 class Spool:
@@ -265,6 +274,7 @@ class SharedRecords:
         self._watcher.join(5)
         self._writer.close()
         self._spool.close()
+        self._transport.close()
 
     def _read(self, op: RecordsOp, **payload: Any) -> Any:
         try:

@@ -16,20 +16,23 @@ from gateway.core.keys import KeyGate
 from gateway.core.pipeline import Gateway
 from gateway.core.resilience import Resilience
 from gateway.core.routing import Routing
+from gateway.core.stores import open_store
 from gateway.core.warmup import to_warm
 from llmops import (
     Accounting,
     GatewayMetrics,
-    Ledger,
     LedgerReader,
+    LocalRecordsTransport,
     Price,
+    RecordsOwner,
     RecordsTransport,
     Redactor,
-    RequestLog,
     RequestRecord,
     SharedRecords,
     Sink,
     log_entry,
+    open_ledger,
+    open_request_log,
 )
 from router import Embedder
 
@@ -57,20 +60,27 @@ def sinks_for(
     ingress: str | None = None,
 ) -> tuple[LedgerReader | None, list[Sink]]:
     """The ledger (also read by the usage and feedback endpoints) and every sink. With
-    `ledger.scope: cluster`, records go to the owner `records` reaches, marked `ingress`."""
+    `ledger.scope: cluster`, records go to the owner `records` reaches, marked `ingress`;
+    with a `database`, this replica writes the ledger there itself (spooling in an outage)."""
     observed: list[Sink] = [] if metrics is None else [metrics]
     if config.ledger.scope == "cluster":
         return _shared_sinks(config, project_root, records, observed, ingress)
     sinks: list[Sink] = []
-    ledger = Ledger(project_root / config.ledger.path) if config.ledger.enabled else None
-    if ledger is not None:
-        sinks.append(ledger)
-    log = config.request_log
-    if log.enabled:
-        redact = Redactor(log.redact)
-        path = project_root / log.path
-        sinks.append(RequestLog(path, log.max_bytes, log.backups, log.bodies, redact))
-    return ledger, [*sinks, *observed]
+    if config.request_log.enabled:
+        sinks.append(open_request_log(config.request_log, project_root / config.request_log.path))
+    if not config.ledger.enabled:
+        return None, [*sinks, *observed]
+    if config.database.url_env is None:
+        ledger = open_ledger(config.ledger, project_root / config.ledger.path)
+        return ledger, [ledger, *sinks, *observed]
+    database = open_store(config.database, project_root / config.ledger.path)
+    owner = RecordsOwner(open_ledger(config.ledger, database), None)
+    spool = project_root / config.ledger.spool_path
+    shared = SharedRecords(
+        LocalRecordsTransport(owner, owned=True), spool, ledger=True, log_entry=None,
+        ingress=ingress,
+    )  # fmt: skip
+    return shared, [shared, *sinks, *observed]
 
 
 def _shared_sinks(

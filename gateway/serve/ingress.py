@@ -123,6 +123,10 @@ def build_app(args: dict[str, Any]) -> Application:
     check_haproxy(os.environ)
     if config.auth.keys:
         master_key(config.auth)  # fail the deploy here, not in every replica
+    try:
+        config.database.url()  # its variable must be set where the gateway runs
+    except ValueError as exc:
+        raise ConfigError(f"database.url_env: {exc}") from None
     applications: dict[str, Application] = {}
     unavailable: dict[str, str] = {}
     facts: dict[str, dict[str, str]] = {}
@@ -146,7 +150,7 @@ def build_app(args: dict[str, Any]) -> Application:
             unavailable[name] = f"its backend {base!r} is unavailable: {unavailable[base]}"
     options = config.ingress.deployment.serve_options()
     options["logging_config"] = {"enable_access_log": config.ingress.serve_access_log}
-    state = state_application(config.auth) if config.auth.keys else None
+    state = state_application(config.auth, config.database) if config.auth.keys else None
     records = records_application(config)
     application: Application = GatewayIngress.options(**options).bind(  # type: ignore[attr-defined]
         config.model_dump(mode="json"), applications, unavailable, facts, state, records

@@ -11,6 +11,8 @@ from ray import serve
 from access import AccessClient, AccessState, AuthConfig, Op, Transport
 from gateway.config import PROJECT_ROOT, ConfigError
 from gateway.core.keys import KeyGate
+from gateway.core.stores import open_store
+from storage import DatabaseConfig
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -24,11 +26,11 @@ class AccessStateDeployment:
     """A thin wrapper: every operation is `AccessState.call`. Its methods run on the
     replica's event loop one at a time, so the state needs no locks."""
 
-    def __init__(self, auth: dict[str, Any]) -> None:
+    def __init__(self, auth: dict[str, Any], database: dict[str, Any]) -> None:
         config = AuthConfig.model_validate(auth)
-        path = PROJECT_ROOT / config.store_path
+        settings = DatabaseConfig.model_validate(database)
         self.state = AccessState(
-            path,
+            open_store(settings, PROJECT_ROOT / config.store_path),
             config.lease_fraction,
             config.lease_ttl_s,
             budgeted_max_parallel=config.budgeted_max_parallel,
@@ -50,12 +52,12 @@ class HandleTransport(Transport):
         return answer
 
 
-def state_application(auth: AuthConfig) -> Application:
+def state_application(auth: AuthConfig, database: DatabaseConfig) -> Application:
     options: dict[str, Any] = {}
     if auth.state_node:
         options["ray_actor_options"] = {"num_cpus": 0, "resources": {auth.state_node: 0.001}}
     app: Application = AccessStateDeployment.options(**options).bind(  # type: ignore[attr-defined]
-        auth.model_dump(mode="json")
+        auth.model_dump(mode="json"), database.model_dump(mode="json")
     )
     return app
 

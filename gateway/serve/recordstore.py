@@ -12,13 +12,13 @@ from ray import serve
 
 from gateway.config import PROJECT_ROOT, GatewayConfig
 from llmops import (
-    Ledger,
     LedgerConfig,
     RecordsOp,
     RecordsOwner,
     RecordsTransport,
-    RequestLog,
     RequestLogConfig,
+    open_ledger,
+    open_request_log,
 )
 
 if TYPE_CHECKING:
@@ -44,10 +44,8 @@ class RecordsDeployment:
         ledger = LedgerConfig.model_validate(ledger_config)
         log = RequestLogConfig.model_validate(log_config)
         self.owner = RecordsOwner(
-            Ledger(PROJECT_ROOT / ledger.path) if ledger.enabled else None,
-            RequestLog(PROJECT_ROOT / log.path, log.max_bytes, log.backups, log.bodies)
-            if log.enabled
-            else None,
+            open_ledger(ledger, PROJECT_ROOT / ledger.path) if ledger.enabled else None,
+            open_request_log(log, PROJECT_ROOT / log.path) if log.enabled else None,
         )
 
     def call(self, op: RecordsOp, payload: dict[str, Any]) -> Any:
