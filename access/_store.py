@@ -2,13 +2,16 @@
 (`database:`), owned by the access state (one process writes it). Every change to a key or team
 takes the next version number, so replicas fetch only what changed since the version they have.
 
-Spend is durable before `add_spend` returns. In a database outage it is kept in memory and
-written with the next spend that gets through (the counters the limits read are in memory
-either way), so an outage loses no spend unless the state's process dies during it."""
+Spend is counted in memory at once (the limits read it there) and written behind, in batches
+every SAVE_EVERY_S by a thread of its own, so no request waits on the database, even a remote
+one. In a database outage it stays in memory and is written once the database is back: an
+outage loses no spend unless the state's process dies during it; a crash loses at most the
+last SAVE_EVERY_S."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,8 @@ def _tables(session: Session) -> None:
 
 
 MIGRATIONS = (Migration(1, "principals and spend", _tables),)
+SAVE_EVERY_S = 0.25
+RETRY_MAX_S = 5.0
 _ADD_SPEND = (
     "INSERT INTO spend (entity, period, usd, updated) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (entity, period) DO UPDATE SET usd = spend.usd + excluded.usd, "
@@ -69,7 +74,11 @@ class Store:
         self._spend: dict[tuple[str, str], float] = {
             (entity, period): float(usd) for entity, period, usd in spend
         }
-        self._unsaved: dict[tuple[str, str], float] = {}  # spend an outage kept from the db
+        self._unsaved: dict[tuple[str, str], float] = {}  # spend not yet in the database
+        self._lock = threading.Lock()  # `_unsaved`: added to on the loop, saved by the thread
+        self._stop = threading.Event()
+        self._saver = threading.Thread(target=self._save_loop, name="spend-saver", daemon=True)
+        self._saver.start()
 
     def put(self, principal: Principal, key_hash: str | None = None) -> Principal:
         """Insert or replace a record under the next version; returns the stored record.
@@ -100,30 +109,41 @@ class Store:
         return self._spend.get((entity, period), 0.0)
 
     def add_spend(self, entity: str, period: str, usd: float) -> None:
-        """Counted at once; durable before it returns, or once the database is back."""
+        """Counted at once; in the database within SAVE_EVERY_S, or once it is back."""
         key = (entity, period)
         self._spend[key] = self._spend.get(key, 0.0) + usd
-        self._unsaved[key] = self._unsaved.get(key, 0.0) + usd
-        self.save_spend()
+        with self._lock:
+            self._unsaved[key] = self._unsaved.get(key, 0.0) + usd
+
+    def _save_loop(self) -> None:
+        wait = SAVE_EVERY_S
+        while not self._stop.wait(wait):
+            wait = SAVE_EVERY_S if self.save_spend() else min(RETRY_MAX_S, wait * 2)
 
     def save_spend(self) -> bool:
         """Write the spend not yet in the database; False in an outage (kept for later)."""
-        if not self._unsaved:
+        with self._lock:
+            pending, self._unsaved = self._unsaved, {}
+        if not pending:
             return True
         now = time.time()
-        rows = [(entity, period, usd, now) for (entity, period), usd in self._unsaved.items()]
+        rows = [(entity, period, usd, now) for (entity, period), usd in pending.items()]
         try:
             with self.db.transaction() as session:
                 session.executemany(_ADD_SPEND, rows)
         except DatabaseUnavailable as exc:
+            with self._lock:  # back, under what was added meanwhile
+                for key, usd in pending.items():
+                    self._unsaved[key] = self._unsaved.get(key, 0.0) + usd
             logger.warning("spend kept in memory until the database is back: %s", exc)
             return False
-        self._unsaved.clear()
         return True
 
     def spend_of(self, entity: str) -> dict[str, Any]:
         return {period: usd for (who, period), usd in self._spend.items() if who == entity}
 
     def close(self) -> None:
+        self._stop.set()
+        self._saver.join(5)
         self.save_spend()
         self.db.close()

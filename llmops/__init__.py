@@ -32,6 +32,7 @@ from llmops._finetune import FinetuneConfig, answer_text, finetune, load_example
 from llmops._ledger import GROUPS, Ledger, LedgerReader, open_ledger
 from llmops._ledger_schema import MIGRATIONS as LEDGER_MIGRATIONS
 from llmops._metrics import GatewayMetrics
+from llmops._prototypes import PrototypeStore
 from llmops._record import LEDGER_COLUMNS, RequestRecord, key_id, response_text
 from llmops._redact import DEFAULT_REDACTIONS, Redactor
 from llmops._report import build_report, render_html, render_table
@@ -69,6 +70,7 @@ __all__ = [
     "LedgerReader",
     "LocalRecordsTransport",
     "Price",
+    "PrototypeStore",
     "QualityFile",
     "RecordsOp",
     "RecordsOwner",

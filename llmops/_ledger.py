@@ -26,7 +26,10 @@ from llmops._ledger_schema import (
     HOUR,
     MEASURES,
     MIGRATIONS,
+    MINUTE,
+    MINUTES_KEPT_S,
     NO_VALUE,
+    USAGE_TABLES,
     add_new_columns,
     latency_bin,
 )
@@ -45,15 +48,18 @@ _INSERT = (
     f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
     "ON CONFLICT (request_id, ts) DO NOTHING RETURNING request_id, ts"
 )
-_ROLLUP = (
-    f"INSERT INTO usage_hourly (bucket, {', '.join(DIMS)}, {', '.join(MEASURES)}) "
-    f"VALUES ({', '.join('?' * (1 + len(DIMS) + len(MEASURES)))}) "
-    f"ON CONFLICT (bucket, {', '.join(DIMS)}) DO UPDATE SET "
-    + ", ".join(f"{m} = usage_hourly.{m} + excluded.{m}" for m in MEASURES)
-)
+_ROLLUP = {
+    table: (
+        f"INSERT INTO {table} (bucket, {', '.join(DIMS)}, {', '.join(MEASURES)}) "
+        f"VALUES ({', '.join('?' * (1 + len(DIMS) + len(MEASURES)))}) "
+        f"ON CONFLICT (bucket, {', '.join(DIMS)}) DO UPDATE SET "
+        + ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in MEASURES)
+    )
+    for table in USAGE_TABLES
+}
 _LATENCY = (
-    "INSERT INTO latency_hourly (bucket, backend, experiment, arm, bin, n) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bucket, experiment, arm, backend, bin) "
+    "INSERT INTO latency_hourly (experiment, bucket, arm, bin, n) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (experiment, bucket, arm, bin) "
     "DO UPDATE SET n = latency_hourly.n + excluded.n"
 )
 _KEY_NAMES = (
@@ -165,8 +171,6 @@ class Ledger:
 
     def _maybe_purge(self) -> None:
         now = self._clock()
-        if self.retention_s is None and self.rollup_retention_s is None:
-            return
         if now - self._purged_at < PURGE_EVERY_S:
             return
         if self._purge_lock.acquire(blocking=False):
@@ -181,9 +185,11 @@ class Ledger:
         (short write locks); the rollups keep their totals, until their own retention. The
         rows deleted."""
         now = now or self._clock()
+        with self.db.transaction() as session:
+            session.execute("DELETE FROM usage_minute WHERE bucket < ?", (now - MINUTES_KEPT_S,))
         if self.rollup_retention_s is not None:
             with self.db.transaction() as session:
-                for table in ("usage_hourly", "latency_hourly"):
+                for table in ("usage_hourly", "latency_hourly", "feedback_hourly"):
                     session.execute(
                         f"DELETE FROM {table} WHERE bucket < ?", (now - self.rollup_retention_s,)
                     )
@@ -200,6 +206,7 @@ class Ledger:
                 session.execute("DELETE FROM requests WHERE ts < ?", (end,))
                 deleted += session.rowcount
                 session.execute("DELETE FROM feedback WHERE request_ts < ?", (end,))
+                session.execute("DELETE FROM feedback_requests WHERE request_ts < ?", (end,))
             start = end
         return deleted
 
@@ -212,7 +219,7 @@ class Ledger:
     def totals(self, group_by: str, since: float | None = None) -> list[dict[str, Any]]:
         """Requests, tokens and cost per group since a Unix time. Per key, also its name,
         team and metadata (as of its latest request)."""
-        return _usage.totals(self.db, group_by, since, self.cutoff())
+        return _usage.totals(self.db, group_by, since, self.cutoff(), self._clock())
 
     def series(self, group_by: str, since: float, bucket_s: int) -> list[dict[str, Any]]:
         """Requests, tokens and cost per time bucket and group (charts)."""
@@ -223,7 +230,7 @@ class Ledger:
 
     def experiment(self, name: str, since: float | None = None) -> dict[str, Any]:
         """What the experiment report is computed from (see `llmops._report`)."""
-        return _usage.experiment(self.db, name, since, self.cutoff())
+        return _usage.experiment(self.db, name, since, self.cutoff(), self._clock())
 
     def rows(self, since: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Raw rows since a Unix time, oldest first (exports, tests; never an endpoint)."""
@@ -251,35 +258,37 @@ class Ledger:
 
 
 def _roll_up(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Add new rows to the hourly rollups, aggregated first: one upsert per hour and
+    """Add new rows to the rollups, aggregated first: one upsert per hour (or minute) and
     dimension set in the batch, not per row."""
     if not rows:
         return
-    usage: dict[tuple[Any, ...], list[float]] = {}
+    usage: dict[str, dict[tuple[Any, ...], list[float]]] = {t: {} for t in USAGE_TABLES}
     latency: dict[tuple[Any, ...], int] = {}
     keys: dict[str, tuple[Any, ...]] = {}
     status, ts_at, latency_at = _INDEX["status"], _INDEX["ts"], _INDEX["latency_ms"]
     for row in rows:
-        bucket = int(row[ts_at] // HOUR) * HOUR
+        ts, took = row[ts_at], row[latency_at]
         dims = tuple(NO_VALUE if row[_INDEX[d]] is None else str(row[_INDEX[d]]) for d in DIMS)
-        sums = usage.setdefault((bucket, *dims), [0.0] * len(MEASURES))
-        took = row[latency_at]
-        for index, value in enumerate(_measures(row, status, took)):
-            sums[index] += value
+        measures = _measures(row, status, took)
+        for table, width in zip(USAGE_TABLES, (HOUR, MINUTE), strict=True):
+            sums = usage[table].setdefault((int(ts // width) * width, *dims), [0.0] * len(MEASURES))
+            for index, value in enumerate(measures):
+                sums[index] += value
         if took is not None:
-            place = (bucket, dims[0], dims[5], dims[6], latency_bin(took))
+            place = (dims[5], int(ts // HOUR) * HOUR, dims[6], latency_bin(took))
             latency[place] = latency.get(place, 0) + 1
         key = row[_INDEX["key_id"]]
-        if key is not None and (key not in keys or keys[key][-1] <= row[ts_at]):
+        if key is not None and (key not in keys or keys[key][-1] <= ts):
             keys[key] = tuple(row[_INDEX[c]] for c in ("key_name", "team", "key_metadata", "ts"))
     integral = {0, 1, 2, 5, 7}  # counts and tokens: integers in PostgreSQL's BIGINT columns
-    session.executemany(
-        _ROLLUP,
-        [
-            (*place, *(int(v) if i in integral else v for i, v in enumerate(sums)))
-            for place, sums in usage.items()
-        ],
-    )
+    for table, found in usage.items():
+        session.executemany(
+            _ROLLUP[table],
+            [
+                (*place, *(int(v) if i in integral else v for i, v in enumerate(sums)))
+                for place, sums in found.items()
+            ],
+        )
     session.executemany(_LATENCY, [(*place, n) for place, n in latency.items()])
     session.executemany(_KEY_NAMES, [(key, *described) for key, described in keys.items()])
 

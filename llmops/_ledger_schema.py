@@ -2,14 +2,18 @@
 
 `requests`: one row per request (the columns are `RequestRecord`'s ledger fields). Reads never
 scan it beyond the newest hour: `usage_hourly` rolls every row up per hour and per dimension
-set (backend, route, key, team, task, experiment, arm, template), `latency_hourly` keeps a
-latency histogram per hour, backend and experiment arm, and `key_names` the latest name, team
-and metadata of each key. The writer maintains them in the same transaction as the rows, so
-they are never out of step. Feedback rows carry their request's experiment, arm and time."""
+set (backend, route, key, team, task, experiment, arm, template), `usage_minute` the same per
+minute for the last MINUTES_KEPT_S, `latency_hourly` keeps a latency histogram per experiment
+arm and hour, and `key_names` the latest name, team and metadata of each key. The writer
+maintains them in the same transaction as the rows, so they are never out of step. Feedback
+rows carry their request's experiment, arm and time; `feedback_requests` holds each scored
+request's count and sum of scores, `feedback_hourly` the sums of those means (and of their
+squares) per experiment arm and hour: the report's statistics without reading a score."""
 
 from __future__ import annotations
 
 import math
+import time
 import typing
 from dataclasses import fields
 
@@ -28,6 +32,11 @@ MEASURES = (
     "latency_n",
 )
 HOUR = 3600
+MINUTE = 60
+# Minute rollups: the first partial hour of a window comes from them (and only its first
+# partial minute from the raw rows); kept long enough for a week's window and then some.
+MINUTES_KEPT_S = 8 * 86400
+USAGE_TABLES = ("usage_hourly", "usage_minute")
 # Latency histogram bins: 2% wide, so a percentile read from them is within 1%.
 BIN_RATIO = 1.02
 _LOG_RATIO = math.log(BIN_RATIO)
@@ -86,21 +95,27 @@ def _dims_sql(prefix: str = "") -> str:
     return ", ".join(f"COALESCE({prefix}{dim}, '') AS {dim}" for dim in DIMS)
 
 
+def _clustered(session: Session) -> str:
+    """SQLite stores these tables in their key's order (time ranges read contiguously)."""
+    return " WITHOUT ROWID" if session.dialect == Dialect.SQLITE else ""
+
+
 def _rollups(session: Session) -> None:
-    """The rollups and key names, filled from the rows an older ledger already has."""
+    """The rollups, key names and feedback sums, filled from what an older ledger holds."""
     real = "REAL" if session.dialect == Dialect.SQLITE else "DOUBLE PRECISION"
     big = "INTEGER" if session.dialect == Dialect.SQLITE else "BIGINT"
     dims = ", ".join(f"{dim} TEXT NOT NULL" for dim in DIMS)
+    for table in USAGE_TABLES:
+        session.execute(
+            f"CREATE TABLE {table} (bucket {big} NOT NULL, {dims}, requests {big}, "
+            f"prompt_tokens {big}, completion_tokens {big}, cost_usd {real}, "
+            f"estimated_cost_usd {real}, errors {big}, latency_ms_sum {real}, latency_n {big}, "
+            f"PRIMARY KEY (bucket, {', '.join(DIMS)})){_clustered(session)}"
+        )
     session.execute(
-        f"CREATE TABLE usage_hourly (bucket {big} NOT NULL, {dims}, requests {big}, "
-        f"prompt_tokens {big}, completion_tokens {big}, cost_usd {real}, "
-        f"estimated_cost_usd {real}, errors {big}, latency_ms_sum {real}, latency_n {big}, "
-        f"PRIMARY KEY (bucket, {', '.join(DIMS)}))"
-    )
-    session.execute(
-        f"CREATE TABLE latency_hourly (bucket {big} NOT NULL, backend TEXT NOT NULL, "
-        f"experiment TEXT NOT NULL, arm TEXT NOT NULL, bin INTEGER NOT NULL, n {big}, "
-        "PRIMARY KEY (bucket, experiment, arm, backend, bin))"
+        f"CREATE TABLE latency_hourly (experiment TEXT NOT NULL, bucket {big} NOT NULL, "
+        f"arm TEXT NOT NULL, bin INTEGER NOT NULL, n {big}, "
+        f"PRIMARY KEY (experiment, bucket, arm, bin)){_clustered(session)}"
     )
     session.execute(
         f"CREATE TABLE key_names (key_id TEXT PRIMARY KEY, key_name TEXT, team TEXT, "
@@ -110,27 +125,48 @@ def _rollups(session: Session) -> None:
     for column in ("experiment", "arm"):
         session.execute(f"ALTER TABLE feedback ADD COLUMN {column} TEXT")
     session.execute(f"ALTER TABLE feedback ADD COLUMN request_ts {real}")
-    session.execute("CREATE INDEX feedback_experiment ON feedback (experiment, request_ts)")
+    session.execute(
+        f"CREATE TABLE feedback_requests (request_id TEXT PRIMARY KEY, experiment TEXT NOT "
+        f"NULL, arm TEXT NOT NULL, request_ts {real}, n {big} NOT NULL, total {real} NOT NULL)"
+    )
+    session.execute(
+        "CREATE INDEX feedback_requests_experiment ON feedback_requests (experiment, request_ts)"
+    )
+    session.execute(
+        f"CREATE TABLE feedback_hourly (experiment TEXT NOT NULL, bucket {big} NOT NULL, "
+        f"arm TEXT NOT NULL, requests {big} NOT NULL, mean_sum {real} NOT NULL, "
+        f"mean_squares {real} NOT NULL, PRIMARY KEY (experiment, bucket, arm)){_clustered(session)}"
+    )
     _backfill(session)
 
 
 def _backfill(session: Session) -> None:
-    bucket = f"CAST(FLOOR(ts / {HOUR}) AS BIGINT)"
+    bucket = f"CAST(FLOOR(ts / {HOUR}) AS BIGINT) * {HOUR}"
     errors = "CASE WHEN status >= 400 THEN 1 ELSE 0 END"
-    session.execute(
-        f"INSERT INTO usage_hourly (bucket, {', '.join(DIMS)}, {', '.join(MEASURES)}) "
-        f"SELECT {bucket} * {HOUR} AS b, {_dims_sql()}, COUNT(*), SUM(prompt_tokens), "
-        f"SUM(completion_tokens), SUM(cost_usd), SUM(estimated_cost_usd), SUM({errors}), "
-        f"SUM(latency_ms), COUNT(latency_ms) FROM requests "
-        f"GROUP BY b, {', '.join(f'COALESCE({dim}, {NO_VALUE!r})' for dim in DIMS)}"
+    groups = ", ".join(f"COALESCE({dim}, {NO_VALUE!r})" for dim in DIMS)
+    sums = (
+        f"COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd), "
+        f"SUM(estimated_cost_usd), SUM({errors}), SUM(latency_ms), COUNT(latency_ms)"
     )
-    binned = f"CAST(FLOOR(LN(CASE WHEN latency_ms > 0.01 THEN latency_ms ELSE 0.01 END) / {_LOG_RATIO!r}) AS INTEGER)"  # noqa: E501
+    for table, width, where in (
+        ("usage_hourly", HOUR, ""),
+        ("usage_minute", MINUTE, f" WHERE ts >= {time.time() - MINUTES_KEPT_S!r}"),
+    ):
+        start = f"CAST(FLOOR(ts / {width}) AS BIGINT) * {width}"
+        session.execute(
+            f"INSERT INTO {table} (bucket, {', '.join(DIMS)}, {', '.join(MEASURES)}) "
+            f"SELECT {start} AS b, {_dims_sql()}, {sums} FROM requests{where} "
+            f"GROUP BY b, {groups}"
+        )
+    binned = (
+        "CAST(FLOOR(LN(CASE WHEN latency_ms > 0.01 THEN latency_ms ELSE 0.01 END) / "
+        f"{_LOG_RATIO!r}) AS INTEGER)"
+    )
     session.execute(
-        "INSERT INTO latency_hourly (bucket, backend, experiment, arm, bin, n) "
-        f"SELECT {bucket} * {HOUR} AS b, COALESCE(backend, ''), COALESCE(experiment, ''), "
-        f"COALESCE(arm, ''), {binned} AS k, COUNT(*) FROM requests "
-        "WHERE latency_ms IS NOT NULL "
-        "GROUP BY b, COALESCE(backend, ''), COALESCE(experiment, ''), COALESCE(arm, ''), k"
+        "INSERT INTO latency_hourly (experiment, bucket, arm, bin, n) "
+        f"SELECT COALESCE(experiment, ''), {bucket} AS b, COALESCE(arm, ''), {binned} AS k, "
+        "COUNT(*) FROM requests WHERE latency_ms IS NOT NULL "
+        "GROUP BY COALESCE(experiment, ''), b, COALESCE(arm, ''), k"
     )
     session.execute(
         "INSERT INTO key_names (key_id, key_name, team, key_metadata, ts) "
@@ -140,6 +176,18 @@ def _backfill(session: Session) -> None:
     session.execute(
         "UPDATE feedback SET experiment = r.experiment, arm = r.arm, request_ts = r.ts "
         "FROM requests AS r WHERE r.request_id = feedback.request_id"
+    )
+    session.execute(
+        "INSERT INTO feedback_requests (request_id, experiment, arm, request_ts, n, total) "
+        "SELECT request_id, COALESCE(MAX(experiment), ''), COALESCE(MAX(arm), ''), "
+        "MAX(request_ts), COUNT(*), SUM(score) FROM feedback GROUP BY request_id"
+    )
+    request_bucket = f"CAST(FLOOR(request_ts / {HOUR}) AS BIGINT) * {HOUR}"
+    session.execute(
+        "INSERT INTO feedback_hourly (experiment, bucket, arm, requests, mean_sum, "
+        f"mean_squares) SELECT experiment, {request_bucket} AS b, arm, COUNT(*), "
+        "SUM(total / n), SUM((total / n) * (total / n)) FROM feedback_requests "
+        "WHERE request_ts IS NOT NULL GROUP BY experiment, b, arm"
     )
 
 

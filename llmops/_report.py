@@ -38,19 +38,20 @@ class ArmSummary:
     feedback_ci95: tuple[float, float] | None
 
 
-def mean_ci(values: list[float], rng: random.Random) -> tuple[float, float] | None:
-    """95% interval of the mean: bootstrap up to EXACT_MAX samples, beyond it the normal
-    approximation (as good there, and it does not cost RESAMPLES passes over the samples)."""
-    if len(values) < 2:
+def mean_ci(scored: dict[str, Any], rng: random.Random) -> tuple[float, float] | None:
+    """95% interval of the mean of an arm's scores (`n`, `mean`, `variance`, and `samples`
+    when few): bootstrap while they are few, beyond the normal approximation (as good
+    there, and it costs no pass over the scores)."""
+    if scored["n"] < 2:
         return None
-    if len(values) > EXACT_MAX:
-        mean, half = statistics.fmean(values), 1.959964 * _standard_error(values)
-        return mean - half, mean + half
-    return bootstrap_ci(values, rng)
+    if scored["samples"] is not None and scored["n"] <= EXACT_MAX:
+        return bootstrap_ci(scored["samples"], rng)
+    half = 1.959964 * _standard_error(scored)
+    return scored["mean"] - half, scored["mean"] + half
 
 
-def _standard_error(values: list[float]) -> float:
-    return float(statistics.stdev(values) / math.sqrt(len(values)))
+def _standard_error(scored: dict[str, Any]) -> float:
+    return float(math.sqrt(scored["variance"] / scored["n"]))
 
 
 def bootstrap_ci(values: list[float], rng: random.Random) -> tuple[float, float] | None:
@@ -80,11 +81,12 @@ def build_report(
     scored requests' feedback: no request row is read."""
     found = ledger.experiment(experiment, since)
     rng = random.Random(0)
-    summaries, samples = [], {}
+    summaries, scores = [], {}
     for arm, sums in sorted(found["arms"].items()):
-        feedback = found["feedback"].get(arm, [])
+        feedback = found["feedback"].get(arm) or {"n": 0, "mean": 0.0, "variance": 0.0,
+                                                  "samples": []}  # fmt: skip
         histogram = found["latency"].get(arm, [])
-        samples[arm] = feedback
+        scores[arm] = feedback
         summaries.append(
             ArmSummary(
                 arm=arm,
@@ -93,12 +95,12 @@ def build_report(
                 latency_p50_ms=_histogram_percentile(histogram, 50),
                 latency_p95_ms=_histogram_percentile(histogram, 95),
                 cost_per_request_usd=sums["cost_usd"] / max(1, sums["requests"]),
-                feedback_n=len(feedback),
-                feedback_mean=statistics.fmean(feedback) if feedback else None,
+                feedback_n=feedback["n"],
+                feedback_mean=feedback["mean"] if feedback["n"] else None,
                 feedback_ci95=mean_ci(feedback, rng),
             )
         )
-    comparison = _compare(summaries, samples, rng)
+    comparison = _compare(summaries, scores, rng)
     return {
         "experiment": experiment,
         "since": since,
@@ -142,7 +144,7 @@ def _callers(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _compare(
-    summaries: list[ArmSummary], samples: dict[str, list[float]], rng: random.Random
+    summaries: list[ArmSummary], scores: dict[str, dict[str, Any]], rng: random.Random
 ) -> dict[str, Any] | None:
     scored = sorted(
         (s for s in summaries if s.feedback_n >= 2 and s.feedback_mean is not None),
@@ -152,22 +154,22 @@ def _compare(
     if len(scored) < 2:
         return None
     best, runner_up = scored[0], scored[1]
-    a, b = samples[best.arm], samples[runner_up.arm]
-    if len(a) > EXACT_MAX or len(b) > EXACT_MAX:
+    a, b = scores[best.arm], scores[runner_up.arm]
+    if a["samples"] is None or b["samples"] is None or max(a["n"], b["n"]) > EXACT_MAX:
         p, test = welch_p(a, b), "two-sided Welch test of mean feedback (normal approximation)"
     else:
-        p, test = permutation_p(a, b, rng), "two-sided permutation test of mean feedback"
+        p = permutation_p(a["samples"], b["samples"], rng)
+        test = "two-sided permutation test of mean feedback"
     return {"best": best.arm, "runner_up": runner_up.arm, "p_value": round(p, 4),
             "test": test}  # fmt: skip
 
 
-def welch_p(a: list[float], b: list[float]) -> float:
-    """Two-sided p-value of the difference of means for large samples."""
+def welch_p(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Two-sided p-value of the difference of means for large samples (from their moments)."""
     error = math.hypot(_standard_error(a), _standard_error(b))
     if error == 0:
-        return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
-    z = abs(statistics.fmean(a) - statistics.fmean(b)) / error
-    return math.erfc(z / math.sqrt(2))
+        return 1.0 if a["mean"] == b["mean"] else 0.0
+    return math.erfc(abs(a["mean"] - b["mean"]) / error / math.sqrt(2))
 
 
 def _verdict(

@@ -1,9 +1,9 @@
 """Reads of the ledger, computed in SQL over the hourly rollups: what they cost grows with the
 hours and groups in the answer, not with the requests behind it.
 
-A window that starts inside an hour reads that first partial hour from the raw rows (at most
-an hour of them, by the time index) and every later hour from the rollups, so totals are
-exact. A window older than the retention starts at its hour: the raw rows are gone, the
+A window that starts inside an hour reads that first partial hour from the minute rollups,
+and its first partial minute from the raw rows (by the time index), so totals are exact to
+the second. A window older than the retention starts at its hour: the raw rows are gone, the
 hour's rollup is all there is."""
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from llmops._ledger_schema import DIMS, HOUR, bin_value
+from llmops._ledger_schema import DIMS, HOUR, MINUTE, MINUTES_KEPT_S, bin_value
 from llmops._record import LEDGER_COLUMNS
-from storage import Database
+from storage import Database, Session
 
 GROUPS = {
     "backend": "backend",
@@ -28,6 +29,7 @@ GROUPS = {
     "arm": "arm",
     "template": "template",
 }
+SAMPLES_MAX = 500  # scores per arm read for resampling; beyond, their moments suffice
 _ERROR = "CASE WHEN status >= 400 THEN 1 ELSE 0 END"
 # What each table contributes to a sum, by measure.
 _ROLLED = "requests, prompt_tokens, completion_tokens, cost_usd, estimated_cost_usd, errors"
@@ -41,38 +43,52 @@ _SUMS = (
 )
 
 
-def _window(since: float | None, cutoff: float | None) -> tuple[float, float]:
-    """(start of the raw head, start of the rolled-up hours) for a window from `since`."""
-    start = since or 0.0
-    hour = math.floor(start / HOUR) * HOUR
-    if hour == start or (cutoff is not None and start < cutoff):
-        return hour, hour  # no head: whole hours only
-    return start, hour + HOUR
+@dataclass(frozen=True)
+class _Window:
+    """A window from `since` as three ranges: raw rows, minute rollups, hour rollups."""
+
+    raw: tuple[float, float]
+    minutes: tuple[float, float]
+    hours: float
+
+    @classmethod
+    def of(cls, since: float | None, cutoff: float | None, now: float) -> _Window:
+        start = since or 0.0
+        floor_hour = math.floor(start / HOUR) * HOUR
+        if floor_hour == start or (cutoff is not None and start < cutoff):
+            return cls((start, start), (start, start), floor_hour)  # whole hours only
+        hour = floor_hour + HOUR
+        if start < now - MINUTES_KEPT_S + HOUR:  # its minutes are no longer rolled up
+            return cls((start, hour), (hour, hour), hour)
+        minute = math.ceil(start / MINUTE) * MINUTE
+        return cls((start, minute), (minute, hour), hour)
 
 
 def _rolled(
     db: Database,
     groups: Sequence[str],
-    since: float | None,
-    cutoff: float | None,
+    window: _Window,
     where: str = "",
     params: Sequence[Any] = (),
 ) -> list[tuple[Any, ...]]:
-    """Sums per distinct `groups` (DIMS) since a time, rollups plus the raw head. `where`
-    uses `COALESCE(dim, '')` forms, which read alike in both tables."""
+    """Sums per distinct `groups` (DIMS) over a window: hour rollups, then minute rollups
+    for its first partial hour, then raw rows for its first partial minute. `where` uses
+    `COALESCE(dim, '')` forms, which read alike in every table."""
     assert all(group in DIMS for group in groups)
-    head, hours = _window(since, cutoff)
     cols = ", ".join(f"COALESCE({g}, '') AS g{i}" for i, g in enumerate(groups))
     names = ", ".join(f"g{i}" for i in range(len(groups)))
     condition = f" AND {where}" if where else ""
     sql = (
         f"SELECT {names}, {_SUMS} FROM ("
         f"SELECT {cols}, {_ROLLED} FROM usage_hourly WHERE bucket >= ?{condition} "
+        f"UNION ALL SELECT {cols}, {_ROLLED} FROM usage_minute "
+        f"WHERE bucket >= ? AND bucket < ?{condition} "
         f"UNION ALL SELECT {cols}, {_RAW} FROM requests WHERE ts >= ? AND ts < ?{condition}"
         f") AS u GROUP BY {names}"
     )
+    args = (window.hours, *params, *window.minutes, *params, *window.raw, *params)
     with db.transaction(write=False) as session:
-        return session.execute(sql, (hours, *params, head, hours, *params))
+        return session.execute(sql, args)
 
 
 def _sums(values: Sequence[Any]) -> dict[str, Any]:
@@ -92,9 +108,9 @@ def _value(text: Any) -> Any:
 
 
 def totals(
-    db: Database, group_by: str, since: float | None, cutoff: float | None
+    db: Database, group_by: str, since: float | None, cutoff: float | None, now: float
 ) -> list[dict[str, Any]]:
-    found = _rolled(db, [GROUPS[group_by]], since, cutoff)
+    found = _rolled(db, [GROUPS[group_by]], _Window.of(since, cutoff, now))
     entries = [{group_by: _value(name), **_sums(sums)} for name, *sums in found]
     entries.sort(key=lambda entry: -entry["cost_usd"])
     if group_by == "key":
@@ -163,31 +179,41 @@ def recent_errors(db: Database, since: float, limit: int) -> list[dict[str, Any]
 
 
 def experiment(
-    db: Database, name: str, since: float | None, cutoff: float | None
+    db: Database, name: str, since: float | None, cutoff: float | None, now: float
 ) -> dict[str, Any]:
-    """An experiment's arms (sums and latency histogram), its callers per key and arm, and
-    each scored request's mean feedback per arm: what the report needs, nothing per row."""
+    """An experiment's arms (sums, latency histogram, feedback moments: and the scores
+    themselves when few), its callers per key and arm: what the report needs, nothing per
+    row. Latency and feedback count from the hour `since` falls in."""
     where = "COALESCE(experiment, '') = ? AND COALESCE(arm, '') <> 'shadow'"
-    arms = {arm: _sums(sums) for arm, *sums in _rolled(db, ["arm"], since, cutoff, where, (name,))}
-    callers = _rolled(db, ["key_id", "arm"], since, cutoff, where, (name,))
+    window = _Window.of(since, cutoff, now)
+    arms = {arm: _sums(sums) for arm, *sums in _rolled(db, ["arm"], window, where, (name,))}
+    callers = _rolled(db, ["key_id", "arm"], window, where, (name,))
     hours = math.floor((since or 0.0) / HOUR) * HOUR
     with db.transaction(write=False) as session:
         bins = session.execute(
-            "SELECT arm, bin, SUM(n) FROM latency_hourly WHERE experiment = ? AND arm <> "
-            "'shadow' AND bucket >= ? GROUP BY arm, bin",
+            "SELECT arm, bin, SUM(n) FROM latency_hourly WHERE experiment = ? AND bucket >= ? "
+            "AND arm <> 'shadow' GROUP BY arm, bin ORDER BY arm, bin",
             (name, hours),
         )
-        scored = session.execute(
-            "SELECT arm, AVG(score) FROM feedback WHERE experiment = ? AND request_ts >= ? "
-            "AND COALESCE(arm, '') <> 'shadow' GROUP BY arm, request_id",
-            (name, since or 0.0),
+        moments = session.execute(
+            "SELECT arm, SUM(requests), SUM(mean_sum), SUM(mean_squares) FROM feedback_hourly "
+            "WHERE experiment = ? AND bucket >= ? AND arm <> 'shadow' GROUP BY arm",
+            (name, hours),
         )
+        feedback = {arm: _moments(n, total, squares) for arm, n, total, squares in moments}
+        for arm, scored in feedback.items():
+            if scored["n"] <= SAMPLES_MAX:
+                scored["samples"] = [
+                    float(mean)
+                    for (mean,) in session.execute(
+                        "SELECT total / n FROM feedback_requests WHERE experiment = ? AND "
+                        "arm = ? AND request_ts >= ? ORDER BY request_id",
+                        (name, arm, hours),
+                    )
+                ]
     latency: dict[str, list[tuple[float, int]]] = {}
-    for arm, index, count in sorted(bins, key=lambda b: (b[0], b[1])):
+    for arm, index, count in bins:
         latency.setdefault(arm, []).append((bin_value(int(index)), int(count)))
-    feedback: dict[str, list[float]] = {}
-    for arm, score in scored:
-        feedback.setdefault(arm, []).append(float(score))
     keys = _key_names(db, sorted({key for key, _arm, *_ in callers if key}))
     return {
         "arms": arms,
@@ -199,6 +225,16 @@ def experiment(
             if key
         ],
     }
+
+
+def _moments(n: Any, total: Any, squares: Any) -> dict[str, Any]:
+    """Count, mean and sample variance of the per-request mean scores."""
+    count = int(n or 0)
+    mean = float(total or 0.0) / count if count else 0.0
+    variance = 0.0
+    if count > 1:
+        variance = max(0.0, (float(squares or 0.0) - count * mean * mean) / (count - 1))
+    return {"n": count, "mean": mean, "variance": variance, "samples": None}
 
 
 def rows(db: Database, since: float | None, limit: int | None) -> list[dict[str, Any]]:
@@ -227,12 +263,42 @@ def add_feedback(
         known = session.execute(query + " LIMIT 1", args)
         if not known:
             return False
+        experiment, arm, request_ts = known[0]
         session.execute(
             "INSERT INTO feedback (request_id, ts, score, label, comment, experiment, arm, "
             "request_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (request_id, time.time(), score, label, comment, *known[0]),
+            (request_id, time.time(), score, label, comment, experiment, arm, request_ts),
         )
+        _add_to_sums(session, request_id, experiment or "", arm or "", request_ts, score)
     return True
+
+
+def _add_to_sums(
+    session: Session, request_id: str, experiment: str, arm: str, request_ts: float, score: float
+) -> None:
+    """The request's count and sum of scores, and its arm's hour: the mean it adds, in place
+    of the mean it had."""
+    before = session.execute(
+        "SELECT n, total FROM feedback_requests WHERE request_id = ?", (request_id,)
+    )
+    n, total = (int(before[0][0]), float(before[0][1])) if before else (0, 0.0)
+    old_mean = total / n if n else 0.0
+    new_mean = (total + score) / (n + 1)
+    session.execute(
+        "INSERT INTO feedback_requests (request_id, experiment, arm, request_ts, n, total) "
+        "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (request_id) DO UPDATE SET "
+        "n = feedback_requests.n + 1, total = feedback_requests.total + excluded.total",
+        (request_id, experiment, arm, request_ts, score),
+    )
+    session.execute(
+        "INSERT INTO feedback_hourly (experiment, bucket, arm, requests, mean_sum, "
+        "mean_squares) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (experiment, bucket, arm) DO "
+        "UPDATE SET requests = feedback_hourly.requests + excluded.requests, mean_sum = "
+        "feedback_hourly.mean_sum + excluded.mean_sum, mean_squares = "
+        "feedback_hourly.mean_squares + excluded.mean_squares",
+        (experiment, math.floor(request_ts / HOUR) * HOUR, arm, 0 if n else 1,
+         new_mean - old_mean, new_mean * new_mean - old_mean * old_mean),
+    )  # fmt: skip
 
 
 def feedback(db: Database, request_id: str) -> list[dict[str, Any]]:
@@ -247,8 +313,7 @@ def feedback(db: Database, request_id: str) -> list[dict[str, Any]]:
 def feedback_scores(db: Database, since: float | None) -> dict[str, float]:
     with db.transaction(write=False) as session:
         found = session.execute(
-            "SELECT request_id, AVG(score) FROM feedback WHERE COALESCE(request_ts, ts) >= ? "
-            "GROUP BY request_id",
+            "SELECT request_id, total / n FROM feedback_requests WHERE request_ts >= ?",
             (since or 0.0,),
         )
     return {request_id: float(score) for request_id, score in found}

@@ -105,15 +105,24 @@ class TaskClassifier:
     def learns(self) -> bool:
         return self._learning and bool(self._tasks)
 
-    def learn(self, text: str, task: str) -> bool:
+    def learn(self, text: str, task: str) -> Vector | None:
         """Take a prompt whose task the client stated as a prototype of that task (blocking:
-        one embedding). False when the task has no examples to learn beside, or no text."""
+        one embedding); its embedding (to share with other replicas), or None when the task
+        has no examples to learn beside, or no text."""
+        if not self.learns or task not in self._tasks or self._embed is None or not text.strip():
+            return None
+        vector = list(map(float, self._embed([text])[0]))
+        self.adopt(task, vector)
+        return vector
+
+    def adopt(self, task: str, vector: Sequence[float]) -> bool:
+        """Take an embedding learned before (a restart) or elsewhere (another replica)."""
         found = self._tasks.get(task)
-        if not self.learns or found is None or self._embed is None or not text.strip():
+        if not self.learns or found is None or len(vector) != len(self._origin):
             return False
-        vector = self._centre(self._embed([text])[0])
+        centred = self._centre(vector)
         with self._lock:
-            found.learned.append(vector)
+            found.learned.append(centred)
             found.refresh()
         return True
 

@@ -194,6 +194,9 @@ class PostgresDatabase(Database):
     as it is taken, so one broken by a server restart is replaced, not handed out."""
 
     dialect = Dialect.POSTGRESQL
+    # How long a transaction waits for a connection: longer is an outage (writers spool,
+    # readers answer 503), never a stall of whoever asked.
+    WAIT_S = 2.0
 
     def __init__(
         self, url: str, *, pool_min: int = 1, pool_max: int = 8, connect_timeout_s: float = 10.0
@@ -236,7 +239,7 @@ class PostgresDatabase(Database):
 
         outages: tuple[type[BaseException], ...] = (PoolTimeout, *self._errors)
         try:
-            with self._pool.connection(timeout=self._timeout_s) as connection:
+            with self._pool.connection(timeout=self.WAIT_S) as connection:
                 yield _PgSession(connection)
         except outages as exc:
             raise DatabaseUnavailable(

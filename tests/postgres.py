@@ -212,6 +212,11 @@ class PostgresServer:
         except (OSError, ValueError):
             return None
 
+    @property
+    def password(self) -> str:
+        """The `gateway` role's password (tests look for it where no secret may be)."""
+        return self._password
+
     def running(self) -> bool:
         """Whether the postmaster named in postmaster.pid is alive (a crash leaves the file)."""
         pid = self._postmaster_pid()

@@ -17,9 +17,10 @@ from gateway.config import GatewayConfig
 from gateway.core.attempts import AttemptOutcome, Observer
 from gateway.core.learner import TaskLearner
 from gateway.core.profiles import profile_for, quality_for
+from gateway.core.stores import open_store
 from gateway.core.templates import apply as apply_template
 from gateway.errors import OpenAIError
-from llmops import Assignment, Experiments, QualityFile, RequestRecord
+from llmops import Assignment, Experiments, PrototypeStore, QualityFile, RequestRecord
 from router import (
     Availability,
     BackendStats,
@@ -254,7 +255,13 @@ class Routing:
 
             embed = MiniLMEmbedder()
         self.classifier = TaskClassifier(config, embed)
-        self.learner = TaskLearner(self.classifier) if self.classifier.learns else None
+        self.learner = None
+        if self.classifier.learns:
+            store = PrototypeStore(
+                open_store(config.database, project_root / config.ledger.path),
+                keep=config.task_learning,
+            )
+            self.learner = TaskLearner(self.classifier, store)
         self.experiments = Experiments(config.experiments)
 
     def close(self) -> None:

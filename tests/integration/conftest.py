@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import openai
+import psycopg
 import pytest
 
 from bench.task_examples import TASKS
@@ -32,12 +33,15 @@ from tests.helpers import (
     stop_process,
     wait_until,
 )
+from tests.postgres import PostgresServer
 
 UPSTREAM_KEY_ENV = "GATEWAY_TEST_UPSTREAM_KEY"
 MISSING_KEY_ENV = "GATEWAY_TEST_MISSING_KEY"
 WRONG_KEY_ENV = "GATEWAY_TEST_WRONG_KEY"
 ANTHROPIC_KEY_ENV = "GATEWAY_TEST_ANTHROPIC_KEY"
-MASTER_KEY_ENV = "GATEWAY_TEST_MASTER_KEY"  # the keyed gateway's (tests/integration/test_keys.py)
+MASTER_KEY_ENV = "GATEWAY_TEST_MASTER_KEY"  # the keyed gateway's (tests/integration/keyed.py)
+DATABASE_URL_ENV = "GATEWAY_DATABASE_URL"  # the keyed gateway's PostgreSQL
+KEYED_SCHEMA = "keyed"  # its schema there (unit tests empty `public` as they go)
 TINY_ENGINE = {"enforce_eager": True, "kv_cache_memory_bytes": 64 << 20, "max_model_len": 512}
 
 
@@ -317,8 +321,19 @@ def warmed(root: str) -> bool:
     return bool(response.json().get("status") != "starting")
 
 
+def keyed_database(server: PostgresServer) -> str:
+    """The URL of a schema of its own on the session's server (a URL with the password: it
+    is a secret the logs are checked for)."""
+    with psycopg.connect(server.url, autocommit=True) as db:
+        db.execute(f"DROP SCHEMA IF EXISTS {KEYED_SCHEMA} CASCADE")
+        db.execute(f"CREATE SCHEMA {KEYED_SCHEMA}")
+    return f"{server.url}?options=-csearch_path%3D{KEYED_SCHEMA}"
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> Iterator[Stack]:
     import ray
     from ray import serve
 
@@ -353,6 +368,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     os.environ[ANTHROPIC_KEY_ENV] = anthropic_key
     os.environ[WRONG_KEY_ENV] = wrong_key
     os.environ[MASTER_KEY_ENV] = master_key  # before ray.init: replicas inherit it
+    os.environ[DATABASE_URL_ENV] = keyed_database(postgres_server)
     os.environ.pop(MISSING_KEY_ENV, None)
     urls = {name: f"{url}/v1" for name, (url, _) in processes.items()}
     config = gateway_config(
@@ -403,7 +419,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             config,
             anthropic_url,
             processes,
-            [upstream_key, anthropic_key, wrong_key, master_key],
+            [upstream_key, anthropic_key, wrong_key, master_key, postgres_server.password],
             logs,
             f"http://127.0.0.1:{metrics_port}/metrics",
         )
@@ -421,3 +437,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that break the shared stack for good (kill replicas, read all logs) run last."""
     items.sort(key=lambda item: item.get_closest_marker("destructive") is not None)
+
+
+@pytest.fixture(scope="session")
+def keyed(stack: Stack) -> Iterator[Any]:
+    """The keyed application (tests/integration/keyed.py), deployed once for the modules
+    that use it."""
+    from tests.integration.keyed import Keyed
+
+    app = Keyed(stack, stack.logs)
+    app.deploy()
+    yield app
+    app.delete()

@@ -135,12 +135,17 @@ def test_the_report_reads_sums_histograms_and_scores(
         assert ledger.add_feedback(
             f"r{index}", 0.9 if index % 2 else 0.5 + (index % 7) / 100, None, None
         )
+    # A second score for a request replaces its mean, not adds a request.
+    assert ledger.add_feedback("r1", 0.5, None, None)
+    assert ledger.feedback_scores()["r1"] == pytest.approx(0.7)
     report = build_report(ledger, "x")
     arms = {a["arm"]: a for a in report["arms"]}
     assert arms["a"]["requests"] == arms["b"]["requests"] == 600
     assert arms["a"]["latency_p50_ms"] == pytest.approx(100, rel=0.02)
     assert arms["b"]["latency_p95_ms"] == pytest.approx(200, rel=0.02)
     assert report["comparison"]["best"] == "b" and "Welch" in report["comparison"]["test"]
+    assert arms["b"]["feedback_n"] == 600
+    assert arms["b"]["feedback_mean"] == pytest.approx((599 * 0.9 + 0.7) / 600)
     assert {c["key"] for c in report["callers"]} == {"app-0", "app-1", "app-2"}
     ledger.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -114,3 +115,44 @@ def test_a_learner_that_falls_behind_drops_samples_and_never_blocks() -> None:
     assert 4 <= learner.learned <= 5  # the one in hand and a full backlog; the rest dropped
     learner.close()
     assert not learner._thread.is_alive()  # the gateway's aclose stops it (Routing.close)
+
+
+def test_what_one_replica_learns_every_replica_and_a_restart_keep(
+    database_url: str | None, tmp_path: Path
+) -> None:
+    """Two replicas' learners share the prototype store (SQLite or PostgreSQL): what one
+    learns the other adopts at its next sync, and a third, started later, starts from it."""
+    from gateway.core.learner import TaskLearner
+    from llmops import PrototypeStore
+    from router._embedding import MiniLMEmbedder
+    from storage import open_database
+
+    tasks = {
+        name: TaskConfig(examples=tuple(t["examples"]), description=str(t["description"]))
+        for name, t in TASKS.items()
+    }
+    config = RoutingConfig(tasks=tasks, task_learning=50)
+    embed = MiniLMEmbedder()
+
+    def replica(sync_s: float = 3600) -> TaskLearner:
+        store = PrototypeStore(open_database(database_url, tmp_path / "l.sqlite"), keep=50)
+        return TaskLearner(TaskClassifier(config, embed), store, sync_s=sync_s)
+
+    one, other = replica(), replica(sync_s=0.2)
+    for want, text in HELDOUT[:30]:
+        one.offer(text, want)
+    one.join()
+    assert one.learned == 30
+    deadline = time.monotonic() + 10
+    while other.adopted < 30 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert other.adopted == 30 and other.learned == 0
+    probe = HELDOUT[0][1]
+    assert other.classifier.scores(probe) == pytest.approx(one.classifier.scores(probe))
+    one.close()
+    other.close()
+    later = replica()
+    per_task = {want: sum(1 for w, _ in HELDOUT[:30] if w == want) for want, _ in HELDOUT[:30]}
+    assert later.adopted == sum(min(50, n) for n in per_task.values())
+    assert later.classifier.scores(probe) == pytest.approx(one.classifier.scores(probe))
+    later.close()
