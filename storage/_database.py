@@ -51,7 +51,32 @@ class Session(ABC):
 
 
 class Database(ABC):
+    """Shared by the stores of a process: each holds a reference (`acquire`) and closes it;
+    the connections close with the last one (one pool per process, not one per store)."""
+
     dialect: Dialect
+
+    def __init__(self) -> None:
+        self._users = 1
+        self._users_lock = threading.Lock()
+
+    def acquire(self) -> Database:
+        """Another reference, for another store: close it when that store closes."""
+        with self._users_lock:
+            if self._users <= 0:
+                raise RuntimeError(f"{self.name}: already closed")
+            self._users += 1
+        return self
+
+    def close(self) -> None:
+        with self._users_lock:
+            self._users -= 1
+            if self._users != 0:
+                return
+        self._close()
+
+    @abstractmethod
+    def _close(self) -> None: ...
 
     @abstractmethod
     @contextmanager
@@ -59,9 +84,6 @@ class Database(ABC):
         """A transaction; `write=False` for reads (SQLite then takes no write lock).
         Raises `DatabaseUnavailable` when the database cannot be reached."""
         yield  # type: ignore[misc]
-
-    @abstractmethod
-    def close(self) -> None: ...
 
     @property
     @abstractmethod
@@ -106,6 +128,7 @@ class SqliteDatabase(Database):
     TIMEOUT_S = 30.0
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -143,7 +166,7 @@ class SqliteDatabase(Database):
             raise
         db.execute("COMMIT")
 
-    def close(self) -> None:
+    def _close(self) -> None:
         with self._lock:
             for db in self._opened:
                 db.close()
@@ -204,6 +227,7 @@ class PostgresDatabase(Database):
         import psycopg
         from psycopg_pool import ConnectionPool
 
+        super().__init__()
         self._errors: tuple[type[BaseException], ...] = (
             psycopg.OperationalError,
             psycopg.InterfaceError,
@@ -246,7 +270,7 @@ class PostgresDatabase(Database):
                 f"PostgreSQL at {self._host}: {type(exc).__name__}: {_first_line(exc)}"
             ) from None
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._pool.close()
 
 

@@ -35,6 +35,7 @@ from llmops import (
     open_request_log,
 )
 from router import Embedder
+from storage import Database
 
 logger = logging.getLogger("ray.serve")
 
@@ -58,6 +59,7 @@ def sinks_for(
     metrics: GatewayMetrics | None,
     records: RecordsTransport | None = None,
     ingress: str | None = None,
+    database: Database | None = None,
 ) -> tuple[LedgerReader | None, list[Sink]]:
     """The ledger (also read by the usage and feedback endpoints) and every sink. With
     `ledger.scope: cluster`, records go to the owner `records` reaches, marked `ingress`;
@@ -70,11 +72,10 @@ def sinks_for(
         sinks.append(open_request_log(config.request_log, project_root / config.request_log.path))
     if not config.ledger.enabled:
         return None, [*sinks, *observed]
-    if config.database.url_env is None:
+    if database is None:
         ledger = open_ledger(config.ledger, project_root / config.ledger.path)
         return ledger, [ledger, *sinks, *observed]
-    database = open_store(config.database, project_root / config.ledger.path)
-    owner = RecordsOwner(open_ledger(config.ledger, database), None)
+    owner = RecordsOwner(open_ledger(config.ledger, database.acquire()), None)
     spool = project_root / config.ledger.spool_path
     shared = SharedRecords(
         LocalRecordsTransport(owner, owned=True), spool, ledger=True, log_entry=None,
@@ -118,6 +119,13 @@ def _capacity(
     return capacity if capacity.watched else None
 
 
+def _shared_database(config: GatewayConfig, project_root: Path) -> Database | None:
+    """One pool for this process's stores (ledger, responses, prototypes); None: SQLite."""
+    if config.database.url_env is None:
+        return None
+    return open_store(config.database, project_root / config.ledger.path)
+
+
 def build_gateway(
     config: GatewayConfig,
     backends: Mapping[str, Backend],
@@ -138,7 +146,8 @@ def build_gateway(
     authenticates and limits requests (None: `auth: {mode: none}`). `replica_states` reads
     Serve's replica states (blocking), for backends that scale to zero. `records` reaches
     the cluster's records owner (`ledger.scope: cluster`); `ingress` names this replica."""
-    routing = Routing(config, project_root, embed)
+    database = _shared_database(config, project_root)
+    routing = Routing(config, project_root, embed, database)
     resilience = Resilience(config.backends)
 
     def publish_circuits(names: list[str]) -> None:
@@ -155,7 +164,7 @@ def build_gateway(
         name: Price(b.pricing.input_per_mtok, b.pricing.output_per_mtok)
         for name, b in config.backends.items()
     }
-    ledger, sinks = sinks_for(config, project_root, metrics, records, ingress)
+    ledger, sinks = sinks_for(config, project_root, metrics, records, ingress, database)
     observers: list[Observer] = [routing.live, health, resilience, Books(Accounting(prices, sinks))]
     if keys is not None:
         observers.append(keys)  # after the books: it settles from the actual cost
@@ -172,5 +181,6 @@ def build_gateway(
         keys=keys,
         capacity=_capacity(config, backends, replica_states),
         speaks={name: b.native_apis for name, b in config.backends.items() if b.native_apis},
+        database=database,
     )
     return gateway, ledger

@@ -35,6 +35,7 @@ from gateway.core.warmup import warm_up
 from gateway.errors import OpenAIError, from_exception
 from llmops import RequestRecord, key_id, response_text
 from router import Availability, RouteConfig, RoutingError
+from storage import Database
 
 logger = logging.getLogger("ray.serve")
 SHADOW_DRAIN_S = 10.0
@@ -57,8 +58,12 @@ class Gateway:
         keys: KeyGate | None = None,
         capacity: Capacity | None = None,
         speaks: Mapping[str, frozenset[Endpoint]] | None = None,
+        database: Database | None = None,
     ) -> None:
         self.backends = dict(backends)
+        # The stores' shared database (`database:`); None: each store its SQLite file. The
+        # gateway holds one reference and closes it with itself.
+        self.database = database
         # Backend -> the client APIs it serves natively beside chat (Anthropic: "messages").
         self.speaks = dict(speaks or {})
         self.capacity = capacity  # None: no backend scales to zero
@@ -388,3 +393,5 @@ class Gateway:
         if self.keys is not None:
             await self.keys.aclose()  # leases go back with what they used
         await asyncio.to_thread(self.routing.close)
+        if self.database is not None:
+            await asyncio.to_thread(self.database.close)  # the last store closed: its pool

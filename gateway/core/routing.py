@@ -17,7 +17,6 @@ from gateway.config import GatewayConfig
 from gateway.core.attempts import AttemptOutcome, Observer
 from gateway.core.learner import TaskLearner
 from gateway.core.profiles import profile_for, quality_for
-from gateway.core.stores import open_store
 from gateway.core.templates import apply as apply_template
 from gateway.errors import OpenAIError
 from llmops import Assignment, Experiments, PrototypeStore, QualityFile, RequestRecord
@@ -35,6 +34,7 @@ from router import (
     TaskClassifier,
     parse_hints,
 )
+from storage import Database
 
 logger = logging.getLogger("ray.serve")
 
@@ -234,7 +234,11 @@ class Routing:
     """Prepares requests and asks the router. One instance per ingress replica."""
 
     def __init__(
-        self, config: GatewayConfig, project_root: Path, embed: Embedder | None = None
+        self,
+        config: GatewayConfig,
+        project_root: Path,
+        embed: Embedder | None = None,
+        database: Database | None = None,
     ) -> None:
         """`embed` defaults to all-MiniLM-L6-v2 when any task has examples."""
         self.config = config
@@ -257,10 +261,8 @@ class Routing:
         self.classifier = TaskClassifier(config, embed)
         self.learner = None
         if self.classifier.learns:
-            store = PrototypeStore(
-                open_store(config.database, project_root / config.ledger.path),
-                keep=config.task_learning,
-            )
+            where = database.acquire() if database else project_root / config.ledger.path
+            store = PrototypeStore(where, keep=config.task_learning)
             self.learner = TaskLearner(self.classifier, store)
         self.experiments = Experiments(config.experiments)
 

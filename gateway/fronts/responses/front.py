@@ -18,7 +18,6 @@ from gateway.config import GatewayConfig
 from gateway.core.front import Native
 from gateway.core.pipeline import Gateway
 from gateway.core.replies import Reply, StreamReply, TranslatedStream
-from gateway.core.stores import open_store
 from gateway.errors import OpenAIError, from_exception, from_validation_error, json_object
 from gateway.fronts.responses.stream import ResponsesStream
 from gateway.fronts.responses.translate import input_items, new_id, to_chat_body, to_response
@@ -69,14 +68,15 @@ class ResponsesAPI:
         self.gateway = gateway
         settings = config.responses
         self._path = root / Path(settings.path or config.ledger.path)
-        self._database = config.database
         self._retention_s = settings.retention_days * 86400
         self._store_by_default = settings.store_by_default
         self._store: ResponseStore | None = None
 
     def store(self) -> ResponseStore:
         if self._store is None:
-            self._store = ResponseStore(open_store(self._database, self._path), self._retention_s)
+            shared = self.gateway.database
+            where = shared.acquire() if shared is not None else self._path
+            self._store = ResponseStore(where, self._retention_s)
         return self._store
 
     async def _owner(self, headers: Mapping[str, str]) -> str | None:
