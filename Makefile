@@ -27,7 +27,7 @@ export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S ?= 60
 export RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S ?= 180
 
-.PHONY: install models browser serve test test-unit test-integration lint bench clean
+.PHONY: install models browser postgres serve test test-unit test-integration lint bench clean
 
 install: $(INSTALLED)
 
@@ -55,7 +55,7 @@ serve: models
 	RAY_ADDRESS=$${RAY_ADDRESS:-local} RAY_OVERRIDE_RESOURCES='{"CPU": $(RAY_CPUS)}' \
 		$(BIN)/python -m gateway serve configs/local.yaml $(if $(DASHBOARD),--dashboard)
 
-test: models browser
+test: models browser postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Headless Chromium and its driver from Debian's packages: the console tests drive them.
@@ -65,10 +65,18 @@ browser:
 		  apt-get install -y --no-install-recommends chromium chromium-driver || \
 		  { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }; }
 
-test-unit: install
+# Debian's PostgreSQL server: the database tests start their own, as a non-root user on a
+# free port (tests/postgres.py); nothing else runs it (`make serve` needs no server).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ export DEBIAN_FRONTEND=noninteractive; \
+		  apt-get install -y --no-install-recommends postgresql || \
+		  { apt-get update && apt-get install -y --no-install-recommends postgresql; }; }
+
+test-unit: install postgres
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: models
+test-integration: models postgres
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: install

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -212,3 +213,21 @@ async def test_feedback_attaches_to_a_known_request_only(tmp_path: Path) -> None
         assert response.status_code == 400
         assert orjson.loads(response.body)["error"]["param"] == param
     ledger.close()
+
+
+def test_the_request_log_rotates_daily_and_deletes_old_files(tmp_path: Path) -> None:
+    """Rotation by age (as logrotate's daily) and expiry (its maxage), not only by size."""
+    path = tmp_path / "r.jsonl"
+    stale = tmp_path / "r.jsonl.2"
+    stale.write_text('{"ts": 1}\n')
+    month_ago = time.time() - 40 * 86400
+    os.utime(stale, (month_ago, month_ago))
+    day = 0.5 / 86400  # half a second, as days
+    log = RequestLog(path, 2**20, 3, rotate_after_days=day, max_age_days=30)
+    assert not stale.exists()  # older than 30 days: deleted when the log opens
+    log.write_lines([orjson.dumps({"ts": time.time()}).decode()])
+    time.sleep(0.6)
+    log.write_lines([orjson.dumps({"ts": time.time()}).decode()])
+    log.close()
+    assert (tmp_path / "r.jsonl.1").read_text().count("\n") == 1  # the first line's file
+    assert path.read_text().count("\n") == 1

@@ -283,3 +283,28 @@ def test_serve_command_refuses_a_bad_config_before_starting_ray(tmp_path: Path) 
     assert run.returncode == 2
     assert "backends.a: deployment.num_replicas applies only to `placement: " in run.stderr
     assert "Ray instance" not in run.stdout + run.stderr  # no cluster was started
+
+
+def test_the_database_section_names_a_variable_and_fails_with_its_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = GatewayConfig.load(minimal(database={"url_env": "GW_TEST_DB_URL"}))
+    assert config.database.url_env == "GW_TEST_DB_URL"
+    assert GatewayConfig.load(minimal()).database.url() is None  # SQLite: the default
+    monkeypatch.delenv("GW_TEST_DB_URL", raising=False)
+    with pytest.raises(ValueError, match="GW_TEST_DB_URL is not set"):
+        config.database.url()
+    monkeypatch.setenv("GW_TEST_DB_URL", "mysql://u:hunter2@db/x")
+    with pytest.raises(ValueError, match="postgresql://") as caught:
+        config.database.url()
+    assert "hunter2" not in str(caught.value)  # never the URL itself
+    assert "database.url" in error_of(minimal(database={"url": "postgresql://u:p@db/x"}))
+    both = error_of(minimal(database={"url_env": "X"}, ledger={"scope": "cluster"}))
+    assert "ledger.scope" in both
+
+
+def test_retention_settings_are_positive() -> None:
+    assert "ledger.retention_days" in error_of(minimal(ledger={"retention_days": 0}))
+    assert "request_log.max_age_days" in error_of(minimal(request_log={"max_age_days": -1}))
+    config = GatewayConfig.load(minimal(ledger={"retention_days": None}))
+    assert config.ledger.retention_days is None and config.ledger.rollup_retention_days == 731
