@@ -10,6 +10,7 @@ rolled up. Rows older than `retention_days` are deleted; the rollups keep their 
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -43,11 +44,16 @@ BATCH_S = 0.25
 PURGE_EVERY_S = 600.0
 PURGE_CHUNK_S = 6 * HOUR  # rows deleted per transaction: short write locks
 _INDEX = {column: index for index, column in enumerate(COLUMNS)}
-_ID, _TS = _INDEX["request_id"], _INDEX["ts"]
+_ID, _TS, _KEY = _INDEX["request_id"], _INDEX["ts"], _INDEX["key_id"]
+_LATENCY_AT, _STATUS, _COST = _INDEX["latency_ms"], _INDEX["status"], _INDEX["cost_usd"]
+_PROMPT, _COMPLETION = _INDEX["prompt_tokens"], _INDEX["completion_tokens"]
+_ESTIMATED, _KEY_NAME, _TEAM = _INDEX["estimated_cost_usd"], _INDEX["key_name"], _INDEX["team"]
+_DIMS_OF = operator.itemgetter(*(_INDEX[dim] for dim in DIMS))
 _INSERT = (
     f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-    "ON CONFLICT (request_id, ts) DO NOTHING RETURNING request_id, ts"
+    "ON CONFLICT (request_id, ts) DO NOTHING"
 )
+_KNOWN_CHUNK = 500  # request ids looked up per statement
 _ROLLUP = {
     table: (
         f"INSERT INTO {table} (bucket, {', '.join(DIMS)}, {', '.join(MEASURES)}) "
@@ -69,9 +75,17 @@ _KEY_NAMES = (
 )
 
 
-def _cell(value: Any) -> Any:
-    """Scalars as they are; mappings (a key's metadata) are stored as JSON text."""
-    return orjson.dumps(value).decode() if isinstance(value, dict | list) else value
+_METADATA = _INDEX["key_metadata"]  # the one column that holds a mapping
+
+
+def _cells(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row as stored: a key's metadata (a mapping) as JSON text, the rest as it is."""
+    metadata = row[_METADATA]
+    if isinstance(metadata, dict | list):
+        cells = list(row)
+        cells[_METADATA] = orjson.dumps(metadata).decode()
+        return tuple(cells)
+    return tuple(row)
 
 
 class LedgerReader(Protocol):
@@ -127,6 +141,9 @@ class Ledger:
             add_new_columns(session)
         self._purged_at = 0.0
         self._purge_lock = threading.Lock()
+        # What this writer last wrote to `key_names` per key: unchanged ones are not written
+        # again (only the writer thread, or `insert` under the database's write lock, use it).
+        self._described: dict[str, tuple[Any, ...]] = {}
         self._writer: BatchWriter[tuple[Any, ...]] = BatchWriter("ledger", self._write, BATCH_S)
 
     @property
@@ -148,11 +165,10 @@ class Ledger:
     def insert(self, rows: Sequence[Sequence[Any]]) -> int:
         """Write rows (values in COLUMNS order) now, with their rollups, in one transaction
         (blocking); the number that were new. Raises `DatabaseUnavailable` in an outage."""
-        cells = [tuple(map(_cell, row)) for row in rows]
+        cells = [_cells(row) for row in rows]
         with self.db.transaction() as session:
-            inserted = set(session.returning_many(_INSERT, cells))
-            new = [row for row in cells if (row[_ID], row[_TS]) in inserted]
-            _roll_up(session, new)
+            new = _insert_new(session, cells)
+            _roll_up(session, new, self._described)
         self._maybe_purge()
         return len(new)
 
@@ -257,54 +273,84 @@ class Ledger:
         return _usage.feedback_scores(self.db, since)
 
 
-def _roll_up(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Add new rows to the rollups, aggregated first: one upsert per hour (or minute) and
-    dimension set in the batch, not per row."""
+def _insert_new(session: Session, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Insert the rows the ledger does not have yet; those rows. Almost always all of them:
+    then one statement does it. When some were there already (a batch shipped twice), that
+    attempt is undone and the known ones are looked up first."""
+    session.execute("SAVEPOINT fresh")
+    session.executemany(_INSERT, rows)
+    if session.rowcount == len(rows):
+        session.execute("RELEASE SAVEPOINT fresh")
+        return rows
+    session.execute("ROLLBACK TO SAVEPOINT fresh")
+    session.execute("RELEASE SAVEPOINT fresh")
+    known = _known(session, rows)
+    new = [row for row in rows if (row[_ID], row[_TS]) not in known]
+    session.executemany(_INSERT, new)
+    return new
+
+
+def _known(session: Session, rows: Sequence[tuple[Any, ...]]) -> set[tuple[Any, Any]]:
+    """Which of these rows the ledger has already (shipped twice): one indexed lookup per
+    chunk, in the writing transaction, so the rollups count each row once."""
+    found: set[tuple[Any, Any]] = set()
+    ids = sorted({row[_ID] for row in rows})
+    for start in range(0, len(ids), _KNOWN_CHUNK):
+        chunk = ids[start : start + _KNOWN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        found.update(
+            (request_id, ts)
+            for request_id, ts in session.execute(
+                f"SELECT request_id, ts FROM requests WHERE request_id IN ({marks})", chunk
+            )
+        )
+    return found
+
+
+def _roll_up(
+    session: Session, rows: Sequence[tuple[Any, ...]], described: dict[str, tuple[Any, ...]]
+) -> None:
+    """Add new rows to the rollups, aggregated first (per minute, then the minutes per hour):
+    one upsert per minute or hour and dimension set in the batch, not per row."""
     if not rows:
         return
-    usage: dict[str, dict[tuple[Any, ...], list[float]]] = {t: {} for t in USAGE_TABLES}
+    minutes: dict[tuple[Any, ...], list[float]] = {}
     latency: dict[tuple[Any, ...], int] = {}
     keys: dict[str, tuple[Any, ...]] = {}
-    status, ts_at, latency_at = _INDEX["status"], _INDEX["ts"], _INDEX["latency_ms"]
     for row in rows:
-        ts, took = row[ts_at], row[latency_at]
-        dims = tuple(NO_VALUE if row[_INDEX[d]] is None else str(row[_INDEX[d]]) for d in DIMS)
-        measures = _measures(row, status, took)
-        for table, width in zip(USAGE_TABLES, (HOUR, MINUTE), strict=True):
-            sums = usage[table].setdefault((int(ts // width) * width, *dims), [0.0] * len(MEASURES))
-            for index, value in enumerate(measures):
-                sums[index] += value
+        ts, took = row[_TS], row[_LATENCY_AT]
+        dims = tuple(NO_VALUE if value is None else value for value in _DIMS_OF(row))
+        place = (int(ts // MINUTE) * MINUTE, *dims)
+        sums = minutes.get(place)
+        if sums is None:
+            sums = minutes[place] = [0, 0, 0, 0.0, 0.0, 0, 0.0, 0]
+        sums[0] += 1
+        sums[1] += row[_PROMPT] or 0
+        sums[2] += row[_COMPLETION] or 0
+        sums[3] += row[_COST] or 0.0
+        sums[4] += row[_ESTIMATED] or 0.0
+        if (row[_STATUS] or 0) >= 400:
+            sums[5] += 1
         if took is not None:
-            place = (dims[5], int(ts // HOUR) * HOUR, dims[6], latency_bin(took))
-            latency[place] = latency.get(place, 0) + 1
-        key = row[_INDEX["key_id"]]
+            sums[6] += took
+            sums[7] += 1
+            if dims[5]:  # experiments only: the report is what reads the histograms
+                binned = (dims[5], int(ts // HOUR) * HOUR, dims[6], latency_bin(took))
+                latency[binned] = latency.get(binned, 0) + 1
+        key = row[_KEY]
         if key is not None and (key not in keys or keys[key][-1] <= ts):
-            keys[key] = tuple(row[_INDEX[c]] for c in ("key_name", "team", "key_metadata", "ts"))
-    integral = {0, 1, 2, 5, 7}  # counts and tokens: integers in PostgreSQL's BIGINT columns
-    for table, found in usage.items():
-        session.executemany(
-            _ROLLUP[table],
-            [
-                (*place, *(int(v) if i in integral else v for i, v in enumerate(sums)))
-                for place, sums in found.items()
-            ],
-        )
+            keys[key] = (row[_KEY_NAME], row[_TEAM], row[_METADATA], ts)
+    hours: dict[tuple[Any, ...], list[float]] = {}
+    for (minute, *rest), sums in minutes.items():
+        total = hours.setdefault((minute // HOUR * HOUR, *rest), [0, 0, 0, 0.0, 0.0, 0, 0.0, 0])
+        for index, value in enumerate(sums):
+            total[index] += value
+    for table, found in (("usage_minute", minutes), ("usage_hourly", hours)):
+        session.executemany(_ROLLUP[table], [(*place, *sums) for place, sums in found.items()])
     session.executemany(_LATENCY, [(*place, n) for place, n in latency.items()])
-    session.executemany(_KEY_NAMES, [(key, *described) for key, described in keys.items()])
-
-
-def _measures(row: tuple[Any, ...], status: int, took: float | None) -> tuple[float, ...]:
-    """A row's contribution to MEASURES, in order."""
-    return (
-        1,
-        row[_INDEX["prompt_tokens"]] or 0,
-        row[_INDEX["completion_tokens"]] or 0,
-        row[_INDEX["cost_usd"]] or 0.0,
-        row[_INDEX["estimated_cost_usd"]] or 0.0,
-        1 if (row[status] or 0) >= 400 else 0,
-        took or 0.0,
-        0 if took is None else 1,
-    )
+    changed = {key: d for key, d in keys.items() if described.get(key, ())[:3] != d[:3]}
+    session.executemany(_KEY_NAMES, [(key, *d) for key, d in changed.items()])
+    described.update(changed)
 
 
 def open_ledger(config: LedgerConfig, db: Database | Path) -> Ledger:

@@ -1,14 +1,15 @@
 """The ledger's tables and their migrations.
 
-`requests`: one row per request (the columns are `RequestRecord`'s ledger fields). Reads never
-scan it beyond the newest hour: `usage_hourly` rolls every row up per hour and per dimension
-set (backend, route, key, team, task, experiment, arm, template), `usage_minute` the same per
-minute for the last MINUTES_KEPT_S, `latency_hourly` keeps a latency histogram per experiment
-arm and hour, and `key_names` the latest name, team and metadata of each key. The writer
-maintains them in the same transaction as the rows, so they are never out of step. Feedback
-rows carry their request's experiment, arm and time; `feedback_requests` holds each scored
-request's count and sum of scores, `feedback_hourly` the sums of those means (and of their
-squares) per experiment arm and hour: the report's statistics without reading a score."""
+`requests`: one row per request (the columns are `RequestRecord`'s ledger fields). Reads scan
+it for a window's first partial minute at most: `usage_hourly` rolls every row up per hour and
+per dimension set (backend, route, key, team, task, experiment, arm, template),
+`usage_minute` the same per minute for the last MINUTES_KEPT_S, `latency_hourly` keeps a
+latency histogram per experiment arm and hour (experiments' rows only: the report reads
+them), and `key_names` the latest name, team and metadata of each key. The writer maintains
+them in the same transaction as the rows, so they are never out of step. Feedback rows carry
+their request's experiment, arm and time; `feedback_requests` holds each scored request's
+count and sum of scores, `feedback_hourly` the sums of those means (and of their squares) per
+experiment arm and hour: the report's statistics without reading a score."""
 
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ def _backfill(session: Session) -> None:
     session.execute(
         "INSERT INTO latency_hourly (experiment, bucket, arm, bin, n) "
         f"SELECT COALESCE(experiment, ''), {bucket} AS b, COALESCE(arm, ''), {binned} AS k, "
-        "COUNT(*) FROM requests WHERE latency_ms IS NOT NULL "
+        "COUNT(*) FROM requests WHERE latency_ms IS NOT NULL AND experiment IS NOT NULL "
         "GROUP BY COALESCE(experiment, ''), b, COALESCE(arm, ''), k"
     )
     session.execute(
