@@ -22,7 +22,6 @@ from access._records import Principal
 from storage import (
     Database,
     DatabaseUnavailable,
-    Dialect,
     Migration,
     Session,
     SqliteDatabase,
@@ -33,7 +32,7 @@ logger = logging.getLogger("ray.serve")
 
 
 def _tables(session: Session) -> None:
-    real = "REAL" if session.dialect == Dialect.SQLITE else "DOUBLE PRECISION"
+    real = session.dialect.real
     session.execute(
         "CREATE TABLE IF NOT EXISTS principals (id TEXT PRIMARY KEY, kind TEXT NOT NULL, "
         "hash TEXT UNIQUE, data TEXT NOT NULL, version INTEGER NOT NULL)"

@@ -44,6 +44,13 @@ _LOG_RATIO = math.log(BIN_RATIO)
 NO_VALUE = ""  # a NULL dimension in the rollups (NULLs never match in a unique key)
 
 
+# `latency_bin` in SQL (both dialects have LN and FLOOR).
+BINNED = (
+    "CAST(FLOOR(LN(CASE WHEN latency_ms > 0.01 THEN latency_ms ELSE 0.01 END) / "
+    f"{_LOG_RATIO!r}) AS INTEGER)"
+)
+
+
 def latency_bin(latency_ms: float) -> int:
     return math.floor(math.log(max(latency_ms, 0.01)) / _LOG_RATIO)
 
@@ -78,7 +85,7 @@ def _columns(dialect: Dialect) -> str:
 
 def _base(session: Session) -> None:
     """The tables every ledger has had (a no-op on an older SQLite ledger)."""
-    real = "REAL" if session.dialect == Dialect.SQLITE else "DOUBLE PRECISION"
+    real = session.dialect.real
     session.execute(
         f"CREATE TABLE IF NOT EXISTS requests ({_columns(session.dialect)}, "
         "PRIMARY KEY (request_id, ts))"
@@ -103,8 +110,8 @@ def _clustered(session: Session) -> str:
 
 def _rollups(session: Session) -> None:
     """The rollups, key names and feedback sums, filled from what an older ledger holds."""
-    real = "REAL" if session.dialect == Dialect.SQLITE else "DOUBLE PRECISION"
-    big = "INTEGER" if session.dialect == Dialect.SQLITE else "BIGINT"
+    real = session.dialect.real
+    big = session.dialect.bigint
     dims = ", ".join(f"{dim} TEXT NOT NULL" for dim in DIMS)
     for table in USAGE_TABLES:
         session.execute(
@@ -159,10 +166,7 @@ def _backfill(session: Session) -> None:
             f"SELECT {start} AS b, {_dims_sql()}, {sums} FROM requests{where} "
             f"GROUP BY b, {groups}"
         )
-    binned = (
-        "CAST(FLOOR(LN(CASE WHEN latency_ms > 0.01 THEN latency_ms ELSE 0.01 END) / "
-        f"{_LOG_RATIO!r}) AS INTEGER)"
-    )
+    binned = BINNED
     session.execute(
         "INSERT INTO latency_hourly (experiment, bucket, arm, bin, n) "
         f"SELECT COALESCE(experiment, ''), {bucket} AS b, COALESCE(arm, ''), {binned} AS k, "

@@ -16,9 +16,10 @@ from storage import Database, Dialect, Migration, Session, SqliteDatabase, migra
 
 def _table(session: Session) -> None:
     if session.dialect == Dialect.SQLITE:
-        key, real = "id INTEGER PRIMARY KEY AUTOINCREMENT", "REAL"
+        key = "id INTEGER PRIMARY KEY AUTOINCREMENT"
     else:
-        key, real = "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "DOUBLE PRECISION"
+        key = "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+    real = session.dialect.real
     session.execute(
         f"CREATE TABLE IF NOT EXISTS task_prototypes ({key}, task TEXT NOT NULL, "
         f"vector TEXT NOT NULL, created_at {real} NOT NULL)"

@@ -12,11 +12,11 @@ from typing import Any
 
 import orjson
 
-from storage import Database, Dialect, Migration, Session, SqliteDatabase, migrate
+from storage import Database, Migration, Session, SqliteDatabase, migrate
 
 
 def _table(session: Session) -> None:
-    real = "REAL" if session.dialect == Dialect.SQLITE else "DOUBLE PRECISION"
+    real = session.dialect.real
     session.execute(
         f"CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, created_at {real} NOT "
         "NULL, owner TEXT, response TEXT NOT NULL, conversation TEXT NOT NULL)"

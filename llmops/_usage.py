@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from llmops._ledger_schema import DIMS, HOUR, MINUTE, MINUTES_KEPT_S, bin_value
+from llmops._ledger_schema import BINNED, DIMS, HOUR, MINUTE, MINUTES_KEPT_S, bin_value
 from llmops._record import LEDGER_COLUMNS
 from storage import Database, Session
 
@@ -183,24 +183,15 @@ def experiment(
 ) -> dict[str, Any]:
     """An experiment's arms (sums, latency histogram, feedback moments: and the scores
     themselves when few), its callers per key and arm: what the report needs, nothing per
-    row. Latency and feedback count from the hour `since` falls in."""
+    row but a window's first partial hour (when `since` falls inside one)."""
     where = "COALESCE(experiment, '') = ? AND COALESCE(arm, '') <> 'shadow'"
     window = _Window.of(since, cutoff, now)
     arms = {arm: _sums(sums) for arm, *sums in _rolled(db, ["arm"], window, where, (name,))}
     callers = _rolled(db, ["key_id", "arm"], window, where, (name,))
-    hours = math.floor((since or 0.0) / HOUR) * HOUR
+    head = (window.raw[0], window.hours)  # empty when the window starts on an hour
     with db.transaction(write=False) as session:
-        bins = session.execute(
-            "SELECT arm, bin, SUM(n) FROM latency_hourly WHERE experiment = ? AND bucket >= ? "
-            "AND arm <> 'shadow' GROUP BY arm, bin ORDER BY arm, bin",
-            (name, hours),
-        )
-        moments = session.execute(
-            "SELECT arm, SUM(requests), SUM(mean_sum), SUM(mean_squares) FROM feedback_hourly "
-            "WHERE experiment = ? AND bucket >= ? AND arm <> 'shadow' GROUP BY arm",
-            (name, hours),
-        )
-        feedback = {arm: _moments(n, total, squares) for arm, n, total, squares in moments}
+        latency = _latency(session, name, window.hours, head)
+        feedback = _feedback(session, name, window.hours, head)
         for arm, scored in feedback.items():
             if scored["n"] <= SAMPLES_MAX:
                 scored["samples"] = [
@@ -208,12 +199,9 @@ def experiment(
                     for (mean,) in session.execute(
                         "SELECT total / n FROM feedback_requests WHERE experiment = ? AND "
                         "arm = ? AND request_ts >= ? ORDER BY request_id",
-                        (name, arm, hours),
+                        (name, arm, head[0]),
                     )
                 ]
-    latency: dict[str, list[tuple[float, int]]] = {}
-    for arm, index, count in bins:
-        latency.setdefault(arm, []).append((bin_value(int(index)), int(count)))
     keys = _key_names(db, sorted({key for key, _arm, *_ in callers if key}))
     return {
         "arms": arms,
@@ -225,6 +213,58 @@ def experiment(
             if key
         ],
     }
+
+
+def _latency(
+    session: Session, name: str, hours: float, head: tuple[float, float]
+) -> dict[str, list[tuple[float, int]]]:
+    """Per arm, (bin value, count) in increasing order: whole hours from the histograms,
+    the first partial hour binned from its rows."""
+    counts: dict[tuple[str, int], int] = {}
+    found = session.execute(
+        "SELECT arm, bin, SUM(n) FROM latency_hourly WHERE experiment = ? AND bucket >= ? "
+        "AND arm <> 'shadow' GROUP BY arm, bin",
+        (name, hours),
+    )
+    if head[0] < head[1]:
+        found += session.execute(
+            f"SELECT COALESCE(arm, ''), {BINNED} AS k, COUNT(*) FROM requests WHERE "
+            "experiment = ? AND ts >= ? AND ts < ? AND latency_ms IS NOT NULL AND "
+            "COALESCE(arm, '') <> 'shadow' GROUP BY COALESCE(arm, ''), k",
+            (name, *head),
+        )
+    for arm, index, count in found:
+        counts[(arm, int(index))] = counts.get((arm, int(index)), 0) + int(count)
+    latency: dict[str, list[tuple[float, int]]] = {}
+    for (arm, index), count in sorted(counts.items()):
+        latency.setdefault(arm, []).append((bin_value(index), count))
+    return latency
+
+
+def _feedback(
+    session: Session, name: str, hours: float, head: tuple[float, float]
+) -> dict[str, dict[str, Any]]:
+    """Per arm, the moments of its scored requests' mean scores: whole hours from the hourly
+    sums, the first partial hour from the scored requests themselves."""
+    found = session.execute(
+        "SELECT arm, SUM(requests), SUM(mean_sum), SUM(mean_squares) FROM feedback_hourly "
+        "WHERE experiment = ? AND bucket >= ? AND arm <> 'shadow' GROUP BY arm",
+        (name, hours),
+    )
+    if head[0] < head[1]:
+        found += session.execute(
+            "SELECT arm, COUNT(*), SUM(total / n), SUM((total / n) * (total / n)) FROM "
+            "feedback_requests WHERE experiment = ? AND request_ts >= ? AND request_ts < ? "
+            "AND arm <> 'shadow' GROUP BY arm",
+            (name, *head),
+        )
+    sums: dict[str, list[float]] = {}
+    for arm, n, total, squares in found:
+        entry = sums.setdefault(arm, [0, 0.0, 0.0])
+        entry[0] += int(n or 0)
+        entry[1] += float(total or 0.0)
+        entry[2] += float(squares or 0.0)
+    return {arm: _moments(*entry) for arm, entry in sums.items()}
 
 
 def _moments(n: Any, total: Any, squares: Any) -> dict[str, Any]:

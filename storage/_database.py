@@ -21,6 +21,16 @@ class Dialect(StrEnum):
     SQLITE = "sqlite"
     POSTGRESQL = "postgresql"
 
+    @property
+    def real(self) -> str:
+        """The column type of a float."""
+        return "REAL" if self is Dialect.SQLITE else "DOUBLE PRECISION"
+
+    @property
+    def bigint(self) -> str:
+        """The column type of a count (SQLite's INTEGER is 64-bit already)."""
+        return "INTEGER" if self is Dialect.SQLITE else "BIGINT"
+
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached or answered with an operational error (an outage,

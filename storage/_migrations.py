@@ -73,12 +73,3 @@ def migrate(db: Database, component: str, migrations: Sequence[Migration]) -> li
             applied.append(migration.version)
     return applied
 
-
-def schema_version(db: Database, component: str) -> int:
-    """The newest step applied for `component` (0: none)."""
-    with db.transaction(write=False) as session:
-        session.execute(_TABLE) if session.dialect == Dialect.SQLITE else None
-        found = session.execute(
-            "SELECT MAX(version) FROM schema_migrations WHERE component = ?", (component,)
-        )
-    return int(found[0][0] or 0) if found else 0

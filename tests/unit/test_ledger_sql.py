@@ -176,3 +176,27 @@ def test_an_older_ledger_file_is_upgraded_in_place(tmp_path: Path) -> None:
         assert [v for (v,) in steps] == [1, 2]
     ledger.close()
     Ledger(path).close()  # opening again applies nothing twice
+
+
+def test_the_report_from_a_time_inside_an_hour_counts_only_what_came_after(
+    database_url: str | None, tmp_path: Path
+) -> None:
+    """The CLI's `--since`: sums, feedback and latency of the window only, to the second,
+    however much of the same experiment came earlier in that hour."""
+    hour = (time.time() // HOUR - 1) * HOUR
+    ledger = Ledger(_db(database_url, tmp_path))
+    for index in range(40):  # 20 before the report's start, 20 after: same hour
+        ts = hour + 600 + index * 30
+        arm = ("a", "b")[index % 2]
+        slow = 1000.0 if index < 20 else 100.0 * (1 + index % 2)
+        ledger.add(_row(index, ts, experiment="x", arm=arm, latency_ms=slow))
+    assert ledger.flush()
+    for index in range(40):
+        assert ledger.add_feedback(f"r{index}", 0.0 if index < 20 else 1.0 + index % 2, None, None)
+    report = build_report(ledger, "x", since=hour + 600 + 20 * 30)
+    arms = {a["arm"]: a for a in report["arms"]}
+    assert arms["a"]["requests"] == arms["a"]["feedback_n"] == 10
+    assert arms["b"]["feedback_mean"] == pytest.approx(2.0) and arms["a"]["feedback_mean"] == 1.0
+    assert arms["a"]["latency_p95_ms"] == pytest.approx(100, rel=0.02)
+    assert arms["b"]["latency_p50_ms"] == pytest.approx(200, rel=0.02)
+    ledger.close()
