@@ -150,10 +150,6 @@ class Ledger:
     def journal_mode(self) -> str:
         return getattr(self.db, "journal_mode", "")
 
-    @property
-    def path(self) -> Path | None:
-        return getattr(self.db, "path", None)
-
     def write(self, record: RequestRecord) -> None:
         """Queue one request's row. Never blocks."""
         self._writer.add(tuple(getattr(record, column) for column in COLUMNS))

@@ -99,8 +99,8 @@ def _base(session: Session) -> None:
     add_new_columns(session)  # an older ledger's table, before later steps read its columns
 
 
-def _dims_sql(prefix: str = "") -> str:
-    return ", ".join(f"COALESCE({prefix}{dim}, '') AS {dim}" for dim in DIMS)
+def _dims_sql() -> str:
+    return ", ".join(f"COALESCE({dim}, '') AS {dim}" for dim in DIMS)
 
 
 def _clustered(session: Session) -> str:

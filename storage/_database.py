@@ -1,6 +1,6 @@
 """One blocking interface over SQLite and PostgreSQL: a `Database` hands out transactions
 (`Session`s); SQL is written once with `?` placeholders and portable syntax (`ON CONFLICT`,
-`RETURNING`, `CASE`), and PostgreSQL gets `%s` instead. Callers run it in threads."""
+`RETURNING`, `CASE`, `SAVEPOINT`), and PostgreSQL gets `%s` instead. Callers run it in threads."""
 
 from __future__ import annotations
 
@@ -48,11 +48,6 @@ class Session(ABC):
 
     @abstractmethod
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-
-    @abstractmethod
-    def returning_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Row]:
-        """Run an `INSERT ... RETURNING` once per row: the rows actually returned (an
-        `ON CONFLICT DO NOTHING` returns none for a row already there)."""
 
     @property
     @abstractmethod
@@ -118,12 +113,6 @@ class _SqliteSession(Session):
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._count = self._db.executemany(sql, rows).rowcount
-
-    def returning_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Row]:
-        returned: list[Row] = []
-        for row in rows:
-            returned.extend(self._db.execute(sql, tuple(row)).fetchall())
-        return returned
 
     @property
     def rowcount(self) -> int:
@@ -206,16 +195,6 @@ class _PgSession(Session):
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self._cursor.executemany(_pg(sql), rows)
-
-    def returning_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Row]:
-        if not rows:
-            return []
-        self._cursor.executemany(_pg(sql), rows, returning=True)
-        returned: list[Row] = []
-        while True:
-            returned.extend(self._cursor.fetchall())
-            if not self._cursor.nextset():
-                return returned
 
     @property
     def rowcount(self) -> int:
