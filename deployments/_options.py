@@ -17,6 +17,19 @@ class Pricing(_Strict):
 
     input_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens.")
     output_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M output tokens.")
+    cached_input_per_mtok: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per 1M prompt tokens read from the provider's prompt cache "
+        "(`prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`); "
+        "unset: `input_per_mtok`.",
+    )
+    cache_write_per_mtok: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per 1M prompt tokens written to the provider's prompt cache "
+        "(Anthropic's `cache_creation_input_tokens`); unset: `input_per_mtok`.",
+    )
     gpu_hour_usd: float = Field(
         default=0.0,
         ge=0,

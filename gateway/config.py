@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from access import AuthConfig
+from cache import CacheConfig
 from deployments import (
     ADAPTER_SEPARATOR,
     BackendConfig,
@@ -97,6 +98,11 @@ class GatewayConfig(RoutingConfig):
     experiments: dict[str, ExperimentConfig] = Field(
         default_factory=dict, description="Name -> A/B experiment on a route."
     )
+    cache: CacheConfig = Field(
+        default_factory=CacheConfig,
+        description="Response caching per route: exact, or semantic with a verifier "
+        "(docs/caching.md); unset: no cache.",
+    )
     quality_file: str | None = Field(
         default=None,
         description="Measured quality per backend and task (JSON, written by `python -m "
@@ -144,6 +150,7 @@ class GatewayConfig(RoutingConfig):
             if route.template and resolve(self.prompt_templates, route.template) is None
         ]
         problems += self._experiment_problems()
+        problems += self._cache_problems()
         if self.database.url_env and self.ledger.scope == "cluster":
             problems.append(
                 "ledger.scope: `cluster` keeps one SQLite ledger on the owner's node; with "
@@ -153,6 +160,23 @@ class GatewayConfig(RoutingConfig):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _cache_problems(self) -> list[str]:
+        problems = [
+            f"cache.routes.{name}: unknown route (known: {', '.join(sorted(self.routes))})"
+            for name in self.cache.routes
+            if name not in self.routes
+        ]
+        semantic = self.cache.semantic
+        if semantic is not None:
+            backend = self.backends.get(semantic.embedding)
+            if backend is None or "embeddings" not in backend.endpoints:
+                serving = sorted(n for n, b in self.backends.items() if "embeddings" in b.endpoints)
+                problems.append(
+                    f"cache.semantic.embedding: {semantic.embedding!r} is not a backend serving "
+                    f"embeddings (those that do: {', '.join(serving) or 'none'})"
+                )
+        return problems
 
     def _experiment_problems(self) -> list[str]:
         problems: list[str] = []

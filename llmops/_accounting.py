@@ -20,9 +20,25 @@ class Price:
 
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
+    cached_input_per_mtok: float | None = None  # None: as `input_per_mtok`
+    cache_write_per_mtok: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        paid = prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, cached: int = 0, written: int = 0
+    ) -> float:
+        """`prompt_tokens` counts all input; `cached` of them were read from the provider's
+        prompt cache and `written` written to it, each at its own price where it has one."""
+        cached, written = min(cached, prompt_tokens), min(written, prompt_tokens - cached)
+        read_price = self.input_per_mtok if self.cached_input_per_mtok is None else (
+            self.cached_input_per_mtok)  # fmt: skip
+        write_price = self.input_per_mtok if self.cache_write_per_mtok is None else (
+            self.cache_write_per_mtok)  # fmt: skip
+        paid = (
+            (prompt_tokens - cached - written) * self.input_per_mtok
+            + cached * read_price
+            + written * write_price
+            + completion_tokens * self.output_per_mtok
+        )
         return paid / 1e6
 
 
@@ -50,7 +66,15 @@ class Accounting:
             record.usage_source = "estimated"
         price = self.prices.get(record.backend or "")
         if price is not None and record.prompt_tokens is not None:
-            record.cost_usd = price.cost(record.prompt_tokens, record.completion_tokens or 0)
+            record.cost_usd = price.cost(
+                record.prompt_tokens,
+                record.completion_tokens or 0,
+                record.cached_tokens or 0,
+                record.cache_write_tokens or 0,
+            )
+        if record.cache == "hit":  # served from the gateway's cache: nothing was paid
+            record.saved_usd, record.cost_usd = record.cost_usd or 0.0, 0.0
+            return
         if record.abandoned_usd:
             # Billed upstream though never answered: charged at the router's estimate.
             record.cost_usd = (record.cost_usd or 0.0) + record.abandoned_usd

@@ -46,6 +46,8 @@ PURGE_CHUNK_S = 6 * HOUR  # rows deleted per transaction: short write locks
 _INDEX = {column: index for index, column in enumerate(COLUMNS)}
 _ID, _TS, _KEY = _INDEX["request_id"], _INDEX["ts"], _INDEX["key_id"]
 _LATENCY_AT, _STATUS, _COST = _INDEX["latency_ms"], _INDEX["status"], _INDEX["cost_usd"]
+_CACHE, _SAVED = _INDEX["cache"], _INDEX["saved_usd"]
+_NO_SUMS = (0, 0, 0, 0.0, 0.0, 0, 0.0, 0, 0, 0, 0.0)  # MEASURES, in order
 _PROMPT, _COMPLETION = _INDEX["prompt_tokens"], _INDEX["completion_tokens"]
 _ESTIMATED, _KEY_NAME, _TEAM = _INDEX["estimated_cost_usd"], _INDEX["key_name"], _INDEX["team"]
 _DIMS_OF = operator.itemgetter(*(_INDEX[dim] for dim in DIMS))
@@ -319,7 +321,7 @@ def _roll_up(
         place = (int(ts // MINUTE) * MINUTE, *dims)
         sums = minutes.get(place)
         if sums is None:
-            sums = minutes[place] = [0, 0, 0, 0.0, 0.0, 0, 0.0, 0]
+            sums = minutes[place] = list(_NO_SUMS)
         sums[0] += 1
         sums[1] += row[_PROMPT] or 0
         sums[2] += row[_COMPLETION] or 0
@@ -327,6 +329,12 @@ def _roll_up(
         sums[4] += row[_ESTIMATED] or 0.0
         if (row[_STATUS] or 0) >= 400:
             sums[5] += 1
+        cached = row[_CACHE]
+        if cached == "hit":
+            sums[8] += 1
+            sums[10] += row[_SAVED] or 0.0
+        elif cached == "miss":
+            sums[9] += 1
         if took is not None:
             sums[6] += took
             sums[7] += 1
@@ -338,7 +346,7 @@ def _roll_up(
             keys[key] = (row[_KEY_NAME], row[_TEAM], row[_METADATA], ts)
     hours: dict[tuple[Any, ...], list[float]] = {}
     for (minute, *rest), sums in minutes.items():
-        total = hours.setdefault((minute // HOUR * HOUR, *rest), [0, 0, 0, 0.0, 0.0, 0, 0.0, 0])
+        total = hours.setdefault((minute // HOUR * HOUR, *rest), list(_NO_SUMS))
         for index, value in enumerate(sums):
             total[index] += value
     for table, found in (("usage_minute", minutes), ("usage_hourly", hours)):

@@ -22,7 +22,7 @@ from llmops._record import LEDGER_COLUMNS, RequestRecord
 from storage import Dialect, Migration, Session
 
 DIMS = ("backend", "route", "key_id", "team", "task", "experiment", "arm", "template")
-MEASURES = (
+_MEASURES_V2 = (
     "requests",
     "prompt_tokens",
     "completion_tokens",
@@ -32,6 +32,9 @@ MEASURES = (
     "latency_ms_sum",
     "latency_n",
 )
+# Migration 3: the response cache's hits and misses, and what the hits saved.
+_CACHE_MEASURES = ("cache_hits", "cache_misses", "saved_usd")
+MEASURES = _MEASURES_V2 + _CACHE_MEASURES
 HOUR = 3600
 MINUTE = 60
 # Minute rollups: the first partial hour of a window comes from them (and only its first
@@ -162,7 +165,7 @@ def _backfill(session: Session) -> None:
     ):
         start = f"CAST(FLOOR(ts / {width}) AS BIGINT) * {width}"
         session.execute(
-            f"INSERT INTO {table} (bucket, {', '.join(DIMS)}, {', '.join(MEASURES)}) "
+            f"INSERT INTO {table} (bucket, {', '.join(DIMS)}, {', '.join(_MEASURES_V2)}) "
             f"SELECT {start} AS b, {_dims_sql()}, {sums} FROM requests{where} "
             f"GROUP BY b, {groups}"
         )
@@ -196,9 +199,19 @@ def _backfill(session: Session) -> None:
     )
 
 
+def _cache_measures(session: Session) -> None:
+    """Hits, misses and money saved per rollup row (0 before the cache existed)."""
+    kinds = {"cache_hits": session.dialect.bigint, "cache_misses": session.dialect.bigint}
+    for table in USAGE_TABLES:
+        for column in _CACHE_MEASURES:
+            kind = kinds.get(column, session.dialect.real)
+            session.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind} DEFAULT 0")
+
+
 MIGRATIONS = (
     Migration(1, "requests and feedback", _base),
     Migration(2, "hourly rollups, latency histograms, key names; feedback by experiment", _rollups),
+    Migration(3, "response cache hits, misses and savings in the rollups", _cache_measures),
 )
 
 

@@ -25,6 +25,18 @@ def _tags(*keys: str) -> Any:
     return keys
 
 
+def _cache_counters(metrics: Any) -> tuple[Any, Any]:
+    requests = metrics.Counter(
+        "gateway_cache_requests",
+        "Requests on caching routes by result: hit, miss, bypass.",
+        _tags("route", "result"),
+    )
+    saved = metrics.Counter(
+        "gateway_cache_saved_usd", "What cache hits would have cost, USD.", _tags("route")
+    )
+    return requests, saved
+
+
 class GatewayMetrics:
     """A sink: every metric is derived from a finished request's record or a circuit's state."""
 
@@ -81,6 +93,7 @@ class GatewayMetrics:
         self.circuit = metrics.Gauge(
             "gateway_circuit_state", "0 closed, 1 half-open, 2 open.", _tags("backend")
         )
+        self.cache, self.saved = _cache_counters(metrics)
         self._writer: BatchWriter[RequestRecord] = BatchWriter("metrics", self._observe, BATCH_S)
 
     def write(self, record: RequestRecord) -> None:
@@ -110,7 +123,13 @@ class GatewayMetrics:
             self.retries.inc(len(record.attempts) - 1, tags={"route": route})
             if record.attempts[-1] != record.attempts[0]:
                 self.fallbacks.inc(tags={"route": route})
+        if record.cache is not None:
+            self.cache.inc(tags={"route": route, "result": record.cache})
         if record.backend is None:
+            return
+        if record.cache == "hit":  # no backend was called: its tokens and latency are not
+            if record.saved_usd:
+                self.saved.inc(record.saved_usd, tags={"route": route})
             return
         if record.prompt_tokens:
             self.tokens.inc(record.prompt_tokens, tags={"backend": backend, "direction": "in"})

@@ -45,12 +45,17 @@ class RequestRecord:
     ingress: str | None = None  # the ingress replica that answered (`ledger.scope: cluster`)
     status: int = 200
     error_code: str | None = None
-    prompt_tokens: int | None = None
+    prompt_tokens: int | None = None  # all of them, read from a provider's prompt cache too
     completion_tokens: int | None = None
-    usage_source: str = "none"  # "upstream", "estimated", or "none"
+    cached_tokens: int | None = None  # prompt tokens read from the provider's prompt cache
+    cache_write_tokens: int | None = None  # prompt tokens written to it (Anthropic)
+    usage_source: str = "none"  # "upstream", "estimated", "cache" or "none"
     estimated_cost_usd: float | None = None
     estimated_prompt_tokens: int | None = field(default=None, metadata=_NOT_IN_LEDGER)
     cost_usd: float | None = None
+    # The gateway's response cache: "hit", "miss" or "bypass" (None: not a cached route).
+    cache: str | None = None
+    saved_usd: float | None = None  # a hit: what the answer cost when it was made, priced now
     # Calls abandoned without usage (timed out, the client left): the upstream still bills
     # them; their estimates are added to `cost_usd` when the books close.
     abandoned_usd: float = field(default=0.0, metadata=_NOT_IN_LEDGER)
@@ -70,6 +75,11 @@ class RequestRecord:
         if isinstance(prompt, int) and isinstance(completion, int):
             self.prompt_tokens, self.completion_tokens = prompt, completion
             self.usage_source = "upstream"
+            details = usage.get("prompt_tokens_details")
+            read = details.get("cached_tokens") if isinstance(details, dict) else None
+            written = usage.get("cache_creation_input_tokens")
+            self.cached_tokens = read if isinstance(read, int) and read > 0 else None
+            self.cache_write_tokens = written if isinstance(written, int) and written > 0 else None
 
     def fail(self, status: int, code: str | None) -> None:
         self.status, self.error_code = status, code

@@ -136,9 +136,9 @@ def _callers(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
             name,
             {"key": name, "team": team, "metadata": metadata, "requests": {}, "cost_usd": 0.0},
         )
-        caller["requests"][entry["arm"]] = caller["requests"].get(entry["arm"], 0) + entry[
-            "requests"
-        ]
+        caller["requests"][entry["arm"]] = (
+            caller["requests"].get(entry["arm"], 0) + entry["requests"]
+        )
         caller["cost_usd"] += entry["cost_usd"]
     return sorted(callers.values(), key=lambda c: -sum(c["requests"].values()))
 

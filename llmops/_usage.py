@@ -32,14 +32,18 @@ GROUPS = {
 SAMPLES_MAX = 500  # scores per arm read for resampling; beyond, their moments suffice
 _ERROR = "CASE WHEN status >= 400 THEN 1 ELSE 0 END"
 # What each table contributes to a sum, by measure.
-_ROLLED = "requests, prompt_tokens, completion_tokens, cost_usd, estimated_cost_usd, errors"
+_ROLLED = (
+    "requests, prompt_tokens, completion_tokens, cost_usd, estimated_cost_usd, errors, "
+    "cache_hits, cache_misses, saved_usd"
+)
 _RAW = (
     "1, COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0), COALESCE(cost_usd, 0), "
-    f"COALESCE(estimated_cost_usd, 0), {_ERROR}"
+    f"COALESCE(estimated_cost_usd, 0), {_ERROR}, CASE WHEN cache = 'hit' THEN 1 ELSE 0 END, "
+    "CASE WHEN cache = 'miss' THEN 1 ELSE 0 END, COALESCE(saved_usd, 0)"
 )
 _SUMS = (
     "SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd), "
-    "SUM(estimated_cost_usd), SUM(errors)"
+    "SUM(estimated_cost_usd), SUM(errors), SUM(cache_hits), SUM(cache_misses), SUM(saved_usd)"
 )
 
 
@@ -92,7 +96,7 @@ def _rolled(
 
 
 def _sums(values: Sequence[Any]) -> dict[str, Any]:
-    requests, prompt, completion, cost, estimated, errors = values
+    requests, prompt, completion, cost, estimated, errors, hits, misses, saved = values
     return {
         "requests": int(requests or 0),
         "prompt_tokens": int(prompt or 0),
@@ -100,6 +104,10 @@ def _sums(values: Sequence[Any]) -> dict[str, Any]:
         "cost_usd": round(float(cost or 0.0), 10),
         "estimated_cost_usd": round(float(estimated or 0.0), 10),
         "errors": int(errors or 0),
+        # The response cache: hits and misses of the requests it could serve, what hits saved.
+        "cache_hits": int(hits or 0),
+        "cache_misses": int(misses or 0),
+        "saved_usd": round(float(saved or 0.0), 10),
     }
 
 

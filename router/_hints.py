@@ -23,6 +23,7 @@ class RoutingHints:
     max_cost_usd: float | None = None
     template: str | None = None  # prompt template, `name` or `name@version`
     variables: tuple[tuple[str, str], ...] = ()  # the template's variables, sorted
+    cache: str | None = None  # "no-cache" (refresh the entry) or "no-store" (skip the cache)
 
 
 _HEADERS = {
@@ -30,7 +31,9 @@ _HEADERS = {
     "task": "x-task",
     "max_cost_usd": "x-max-cost-usd",
     "template": "x-prompt-template",
+    "cache": "x-gateway-cache",
 }
+CACHE_DIRECTIVES = ("no-cache", "no-store")
 _BODY_ONLY = {"variables"}
 
 
@@ -45,6 +48,15 @@ def _positive_number(field: str, value: Any, *, from_header: bool) -> float:
     if not math.isfinite(value) or value <= 0:
         raise HintError(field, f"'{field}' must be a positive number, got {value!r}")
     return float(value)
+
+
+def _cache_directive(raw: Any, field: str) -> str:
+    if raw is False:  # `routing.cache: false`: as no-store
+        return "no-store"
+    value = raw.strip().lower() if isinstance(raw, str) else raw
+    if value not in CACHE_DIRECTIVES:
+        raise HintError(field, f"'{field}' must be one of {', '.join(CACHE_DIRECTIVES)}")
+    return str(value)
 
 
 def parse_hints(routing: Any, headers: Mapping[str, str]) -> RoutingHints:
@@ -75,6 +87,8 @@ def parse_hints(routing: Any, headers: Mapping[str, str]) -> RoutingHints:
             if not isinstance(raw, str) or not raw.strip():
                 raise HintError(field, f"'{field}' must be a non-empty string")
             parsed[key] = raw.strip()
+    if "cache" in values:
+        parsed["cache"] = _cache_directive(*values["cache"][:2])
     variables = routing.get("variables")
     if variables is not None:
         if not isinstance(variables, dict) or not all(

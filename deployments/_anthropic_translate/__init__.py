@@ -7,11 +7,11 @@ from deployments._anthropic_translate._backend import (
     FINISH_REASONS,
     SAMPLING,
     StreamTranslator,
-    chat_usage,
     native_params,
     to_chat_completion,
     to_messages_params,
 )
+from deployments._anthropic_translate._usage import chat_usage
 
 __all__ = [
     "FINISH_REASONS",

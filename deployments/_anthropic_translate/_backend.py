@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from deployments._anthropic_translate._usage import Input, openai_usage
 from deployments._base import BackendError, Recovery, client_error, max_output_tokens
 
 # Anthropic stop reasons -> OpenAI finish reasons.
@@ -251,39 +252,6 @@ def to_messages_params(body: dict[str, Any], model: str, default_max_tokens: int
     return params
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": input_tokens,
-        "completion_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
-    }
-
-
-def _input_tokens(usage: Any) -> int:
-    # Cached prompt tokens are still prompt tokens to an OpenAI client.
-    return int(
-        (getattr(usage, "input_tokens", 0) or 0)
-        + (getattr(usage, "cache_creation_input_tokens", 0) or 0)
-        + (getattr(usage, "cache_read_input_tokens", 0) or 0)
-    )
-
-
-def chat_usage(usage: dict[str, Any], before: dict[str, Any] | None = None) -> dict[str, int]:
-    """A Messages `usage` object (as JSON) in OpenAI's terms; `before` is what an earlier
-    event of the same stream said (a `message_delta` may carry the output count only)."""
-    before = before or {}
-    prompt = int(before.get("prompt_tokens") or 0)
-    if usage.get("input_tokens") is not None:
-        prompt = sum(
-            int(usage.get(name) or 0)
-            for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-        )
-    output = usage.get("output_tokens")
-    return _usage(
-        prompt, int(output if output is not None else before.get("completion_tokens") or 0)
-    )
-
-
 def to_chat_completion(message: Any, model: str) -> dict[str, Any]:
     """An Anthropic `Message` as an OpenAI `chat.completion`."""
     texts, tool_calls = [], []
@@ -317,7 +285,7 @@ def to_chat_completion(message: Any, model: str) -> dict[str, Any]:
                 "logprobs": None,
             }
         ],
-        "usage": _usage(_input_tokens(message.usage), int(message.usage.output_tokens or 0)),
+        "usage": openai_usage(Input.of(message.usage), int(message.usage.output_tokens or 0)),
     }
 
 
@@ -329,7 +297,7 @@ class StreamTranslator:
         self.include_usage = include_usage
         self.id = ""
         self.created = int(time.time())
-        self.input_tokens = 0
+        self.input = Input()
         self.output_tokens = 0
         self._tool_index: dict[int, int] = {}  # content block index -> tool_calls index
 
@@ -349,7 +317,7 @@ class StreamTranslator:
         kind = event.type
         if kind == "message_start":
             self.id = event.message.id
-            self.input_tokens = _input_tokens(event.message.usage)
+            self.input = Input.of(event.message.usage)
             self.output_tokens = int(event.message.usage.output_tokens or 0)
             return self._chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start" and event.content_block.type == "tool_use":
@@ -378,7 +346,7 @@ class StreamTranslator:
             if getattr(usage, "output_tokens", None) is not None:
                 self.output_tokens = int(usage.output_tokens)
             if getattr(usage, "input_tokens", None):
-                self.input_tokens = _input_tokens(usage)
+                self.input = Input.of(usage)
             reason = FINISH_REASONS.get(event.delta.stop_reason or "", "stop")
             return self._chunk({}, reason)
         if kind == "message_stop":
@@ -390,7 +358,7 @@ class StreamTranslator:
                     "created": self.created,
                     "model": self.model,
                     "choices": [],
-                    "usage": _usage(self.input_tokens, self.output_tokens),
+                    "usage": openai_usage(self.input, self.output_tokens),
                 }
                 tail = b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
             return tail + b"data: [DONE]\n\n"

@@ -7,9 +7,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deployments import Backend
+from deployments import Backend, Pricing
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core.attempts import Feedback, Observer
+from gateway.core.caching import response_cache
 from gateway.core.capacity import Capacity
 from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate
@@ -119,6 +120,15 @@ def _capacity(
     return capacity if capacity.watched else None
 
 
+def _price(pricing: Pricing) -> Price:
+    return Price(
+        pricing.input_per_mtok,
+        pricing.output_per_mtok,
+        pricing.cached_input_per_mtok,
+        pricing.cache_write_per_mtok,
+    )
+
+
 def _shared_database(config: GatewayConfig, project_root: Path) -> Database | None:
     """One pool for this process's stores (ledger, responses, prototypes); None: SQLite."""
     if config.database.url_env is None:
@@ -160,10 +170,7 @@ def build_gateway(
         config.ingress.health_check_interval_s,
         publish_circuits,
     )
-    prices = {
-        name: Price(b.pricing.input_per_mtok, b.pricing.output_per_mtok)
-        for name, b in config.backends.items()
-    }
+    prices = {name: _price(b.pricing) for name, b in config.backends.items()}
     ledger, sinks = sinks_for(config, project_root, metrics, records, ingress, database)
     observers: list[Observer] = [routing.live, health, resilience, Books(Accounting(prices, sinks))]
     if keys is not None:
@@ -182,5 +189,6 @@ def build_gateway(
         capacity=_capacity(config, backends, replica_states),
         speaks={name: b.native_apis for name, b in config.backends.items() if b.native_apis},
         database=database,
+        cache=response_cache(config.cache, config.backends, backends),
     )
     return gateway, ledger

@@ -104,7 +104,9 @@ class KeyGate(Observer):
     def request_finished(self, record: RequestRecord) -> None:
         ticket = self._tickets.pop(id(record), None)
         if ticket is not None:
-            tokens = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
+            # A cache hit used no provider tokens; its cost is 0 (`Accounting`).
+            spent = record.cache != "hit"
+            tokens = (record.prompt_tokens or 0) + (record.completion_tokens or 0) if spent else 0
             self.client.finish(ticket, tokens, record.cost_usd or 0.0)
 
     def start(self) -> None:

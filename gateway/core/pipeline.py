@@ -12,14 +12,15 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
 
-from access import AccessError, Caller
+from access import AccessError
 from deployments import Backend, BackendError, Endpoint, WarmupConfig, max_output_tokens
 from gateway.core.attempts import Feedback
+from gateway.core.caching import HEADER, ResponseCache
 from gateway.core.capacity import Capacity
 from gateway.core.front import Native
 from gateway.core.health import HealthMonitor
@@ -29,7 +30,7 @@ from gateway.core.relay import ChatWire, relay
 from gateway.core.replies import Reply, StreamReply
 from gateway.core.resilience import Limits, Resilience, timeout_error
 from gateway.core.routing import Routed, Routing
-from gateway.core.shadow import run_shadow, shadow_record
+from gateway.core.shadow import Shadows
 from gateway.core.status import BackendView, placement
 from gateway.core.warmup import warm_up
 from gateway.errors import OpenAIError, from_exception
@@ -39,6 +40,11 @@ from storage import Database
 
 logger = logging.getLogger("ray.serve")
 SHADOW_DRAIN_S = 10.0
+Answer = Reply | StreamReply
+
+
+def _as_is(reply: Answer) -> Answer:
+    return reply
 
 
 class Gateway:
@@ -59,8 +65,10 @@ class Gateway:
         capacity: Capacity | None = None,
         speaks: Mapping[str, frozenset[Endpoint]] | None = None,
         database: Database | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.backends = dict(backends)
+        self.cache = cache  # None: no route caches answers
         # The stores' shared database (`database:`); None: each store its SQLite file. The
         # gateway holds one reference and closes it with itself.
         self.database = database
@@ -74,7 +82,7 @@ class Gateway:
         self.feedback = feedback
         self.routes = dict(routes)
         self.log_bodies = log_bodies
-        self._shadows: set[asyncio.Task[None]] = set()
+        self.shadows = Shadows(self.backends, feedback, keys, log_bodies)
         self.warmups = dict(warmups or {})
         # What is still warming up: engines by backend name, and "router" (tokenizers and the
         # task classifier). `GET /health` says `starting` until it is empty.
@@ -183,10 +191,13 @@ class Gateway:
                 reply_headers.update(await self.keys.admit(caller, routed, record))
             reply_headers.update(routed.headers())
             routed.start_record(record, self.log_bodies)
-            await self._start_shadow(routed, record, caller if self.keys is not None else None)
+            keep, hit = await self._from_cache(routed, record, reply_headers, native)
+            if hit is not None:
+                return hit
+            await self.shadows.start(routed, record, caller if self.keys is not None else None)
             if record.stream:
-                return await self._stream(routed, reply_headers, record, native)
-            return await self._complete(routed, reply_headers, record, native)
+                return keep(await self._stream(routed, reply_headers, record, native))
+            return keep(await self._complete(routed, reply_headers, record, native))
         except asyncio.CancelledError:  # the client left before an answer
             record.fail(499, "client_disconnected")
             self.feedback.request_finished(record)
@@ -200,6 +211,25 @@ class Gateway:
             record.fail(error.status, error.code)
             self.feedback.request_finished(record)
             return Reply.error(error, reply_headers)
+
+    async def _from_cache(
+        self, routed: Routed, record: RequestRecord, headers: dict[str, str], own: Native | None
+    ) -> tuple[Callable[[Answer], Answer], Answer | None]:
+        """What stores this request's answer in the cache, and its cached answer if any."""
+        cache = self.cache
+        if cache is None:
+            return _as_is, None
+        native = self._native_for(routed.decision.chosen, own, routed)
+        hint = routed.prepared.hints.cache
+        plan = cache.plan(routed, record, hint, native.body if native else None)
+        if plan is None:
+            headers[HEADER] = "bypass"
+            return _as_is, None
+        entry = await cache.lookup(plan)
+        keep = functools.partial(cache.keep, plan, record=record)
+        if entry is None:
+            return keep, None
+        return keep, cache.serve(entry, plan, record, headers, self.feedback.request_finished)
 
     def _native_for(self, name: str, own: Native | None, routed: Routed) -> Native | None:
         """The client's own body, where `name` speaks its API: with the output limit the
@@ -295,34 +325,6 @@ class Gateway:
         route = routed.decision.route
         return self.routes.get(route) if route else None
 
-    async def _start_shadow(
-        self, routed: Routed, record: RequestRecord, caller: Caller | None
-    ) -> None:
-        """A copy to the experiment's shadow backend, charged to the caller who caused it
-        (skipped when its estimate does not fit the caller's limits)."""
-        assignment = routed.prepared.assignment
-        if assignment is None or assignment.shadow is None:
-            return
-        name = assignment.shadow
-        copy = shadow_record(name, record)
-        if self.keys is not None and caller is not None:
-            usd = routed.estimated_cost_usd(name) or routed.worst_cost_usd()
-            if not await self.keys.admit_shadow(caller, usd, copy):
-                logger.info("shadow to %s skipped: over the caller's limits", name)
-                return
-        shadow = run_shadow(
-            name,
-            self.backends[name],
-            routed.prepared.endpoint,
-            routed.body_for(name),
-            copy,
-            self.feedback,
-            self.log_bodies,
-        )
-        task = asyncio.get_running_loop().create_task(shadow)
-        self._shadows.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._shadows.discard)
-
     # ---- views: what the HTTP layer shows of this gateway --------------------------------
 
     def availability(self) -> Mapping[str, Availability]:
@@ -379,8 +381,7 @@ class Gateway:
             await self.capacity.stop()
         for task in list(self._warmup_tasks):
             task.cancel()
-        if self._shadows:
-            await asyncio.wait(set(self._shadows), timeout=SHADOW_DRAIN_S)
+        await self.shadows.drain(SHADOW_DRAIN_S)
         for backend in self.backends.values():
             try:
                 await backend.close()

@@ -3,12 +3,15 @@ sends it must close."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
 
 from gateway.errors import OpenAIError
+
+logger = logging.getLogger("ray.serve")
 
 
 @dataclass(slots=True)
@@ -82,3 +85,37 @@ class TranslatedStream(StreamReply):
             await super().aclose()
         finally:
             await self._chat.aclose()
+
+
+async def replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+class RecordedStream(StreamReply):
+    """A live stream passed on as it is, its events kept: handed to `done` when the stream
+    ended of itself (not when the client left or it broke: `done` then never runs)."""
+
+    def __init__(self, inner: StreamReply, done: Callable[[tuple[bytes, ...]], None]) -> None:
+        super().__init__(inner.headers, b"", self._events(), lambda: None, inner.native)
+        self._inner = inner
+        self._done = done
+        self._chunks: list[bytes] = []
+        self._complete = False
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self._chunks.append(chunk)
+            yield chunk
+        self._complete = True
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self._inner.aclose()  # finishes the record: its usage and status are known
+            if self._complete:
+                try:
+                    self._done(tuple(self._chunks))
+                except Exception:
+                    logger.exception("keeping a stream's events failed")

@@ -21,7 +21,7 @@ from gateway.config import PROJECT_ROOT, GatewayConfig
 from gateway.core.pipeline import Gateway
 from gateway.errors import OpenAIError, from_exception
 from gateway.fronts.responses import ResponsesAPI
-from gateway.http import chat, info, messages, responses, usage
+from gateway.http import cache, chat, info, messages, responses, usage
 from gateway.http.admin import add_admin_routes
 from gateway.http.browsers import BrowserGuard, default_allowed_hosts
 from gateway.http.console import add_console_routes
@@ -88,6 +88,7 @@ def create_app(
     responses.add_routes(app, http, responses_api)
     info.add_routes(app, http)
     usage.add_routes(app, http)
+    cache.add_routes(app, http)
     add_admin_routes(app, http.keys, http.body)
     add_console_routes(app, config, http.keys, ledger, http.backend_list)
     return app

@@ -230,7 +230,14 @@ def test_message_becomes_chat_completion_with_tool_calls_and_usage() -> None:
     assert call["id"] == "toolu_1" and orjson.loads(call["function"]["arguments"]) == {
         "city": "Paris"
     }
-    assert completion["usage"] == {"prompt_tokens": 15, "completion_tokens": 7, "total_tokens": 22}
+    # Cache reads are prompt tokens to an OpenAI client, and said apart for their price.
+    assert completion["usage"] == {
+        "prompt_tokens": 15,
+        "completion_tokens": 7,
+        "total_tokens": 22,
+        "prompt_tokens_details": {"cached_tokens": 4},
+        "cache_creation_input_tokens": 0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -280,7 +287,13 @@ def test_stream_events_become_chunks_with_streamed_tool_arguments_and_usage() ->
     assert len(calls) >= 3  # the arguments arrived in pieces and were passed on in pieces
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": 15, "completion_tokens": 7, "total_tokens": 22}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 15,
+        "completion_tokens": 7,
+        "total_tokens": 22,
+        "prompt_tokens_details": {"cached_tokens": 4},
+        "cache_creation_input_tokens": 0,
+    }
 
 
 def test_stream_without_include_usage_has_no_usage_chunk() -> None:

@@ -1,5 +1,6 @@
 """Imports flow one way: `gateway` uses `access`, `llmops`, `router`, `deployments` and
-`storage`; they never import `gateway`; `storage` (SQL) imports none of ours, `access` only
+`storage` and `cache`; they never import `gateway`; `storage` (SQL) and `cache` import none
+of ours, `access` only
 `storage`, `llmops` never imports `router` or `deployments`, and neither `router`, `access`,
 `storage` nor `llmops` imports Ray when imported."""
 
@@ -38,6 +39,10 @@ def imported_packages(package: str) -> set[str]:
             "storage",
             {"gateway", "router", "deployments", "llmops", "access", "ray", "fastapi", "httpx"},
         ),
+        (
+            "cache",
+            {"gateway", "router", "deployments", "llmops", "access", "storage", "ray", "fastapi"},
+        ),
     ],
 )
 def test_packages_import_one_way(package: str, forbidden: set[str]) -> None:
@@ -57,7 +62,10 @@ def loaded_after(imports: str, roots: tuple[str, ...]) -> list[str]:
 
 
 def test_importing_the_pure_packages_loads_no_gateway_and_no_ray() -> None:
-    assert loaded_after("router, deployments, llmops, access, storage", ("gateway", "ray")) == []
+    assert (
+        loaded_after("router, deployments, llmops, access, storage, cache", ("gateway", "ray"))
+        == []
+    )
 
 
 def test_the_pipeline_imports_neither_ray_nor_a_web_framework() -> None:
@@ -132,5 +140,6 @@ def test_the_core_loads_no_framework() -> None:
 def test_no_private_names_are_imported_across_packages() -> None:
     """What gateway uses of router/, llmops/, deployments/ and access/ is their public surface."""
     private = {name for name in gateway_imports("") if name.split(".")[0] in
-               {"router", "llmops", "deployments", "access"} and "._" in name}  # fmt: skip
+               {"router", "llmops", "deployments", "access", "storage", "cache"}
+               and "._" in name}  # fmt: skip
     assert private == set()

@@ -182,7 +182,10 @@ def test_a_passed_through_stream_is_accounted_and_its_final_response_found() -> 
     wire = ResponsesWire()
     found, kept = wire.usage(events)
     assert kept == events  # passed on untouched
-    assert found == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+    assert found is not None and found["prompt_tokens_details"] == {"cached_tokens": 3}
+    assert {k: found[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")} == {
+        "prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15
+    }  # fmt: skip
     assert wire.tokens(events) == 1
     assert _final_response(events) == done["response"]
     assert _final_response(events.split(b"event: response.completed")[0]) is None

@@ -41,10 +41,16 @@ class ResponsesWire:
         return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
 
 
-def responses_usage_in_chat_terms(usage: dict[str, Any]) -> dict[str, int]:
+def responses_usage_in_chat_terms(usage: dict[str, Any]) -> dict[str, Any]:
     """A Responses `usage` (cached input tokens are part of `input_tokens`) as chat's."""
     prompt, output = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+    chat: dict[str, Any] = {
+        "prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output
+    }  # fmt: skip
+    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
+    if isinstance(cached, int) and cached:
+        chat["prompt_tokens_details"] = {"cached_tokens": cached}
+    return chat
 
 
 class ResponsesPassThrough:

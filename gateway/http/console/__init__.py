@@ -89,13 +89,17 @@ class Console:
         since, ledger = time.time() - 86400, self.ledger
         totals = await self.read(lambda: ledger.totals("backend", since)) if ledger else None
         errors = await self.read(lambda: ledger.recent_errors(since, 20)) if ledger else None
+        routes = await self.read(lambda: ledger.totals("route", since)) if ledger else None
+        cached = [t for t in routes or [] if t["cache_hits"] + t["cache_misses"]]
         summary = {
             "requests": sum(t["requests"] for t in totals or []),
             "tokens": sum(t["prompt_tokens"] + t["completion_tokens"] for t in totals or []),
             "cost_usd": round(sum(t["cost_usd"] for t in totals or []), 6),
             "errors": sum(t["errors"] for t in totals or []),
+            "saved_usd": round(sum(t["saved_usd"] for t in totals or []), 6),
         }
-        return _pages.overview(await self.backends(), self.config.routes, summary, errors or [])
+        backends = await self.backends()
+        return _pages.overview(backends, self.config.routes, summary, errors or [], cached)
 
     async def usage(self, request: Request) -> str:
         ledger = self.ledger

@@ -93,6 +93,7 @@ def overview(
     routes: Mapping[str, Any],
     totals: dict[str, Any],
     errors: list[dict[str, Any]],
+    cached: list[dict[str, Any]],
 ) -> str:
     cards = "".join(
         f'<div class=card><span class=figure data-total="{name}">{cell_html(totals[name])}</span>'
@@ -102,6 +103,7 @@ def overview(
             ("tokens", "tokens (24 h)"),
             ("cost_usd", "cost USD (24 h)"),
             ("errors", "errors (24 h)"),
+            ("saved_usd", "saved by the cache USD (24 h)"),
         )
     )
     backend_rows = [_backend_row(b) for b in backends]
@@ -130,6 +132,7 @@ def overview(
         )
         + "<h2>Routes</h2>"
         + table(["route", "policy", "candidates", "fallbacks"], route_rows, "routes")
+        + _cache_section(cached)
         + "<h2>Recent errors</h2>"
         + (
             table(["time", "status", "code", "route", "backend", "key"], error_rows, "errors")
@@ -137,6 +140,24 @@ def overview(
             else "<p class=muted>No errors in the last 24 hours.</p>"
         )
     )
+
+
+def _cache_section(cached: list[dict[str, Any]]) -> str:
+    """Per caching route (24 h): hits, misses, hit rate, money saved."""
+    rows = [
+        [
+            t["route"],
+            t["cache_hits"],
+            t["cache_misses"],
+            f"{t['cache_hits'] / (t['cache_hits'] + t['cache_misses']):.1%}",
+            t["saved_usd"],
+        ]
+        for t in cached
+    ]
+    if not rows:
+        return "<h2>Response cache</h2><p class=muted>No cached route was called in 24 hours.</p>"
+    columns = ["route", "hits", "misses", "hit rate", "saved USD"]
+    return "<h2>Response cache</h2>" + table(columns, rows, "cache")
 
 
 def usage(
@@ -177,26 +198,20 @@ def usage(
             ("cost_usd", "Cost (USD)"),
         )
     )
-    total_rows = [
-        [
-            t[by],
-            t["requests"],
-            t["prompt_tokens"],
-            t["completion_tokens"],
-            t["cost_usd"],
-            t["errors"],
-        ]
-        for t in totals
-    ]
     return (
         f'<p class="choose">{choose}</p>{legend(names)}<div class="charts">{charts}</div>'
-        "<h2>Totals</h2>"
-        + table(
-            [by, "requests", "prompt tokens", "completion tokens", "cost USD", "errors"],
-            total_rows,
-            "totals",
-        )
+        "<h2>Totals</h2>" + _totals_table(by, totals)
     )
+
+
+_TOTALS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "errors", "cache_hits",
+           "saved_usd")  # fmt: skip
+
+
+def _totals_table(by: str, totals: list[dict[str, Any]]) -> str:
+    rows = [[t[by], *(t[name] for name in _TOTALS)] for t in totals]
+    return table([by, *(name.replace("_usd", " USD").replace("_", " ") for name in _TOTALS)],
+                 rows, "totals")  # fmt: skip
 
 
 def experiments(reports: list[dict[str, Any]]) -> str:

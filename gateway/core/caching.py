@@ -1,0 +1,371 @@
+"""The response cache in the pipeline (`cache:`; docs/caching.md): after the router has
+chosen a backend, a request whose answer is cached is served from it, as a whole answer or as
+the same stream of events a live one sends; a miss is stored once the answer is complete.
+
+An entry's key covers all that changes an answer: the client API, the chosen backend and its
+model version, the whole normalised body (conversation, system prompt, tools, sampling and
+response format), and whose entries these are (key, team or shared). Semantic mode then looks
+for a near last user turn among the entries that share everything else, and serves one only
+when `cache.same_request` finds nothing in the two texts that changes an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from cache import (
+    CacheConfig,
+    Entry,
+    EntryStore,
+    LastTurn,
+    Mode,
+    RouteCache,
+    Scope,
+    VectorIndex,
+    digest,
+    last_turn,
+    normalised,
+    same_request,
+    temperature,
+)
+from deployments import Backend
+from gateway.core.replies import RecordedStream, Reply, StreamReply, replay
+from gateway.core.routing import Routed
+from llmops import RequestRecord
+
+logger = logging.getLogger("ray.serve")
+HEADER = "x-gateway-cache"  # request: no-cache | no-store; response: hit | miss | bypass
+Embed = Callable[[str], Awaitable[list[float]]]
+_ID = re.compile(rb'"id":\s*"([A-Za-z]+[-_])[^"]*"')
+# A stream that calls a tool, in chat, Messages or Responses events.
+_TOOL_EVENT = re.compile(rb'"tool_calls":\s*\[\s*\{|"type":\s*"(?:tool_use|function_call)"')
+
+
+@dataclass(slots=True)
+class Plan:
+    """What the cache does for one request."""
+
+    settings: RouteCache
+    key: str
+    backend: str
+    route: str | None
+    native: bool
+    read: bool  # false: `no-cache`, the answer is fetched and stored anew
+    turn: LastTurn | None = None  # semantic mode
+    partition: str | None = None
+    vector: list[float] | None = None
+    similarity: float | None = None  # of the entry a semantic hit served
+
+
+@dataclass(slots=True)
+class Stats:
+    hits: int = 0
+    semantic_hits: int = 0
+    misses: int = 0
+    refused: int = 0  # near matches the verifier turned down
+    stored: int = 0
+    by_route: dict[str, list[int]] = field(default_factory=dict)  # route -> [hits, misses]
+
+
+def _scope(settings: RouteCache, record: RequestRecord) -> str:
+    if settings.scope is Scope.SHARED:
+        return "*"
+    if settings.scope is Scope.TEAM and record.team:
+        return "team:" + record.team
+    return "key:" + (record.key_id or "anonymous")
+
+
+def _fresh_ids(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    found = next((m for m in map(_ID.search, parts) if m is not None), None)
+    if found is None:
+        return parts
+    old = found.group(0).split(b'"')[-2]
+    new = found.group(1) + secrets.token_hex(12).encode()
+    return tuple(part.replace(old, new) for part in parts)
+
+
+class ResponseCache:
+    """One per ingress replica (its entries live in this process)."""
+
+    def __init__(
+        self,
+        config: CacheConfig,
+        versions: Mapping[str, str],
+        embed: Embed | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.versions = dict(versions)  # backend -> fingerprint of what shapes its answers
+        self._embed = embed
+        self.index = VectorIndex()
+        self.entries = EntryStore(config.max_entries, config.max_bytes, self._forget, clock)
+        self.stats = Stats()
+
+    def _forget(self, entry: Entry) -> None:
+        if entry.partition is not None:
+            self.index.remove(entry.key)
+
+    # ---- deciding -------------------------------------------------------------------------
+
+    def plan(
+        self,
+        routed: Routed,
+        record: RequestRecord,
+        directive: str | None,
+        native: dict[str, Any] | None,
+    ) -> Plan | None:
+        """How the cache treats this request (None: it does not; `record.cache` says why)."""
+        settings = self.config.for_route(routed.decision.route)
+        if settings is None:
+            return None
+        body = routed.body_for(routed.decision.chosen)
+        if directive == "no-store" or (
+            routed.prepared.endpoint != "embeddings"
+            and temperature(body) > settings.max_temperature
+        ):
+            record.cache = "bypass"
+            return None
+        backend = routed.decision.chosen
+        key = digest(
+            (
+                record.endpoint,
+                routed.prepared.endpoint,
+                backend,
+                self.versions.get(backend, ""),
+                _scope(settings, record),
+                normalised(native if native is not None else body),
+            )
+        )
+        plan = Plan(settings, key, backend, routed.decision.route, native is not None,
+                    directive != "no-cache")  # fmt: skip
+        if settings.mode is Mode.SEMANTIC and self._embed is not None and native is None:
+            plan.turn = last_turn(normalised(body))
+            if plan.turn is not None:
+                plan.partition = digest(
+                    (
+                        record.endpoint,
+                        routed.prepared.endpoint,
+                        backend,
+                        self.versions.get(backend, ""),
+                        _scope(settings, record),
+                        plan.turn.context,
+                    )
+                )
+        record.cache = "miss"
+        return plan
+
+    async def lookup(self, plan: Plan) -> Entry | None:
+        """The entry that answers this request, if any (and, in semantic mode, its last
+        turn's embedding for storing the answer under)."""
+        entry = self.entries.get(plan.key) if plan.read else None
+        if entry is not None or plan.turn is None or plan.partition is None:
+            return entry
+        assert self._embed is not None
+        semantic = self.config.semantic
+        assert semantic is not None
+        try:
+            async with asyncio.timeout(semantic.timeout_s):
+                plan.vector = await self._embed(plan.turn.text)
+        except Exception as exc:  # no embedding: served as an exact miss
+            logger.warning("cache: embedding failed (%s): exact lookup only", type(exc).__name__)
+            return None
+        if not plan.read:
+            return None
+        least = plan.settings.similarity or semantic.similarity
+        for similarity, key in self.index.search(plan.partition, plan.vector, least):
+            candidate = self.entries.get(key)
+            if candidate is None or candidate.text is None:
+                continue
+            if same_request(plan.turn.text, candidate.text).same:
+                plan.similarity = similarity
+                self.stats.semantic_hits += 1
+                return candidate
+            self.stats.refused += 1
+        return None
+
+    # ---- serving a hit ----------------------------------------------------------------------
+
+    def serve(
+        self,
+        entry: Entry,
+        plan: Plan,
+        record: RequestRecord,
+        headers: dict[str, str],
+        finish: Callable[[RequestRecord], None],
+    ) -> Reply | StreamReply:
+        """The cached answer, its record closed as a hit: cost 0, the cost it saved."""
+        record.cache, record.backend = "hit", entry.backend
+        record.take_usage(entry.usage)
+        record.usage_source = "cache"
+        self._count(plan.route, hit=True)
+        headers[HEADER] = "hit"
+        if plan.similarity is not None:
+            headers["x-gateway-cache-similarity"] = f"{plan.similarity:.4f}"
+        if entry.body is not None:
+            record.ttft_ms = (time.perf_counter() - record.started) * 1000
+            finish(record)
+            headers["x-gateway-cost-usd"] = f"{record.cost_usd or 0.0:.10f}"
+            headers["x-gateway-saved-usd"] = f"{record.saved_usd or 0.0:.10f}"
+            (body,) = _fresh_ids((entry.body,))
+            return Reply(200, body, headers, native=entry.native)
+        first, *rest = _fresh_ids(entry.chunks)
+        record.ttft_ms = (time.perf_counter() - record.started) * 1000
+        return StreamReply(headers, first, replay(rest), lambda: finish(record), entry.native)
+
+    def _count(self, route: str | None, *, hit: bool) -> None:
+        counts = self.stats.by_route.setdefault(route or "", [0, 0])
+        counts[0 if hit else 1] += 1
+        if hit:
+            self.stats.hits += 1
+        else:
+            self.stats.misses += 1
+
+    # ---- storing a miss ---------------------------------------------------------------------
+
+    def keep(
+        self, plan: Plan, reply: Reply | StreamReply, *, record: RequestRecord
+    ) -> Reply | StreamReply:
+        """Store the answer once it is whole (a stream: when it ended well). Every live answer
+        says which model made it: an entry an older model made is stale from then on."""
+        reply.headers[HEADER] = "miss"
+        self._count(plan.route, hit=False)
+        if isinstance(reply, StreamReply):
+            return RecordedStream(reply, lambda chunks: self._store_stream(plan, chunks, record))
+        if reply.status != 200:
+            return reply
+        result = orjson.loads(reply.body)
+        self.entries.saw_model(record.backend or plan.backend, _model(result))
+        if self._storable(plan, record) and (plan.settings.tool_calls or not _calls_tools(result)):
+            self._put(plan, record, _model(result), body=reply.body)
+        return reply
+
+    def _storable(self, plan: Plan, record: RequestRecord) -> bool:
+        # A fallback's answer is not the chosen backend's: it is not stored under its key.
+        return record.status == 200 and record.backend == plan.backend and not record.error_code
+
+    def _store_stream(self, plan: Plan, chunks: tuple[bytes, ...], record: RequestRecord) -> None:
+        if not chunks:
+            return
+        model = _stream_model(chunks[0])
+        self.entries.saw_model(record.backend or plan.backend, model)
+        if not self._storable(plan, record):
+            return
+        if not plan.settings.tool_calls and any(_TOOL_EVENT.search(c) for c in chunks):
+            return
+        self._put(plan, record, model, chunks=chunks)
+
+    def _put(self, plan: Plan, record: RequestRecord, model: str | None, **answer: Any) -> None:
+        usage: dict[str, Any] = {
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+        }
+        if record.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": record.cached_tokens}
+        if record.cache_write_tokens:
+            usage["cache_creation_input_tokens"] = record.cache_write_tokens
+        entry = Entry(plan.key, plan.route, plan.backend, model, plan.native, usage=usage,
+                      **answer)  # fmt: skip
+        if plan.turn is not None and plan.vector is not None and plan.partition is not None:
+            entry.text, entry.partition = plan.turn.text, plan.partition
+        self.entries.put(entry, plan.settings.ttl_s)
+        if entry.partition is not None and plan.vector is not None:
+            self.index.add(entry.partition, entry.key, plan.vector)
+        self.stats.stored += 1
+
+    # ---- admin ------------------------------------------------------------------------------
+
+    def purge(self, route: str | None = None, backend: str | None = None) -> int:
+        return self.entries.purge(route, backend)
+
+    def describe(self) -> dict[str, Any]:
+        stats = self.stats
+        return {
+            "entries": len(self.entries),
+            "bytes": self.entries.bytes,
+            "vectors": len(self.index),
+            "hits": stats.hits,
+            "semantic_hits": stats.semantic_hits,
+            "misses": stats.misses,
+            "near_misses_refused": stats.refused,
+            "stored": stats.stored,
+            "routes": {
+                route or "(backend named)": {"hits": h, "misses": m}
+                for route, (h, m) in sorted(stats.by_route.items())
+            },
+        }
+
+
+def _calls_tools(result: dict[str, Any]) -> bool:
+    for choice in result.get("choices") or []:
+        if isinstance(choice, dict) and (choice.get("message") or {}).get("tool_calls"):
+            return True
+    blocks = list(result.get("content") or []) + list(result.get("output") or [])
+    return any(
+        isinstance(b, dict) and b.get("type") in ("tool_use", "function_call") for b in blocks
+    )
+
+
+def _model(result: dict[str, Any]) -> str | None:
+    model = result.get("model")
+    return model if isinstance(model, str) else None
+
+
+def _stream_model(first: bytes) -> str | None:
+    for line in first.split(b"\n"):
+        if line.startswith(b"data:") and b'"model"' in line:
+            try:
+                event = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                return None
+            found = event.get("model") or (event.get("message") or {}).get("model")
+            return found if isinstance(found, str) else None
+    return None
+
+
+# Backend settings that do not change what it answers (prices, limits, placement, priors).
+_OPERATIONAL = frozenset(
+    {"description", "pricing", "quality", "latency_prior", "deployment", "timeouts", "retry",
+     "circuit_breaker", "placement", "in_ingress", "api_key_env", "warmup", "tasks",
+     "context_window", "stream_batching_interval_ms"}
+)  # fmt: skip
+
+
+def fingerprint(settings: Any) -> str:
+    """What of a backend's config shapes its answers (model, weights, engine, adapter,
+    upstream URL), as a digest: part of every key, so a changed backend misses."""
+    dump = settings.model_dump(mode="json") if hasattr(settings, "model_dump") else settings
+    return digest([{k: v for k, v in dump.items() if k not in _OPERATIONAL}])[:16]
+
+
+def backend_embedder(backend: Backend, model: str) -> Embed:
+    """Semantic mode's embeddings, from one of the gateway's own embedding backends."""
+
+    async def embed(text: str) -> list[float]:
+        result = await backend.complete("embeddings", {"model": model, "input": [text]})
+        vector = result["data"][0]["embedding"]
+        return [float(x) for x in vector]
+
+    return embed
+
+
+def response_cache(
+    config: CacheConfig, settings: Mapping[str, Any], backends: Mapping[str, Backend]
+) -> ResponseCache | None:
+    """The cache a `cache:` section describes over these backends (None: no route caches)."""
+    if not config.enabled:
+        return None
+    embed = None
+    if config.semantic is not None and config.semantic.embedding in backends:
+        name = config.semantic.embedding
+        embed = backend_embedder(backends[name], getattr(settings[name], "model", name))
+    versions = {name: fingerprint(backend) for name, backend in settings.items()}
+    return ResponseCache(config, versions, embed)

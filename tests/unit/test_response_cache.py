@@ -1,0 +1,255 @@
+"""The response cache in the pipeline, over in-process fakes: what is a hit, a miss or a
+bypass, what is never stored, whose entries are whose, expiry, purge, stale models, and a hit's
+record (cost 0, the cost it saved)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.config import ConfigError, GatewayConfig
+from gateway.core.build import build_gateway
+from gateway.core.caching import ResponseCache
+from gateway.core.replies import Reply, StreamReply
+from llmops import Ledger
+from tests.helpers import fake_backends
+
+PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+CONFIG: dict[str, Any] = {
+    "backends": {
+        "echo": {"kind": "fake", "model": "echo-1", "pricing": PRICE},
+        "broken": {"kind": "fake", "model": "broken-1", "fail_status": 503,
+                   "retry": {"max_retries": 0}},
+        "refuses": {"kind": "fake", "model": "refuses-1", "fail_status": 400},
+        "snaps": {"kind": "fake", "model": "snaps-1", "reply": "a b c d", "fail_after_tokens": 2},
+    },
+    "routes": {
+        "cached": {"candidates": ["echo"]},
+        "shared": {"candidates": ["echo"]},
+        "warm": {"candidates": ["echo"]},
+        "plain": {"candidates": ["echo"]},
+        "failover": {"candidates": ["broken"], "fallbacks": ["echo"]},
+        "strict": {"candidates": ["refuses"]},
+        "snapping": {"candidates": ["snaps"]},
+    },
+    "cache": {
+        "routes": {
+            "cached": {"mode": "exact", "ttl_s": 60},
+            "shared": {"mode": "exact", "scope": "shared"},
+            "warm": {"mode": "exact", "max_temperature": 1.0},
+            "failover": {"mode": "exact"},
+            "strict": {"mode": "exact"},
+            "snapping": {"mode": "exact"},
+        }
+    },
+}  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        config = GatewayConfig.load(
+            {
+                **CONFIG,
+                "ledger": {"path": str(tmp_path / "ledger.sqlite")},
+                "request_log": {"path": str(tmp_path / "requests.jsonl")},
+            }
+        )
+        self.backends = fake_backends(config)
+        gateway, ledger = build_gateway(config, self.backends, tmp_path)
+        assert ledger is not None and gateway.cache is not None
+        self.gateway, self.ledger = gateway, ledger
+        self.cache: ResponseCache = gateway.cache
+        self.clock = Clock()
+        self.cache.entries.clock = self.clock
+        self.ids = (f"req-{n}" for n in range(10**6))
+
+    async def call(
+        self, model: str, text: str = "hi there", headers: dict[str, str] | None = None, **body: Any
+    ) -> Reply | StreamReply:
+        body = {"model": model, "messages": [{"role": "user", "content": text}], **body}
+        return await self.gateway.handle(
+            "chat/completions", orjson.dumps(body), headers or {}, next(self.ids)
+        )
+
+    async def text(self, reply: Reply | StreamReply) -> bytes:
+        if isinstance(reply, Reply):
+            return reply.body
+        try:
+            return b"".join([chunk async for chunk in reply])
+        finally:
+            await reply.aclose()
+
+    def calls(self, backend: str) -> int:
+        return len(self.backends[backend].calls)  # type: ignore[attr-defined]
+
+    async def rows(self) -> list[dict[str, Any]]:
+        await self.gateway.aclose()
+        return self.ledger.rows()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    yield Harness(tmp_path)
+
+
+async def test_a_repeat_is_a_hit_that_costs_nothing_and_saves_the_first_cost(
+    harness: Harness,
+) -> None:
+    first = await harness.call("cached", temperature=0)
+    second = await harness.call("cached", temperature=0)
+    assert isinstance(first, Reply) and isinstance(second, Reply)
+    assert (first.headers["x-gateway-cache"], second.headers["x-gateway-cache"]) == ("miss", "hit")
+    assert harness.calls("echo") == 1
+    one, two = orjson.loads(first.body), orjson.loads(second.body)
+    assert one["choices"] == two["choices"] and one["id"] != two["id"]
+    assert float(second.headers["x-gateway-cost-usd"]) == 0.0
+    miss, hit = sorted(await harness.rows(), key=lambda row: row["ts"])
+    assert (miss["cache"], hit["cache"]) == ("miss", "hit")
+    assert hit["cost_usd"] == 0.0 and miss["cost_usd"] > 0
+    assert hit["saved_usd"] == pytest.approx(miss["cost_usd"])
+    assert hit["usage_source"] == "cache" and hit["backend"] == "echo"
+    (usage,) = harness.ledger.totals("route")
+    assert (usage["route"], usage["requests"], usage["cache_hits"], usage["cache_misses"]) == (
+        "cached", 2, 1, 1,
+    )  # fmt: skip
+    assert usage["saved_usd"] == pytest.approx(miss["cost_usd"])
+
+
+async def test_sampled_requests_and_no_store_bypass_the_cache(harness: Harness) -> None:
+    for _ in range(2):
+        assert (await harness.call("cached")).headers["x-gateway-cache"] == "bypass"  # temp 1
+    no_store = {"x-gateway-cache": "no-store"}
+    for _ in range(2):
+        reply = await harness.call("cached", headers=no_store, temperature=0)
+        assert reply.headers["x-gateway-cache"] == "bypass"
+    assert harness.calls("echo") == 4
+    # A route that allows sampling caches it; a route without a cache says bypass.
+    await harness.call("warm", temperature=0.7)
+    assert (await harness.call("warm", temperature=0.7)).headers["x-gateway-cache"] == "hit"
+    assert (await harness.call("plain", temperature=0)).headers["x-gateway-cache"] == "bypass"
+
+
+async def test_no_cache_fetches_anew_and_refreshes_the_entry(harness: Harness) -> None:
+    await harness.call("cached", temperature=0)
+    body = {"routing": {"cache": "no-cache"}, "temperature": 0}
+    assert (await harness.call("cached", **body)).headers["x-gateway-cache"] == "miss"
+    assert harness.calls("echo") == 2
+    assert (await harness.call("cached", temperature=0)).headers["x-gateway-cache"] == "hit"
+
+
+async def test_a_bad_directive_is_a_400_naming_it(harness: Harness) -> None:
+    reply = await harness.call("cached", headers={"x-gateway-cache": "max-age=3"}, temperature=0)
+    assert reply.status == 400
+    assert orjson.loads(reply.body)["error"]["param"] == "x-gateway-cache"
+
+
+async def test_anything_that_changes_the_answer_misses(harness: Harness) -> None:
+    await harness.call("cached", temperature=0)
+    variants: list[dict[str, Any]] = [
+        {"temperature": 0, "max_tokens": 5},
+        {"temperature": 0, "response_format": {"type": "json_object"}},
+        {"temperature": 0, "messages": [{"role": "system", "content": "Be terse."},
+                                        {"role": "user", "content": "hi there"}]},
+        {"temperature": 0, "tools": [{"type": "function", "function": {"name": "f"}}]},
+    ]  # fmt: skip
+    for body in variants:
+        reply = await harness.call("cached", **body)
+        assert reply.headers["x-gateway-cache"] == "miss", body
+    # ... and what does not change it still hits: who asks, metadata, content as parts.
+    same = {"temperature": 0, "user": "u-7", "metadata": {"a": "b"},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there "}]}]}  # fmt: skip
+    assert (await harness.call("cached", **same)).headers["x-gateway-cache"] == "hit"
+
+
+async def test_keys_never_see_each_others_entries_unless_the_route_shares(
+    harness: Harness,
+) -> None:
+    alice, bob = {"authorization": "Bearer sk-alice"}, {"authorization": "Bearer sk-bob"}
+    await harness.call("cached", headers=alice, temperature=0)
+    assert (await harness.call("cached", headers=bob, temperature=0)).headers[
+        "x-gateway-cache"
+    ] == "miss"
+    assert (await harness.call("cached", headers=alice, temperature=0)).headers[
+        "x-gateway-cache"
+    ] == "hit"
+    await harness.call("shared", headers=alice, temperature=0)
+    assert (await harness.call("shared", headers=bob, temperature=0)).headers[
+        "x-gateway-cache"
+    ] == "hit"
+
+
+async def test_streams_are_replayed_as_the_same_events(harness: Harness) -> None:
+    live = await harness.text(await harness.call("cached", stream=True, temperature=0))
+    replayed_reply = await harness.call("cached", stream=True, temperature=0)
+    assert isinstance(replayed_reply, StreamReply)
+    assert replayed_reply.headers["x-gateway-cache"] == "hit"
+    replayed = await harness.text(replayed_reply)
+    assert harness.calls("echo") == 1
+
+    def events(raw: bytes) -> list[Any]:
+        out = []
+        for line in raw.split(b"\n"):
+            if line.startswith(b"data: {"):
+                event = orjson.loads(line[6:])
+                out.append({k: v for k, v in event.items() if k != "id"})
+            elif line.startswith(b"data: "):
+                out.append(line)
+        return out
+
+    assert events(live) == events(replayed) and events(live)[-1] == b"data: [DONE]"
+    assert live != replayed  # a new id
+    # A whole answer is its own entry.
+    assert (await harness.call("cached", temperature=0)).headers["x-gateway-cache"] == "miss"
+    hit = [row for row in await harness.rows() if row["cache"] == "hit"]
+    assert len(hit) == 1 and hit[0]["stream"] and hit[0]["completion_tokens"]
+
+
+async def test_errors_fallbacks_and_broken_streams_are_never_stored(harness: Harness) -> None:
+    for _ in range(2):
+        assert (await harness.call("strict", temperature=0)).status == 400
+        reply = await harness.call("failover", temperature=0)  # answered by a fallback
+        assert reply.status == 200 and reply.headers["x-gateway-cache"] == "miss"
+        await harness.text(await harness.call("snapping", stream=True, temperature=0))
+    assert harness.calls("echo") == 2 and harness.calls("snaps") == 2
+    assert len(harness.cache.entries) == 0
+
+
+async def test_entries_expire_and_admins_purge_them(harness: Harness) -> None:
+    await harness.call("cached", temperature=0)
+    harness.clock.now += 61
+    assert (await harness.call("cached", temperature=0)).headers["x-gateway-cache"] == "miss"
+    await harness.call("shared", temperature=0)
+    assert harness.cache.purge(route="shared") == 1
+    assert (await harness.call("shared", temperature=0)).headers["x-gateway-cache"] == "miss"
+    assert harness.cache.purge() == 2
+    assert len(harness.cache.entries) == 0
+
+
+async def test_an_answer_from_a_newer_model_makes_older_entries_stale(harness: Harness) -> None:
+    await harness.call("cached", temperature=0)
+    harness.cache.entries.saw_model("echo", "echo-2")  # the provider moved its alias
+    assert (await harness.call("cached", temperature=0)).headers["x-gateway-cache"] == "miss"
+    assert harness.calls("echo") == 2
+
+
+def test_config_mistakes_name_their_field() -> None:
+    base = {"backends": CONFIG["backends"], "routes": CONFIG["routes"]}
+    with pytest.raises(ConfigError, match=r"cache\.routes\.nowhere: unknown route"):
+        GatewayConfig.load({**base, "cache": {"routes": {"nowhere": {}}}})
+    with pytest.raises(ConfigError, match=r"cache\.semantic"):
+        GatewayConfig.load({**base, "cache": {"routes": {"cached": {"mode": "semantic"}}}})
+    semantic = {"routes": {"cached": {"mode": "semantic"}}, "semantic": {"embedding": "echo"}}
+    with pytest.raises(ConfigError, match=r"cache\.semantic\.embedding: 'echo' is not a backend"):
+        GatewayConfig.load({**base, "cache": semantic})
