@@ -73,10 +73,19 @@ _IRREGULAR = {
     "where's": ["where", "is"],
     "how's": ["how", "is"],
     "let's": ["let", "us"],
+    "why's": ["why", "is"],
+    "when's": ["when", "is"],
+    "he's": ["he", "is"],
+    "she's": ["she", "is"],
 }
 # One word per tense of "be": "what's" and "what are" ask the same.
 _BE = {"is": "be", "are": "be", "am": "be", "was": "was", "were": "was"}
 _POSSESSIVE = "'s"
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty"
+)
+_NUMBERS = {word: str(value) for value, word in enumerate(_NUMBER_WORDS.split(" "))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +137,12 @@ def _turn_possessives(words: list[str]) -> list[str]:
 
 def canonical(text: str) -> tuple[str, ...]:
     """The words of `text` that an answer depends on, in order."""
-    words = [w for w in _split(text) if w not in _DROPPED and w != "?"]
-    while words and words[-1] == "!":  # an exclamation, not a factorial
-        words.pop()
+    split = _split(text)
+    words = [
+        _NUMBERS.get(w, w)
+        for i, w in enumerate(split)
+        if w not in _DROPPED and w != "?" and (w != "!" or (i and split[i - 1].isdigit()))
+    ]  # "!" after a number is a factorial; elsewhere an exclamation
     words = _without_opening(words)
     words = [_BE.get(w, w) for w in _turn_possessives(words)]
     if words[:2] == ["what", "be"]:  # "what is X?" asks what "tell me X" does

@@ -77,6 +77,34 @@ def test_smollm2_answers_paris(served: tuple[Path, int]) -> None:
     assert "Paris" in (answer.choices[0].message.content or "")
 
 
+def test_the_semantic_cache_serves_a_paraphrase_and_refuses_a_look_alike(
+    served: tuple[Path, int],
+) -> None:
+    """Route `auto` caches semantically over the embedded default's `minilm` deployment."""
+
+    def minilm_up() -> bool:
+        backends = httpx.get(f"{BASE}/health", timeout=5).json().get("backends", {})
+        return bool(backends.get("minilm", {}).get("available"))
+
+    wait_until(minilm_up, 300, "the minilm deployment")
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="x", max_retries=0)
+
+    def ask(text: str) -> tuple[str, str]:
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": text}], temperature=0,
+            max_tokens=12,
+        )  # fmt: skip
+        return raw.headers["x-gateway-cache"], raw.parse().choices[0].message.content or ""
+
+    first = ask("What is the boiling point of water in Celsius?")
+    paraphrase = ask("Tell me the boiling point of water in celsius, please.")
+    look_alike = ask("What is the boiling point of water in Fahrenheit?")
+    assert first[0] == "miss" and paraphrase == ("hit", first[1])
+    assert look_alike[0] == "miss"
+    described = httpx.get(f"{BASE}/v1/gateway/cache", timeout=5).json()
+    assert described["semantic_hits"] >= 1
+
+
 def test_smollm2_streams_paris_with_usage(served: tuple[Path, int]) -> None:
     client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="x", max_retries=0)
     chunks = list(

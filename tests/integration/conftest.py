@@ -75,7 +75,8 @@ class Stack:
     metrics_url: str  # Ray's Prometheus endpoint on this node
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base_url, api_key="unused", max_retries=0, **kwargs)
+        options = {"api_key": "unused", "max_retries": 0, **kwargs}
+        return openai.OpenAI(base_url=self.base_url, **options)
 
 
 def chaos_backends(urls: dict[str, str], blackhole_url: str) -> dict[str, Any]:
@@ -108,6 +109,14 @@ def chaos_backends(urls: dict[str, str], blackhole_url: str) -> dict[str, Any]:
     backends["narrow"] = {**narrow, "placement": "deployment"}  # Serve's back pressure
     backends["narrow-local"] = narrow  # the ingress's own bound
     return backends
+
+
+CACHED_PRICES = {
+    "upstream-priced": {"input_per_mtok": 1.0, "output_per_mtok": 2.0,
+                        "cached_input_per_mtok": 0.1},
+    "claude-priced": {"input_per_mtok": 3.0, "output_per_mtok": 15.0,
+                      "cached_input_per_mtok": 0.3, "cache_write_per_mtok": 3.75},
+}  # fmt: skip
 
 
 def gateway_config(
@@ -185,6 +194,22 @@ def gateway_config(
                 "api_key_env": ANTHROPIC_KEY_ENV,
                 "retry": {"initial_backoff_ms": 10, "max_retry_after_s": 2},
             },
+            # Provider prompt caches priced: vLLM's prefix cache, the stand-in's cache_control.
+            "upstream-priced": {
+                "kind": "openai",
+                "model": "tiny-upstream",
+                "base_url": upstream_url,
+                "api_key_env": UPSTREAM_KEY_ENV,
+                "in_ingress": True,
+                "pricing": CACHED_PRICES["upstream-priced"],
+            },
+            "claude-priced": {
+                "kind": "anthropic",
+                "model": "claude-standin",
+                "base_url": anthropic_url,
+                "api_key_env": ANTHROPIC_KEY_ENV,
+                "pricing": CACHED_PRICES["claude-priced"],
+            },
             "coder": {
                 "kind": "fake",
                 "model": "coder-1",
@@ -208,6 +233,8 @@ def gateway_config(
             "engine-then-upstream": {"candidates": ["tiny"], "fallbacks": ["upstream"]},
             "claude-then-echo": {"candidates": ["claude"], "fallbacks": ["echo"]},
             "void": {"candidates": ["blackhole"]},
+            "cached": {"candidates": ["echo"]},
+            "cached-briefly": {"candidates": ["echo"]},
             "budget-strict": {
                 "policy": "cheapest",
                 "candidates": ["slow-cheap", "fast-dear"],
@@ -229,6 +256,12 @@ def gateway_config(
                     "cheap": {"backend": "slow-cheap", "weight": 0.5},
                 },
                 "shadow": "backup",
+            }
+        },
+        "cache": {
+            "routes": {
+                "cached": {"mode": "exact"},
+                "cached-briefly": {"mode": "exact", "scope": "shared", "ttl_s": 2},
             }
         },
         "ledger": {"path": str((logs or Path("var")) / "ledger.sqlite")},
@@ -258,6 +291,8 @@ def start_upstream(port: int, key: str, log: Path) -> subprocess.Popen[bytes]:
         "--model", str(TINY_MODEL), "--served-model-name", "tiny-upstream",
         "--host", "127.0.0.1", "--port", str(port),
         "--enforce-eager", "--max-model-len", "1024", "--enable-log-requests",
+        # Its prompt cache and the `cached_tokens` it reports (priced by `upstream-priced`).
+        "--enable-prefix-caching", "--enable-prompt-tokens-details",
     ]  # fmt: skip
     # The key goes by environment, not argv: vLLM logs its arguments. Request logging, with
     # millisecond time stamps, makes the server log each abort for the cancellation test.

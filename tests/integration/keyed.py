@@ -35,8 +35,10 @@ def keyed_config(stack: Stack, logs: Path) -> dict[str, Any]:
         "ingress": {"deployment": {"num_replicas": 2}, "health_check_interval_s": 2},
         "database": {"url_env": DATABASE_URL_ENV},
         # With a database these files are never made (the spool only in an outage).
-        "ledger": {"path": str(logs / "keyed-ledger.sqlite"),
-                   "spool_path": str(logs / "keyed-spool.sqlite")},
+        "ledger": {
+            "path": str(logs / "keyed-ledger.sqlite"),
+            "spool_path": str(logs / "keyed-spool.sqlite"),
+        },
         "request_log": {"path": str(logs / "keyed-requests.jsonl"), "bodies": True},
     }
     config["backends"]["priced"]["pricing"] = PRICE

@@ -83,9 +83,7 @@ def test_a_restart_of_every_gateway_process_keeps_keys_spend_ledger_and_response
     keyed.deploy()
     after = keyed.admin.get(f"/v1/gateway/keys/{created['id']}").json()["usage"]
     assert after["spend_usd"] == pytest.approx(before["spend_usd"])
-    assert usage()["requests"] == 4 and usage()["cost_usd"] == pytest.approx(
-        before["spend_usd"]
-    )
+    assert usage()["requests"] == 4 and usage()["cost_usd"] == pytest.approx(before["spend_usd"])
     again = client.responses.create(model="free", input="and?", previous_response_id=stored.id)
     assert again.status == "completed"
     # Nothing of it was ever in a SQLite file of this host (the spool is there, empty).

@@ -22,6 +22,8 @@ from tests.integration.conftest import MASTER_KEY_ENV
 from tests.integration.keyed import PRICE, QUESTION, Keyed, burst
 
 pytestmark = pytest.mark.integration
+
+
 def test_rpm_holds_across_two_ingress_replicas(keyed: Keyed) -> None:
     created = keyed.create("keys", name="rpm60", rpm=60)
     client = keyed.client(created["key"])

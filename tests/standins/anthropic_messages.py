@@ -7,6 +7,10 @@ is built from the SDK's response models, so what the gateway parses is what the 
 Behaviour, deterministic: with tools offered (and tool_choice not `none`) and no tool result
 in the last turn, it calls the first (or forced) tool with {"city": "Paris"}; otherwise it
 answers "echo: <last user text>", cut at a stop sequence or at max_tokens words.
+Prompt caching as the API does it: the prompt up to the last block marked `cache_control`
+(system, then messages) is written to the cache the first time (`cache_creation_input_tokens`)
+and read from it after (`cache_read_input_tokens`); `input_tokens` counts the rest. Tokens are
+counted as 4 bytes of the request's JSON each.
 
 Run: STANDIN_KEY=sk-ant-test python tests/standins/anthropic_messages.py --port 9200
 Test hooks: GET /_received, POST /_reset, POST /_fail {"status": 529, "count": 2,
@@ -31,7 +35,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-STATE: dict[str, Any] = {"key": "", "received": [], "fail": [], "token_delay": 0.0}
+STATE: dict[str, Any] = {
+    "key": "", "received": [], "fail": [], "token_delay": 0.0, "cached": set()
+}  # fmt: skip
 PARAMS = TypeAdapter(MessageCreateParamsNonStreaming)
 
 
@@ -68,10 +74,38 @@ def _last_user_text(messages: list[dict[str, Any]]) -> tuple[str, bool]:
     return "", False
 
 
+def _blocks(params: dict[str, Any]) -> list[Any]:
+    """The prompt as a list of blocks, in the order the cache reads them."""
+    system = params.get("system") or []
+    blocks: list[Any] = [system] if isinstance(system, str) else list(system)
+    for message in params["messages"]:
+        content = message["content"]
+        blocks.extend([content] if isinstance(content, str) else content)
+    return blocks
+
+
+def _usage(params: dict[str, Any]) -> types.Usage:
+    blocks = _blocks(params)
+    total = len(orjson.dumps(blocks)) // 4
+    marked = [i for i, b in enumerate(blocks) if isinstance(b, dict) and b.get("cache_control")]
+    if not marked:
+        return types.Usage(input_tokens=total, output_tokens=0)
+    prefix = orjson.dumps(blocks[: marked[-1] + 1])
+    size = len(prefix) // 4
+    read = prefix in STATE["cached"]
+    STATE["cached"].add(prefix)
+    return types.Usage(
+        input_tokens=max(total - size, 0),
+        output_tokens=0,
+        cache_read_input_tokens=size if read else 0,
+        cache_creation_input_tokens=0 if read else size,
+    )
+
+
 def _answer(params: dict[str, Any]) -> types.Message:
     text, has_result = _last_user_text(params["messages"])
     tools, choice = params.get("tools") or [], params.get("tool_choice") or {"type": "auto"}
-    usage = types.Usage(input_tokens=len(orjson.dumps(params["messages"])) // 4, output_tokens=0)
+    usage = _usage(params)
     if tools and choice.get("type") != "none" and not has_result:
         name = choice.get("name") or tools[0]["name"]
         block: Any = types.ToolUseBlock(
@@ -196,6 +230,7 @@ async def received(_: Request) -> Response:
 async def reset(_: Request) -> Response:
     STATE["received"].clear()
     STATE["fail"].clear()
+    STATE["cached"].clear()
     return Response(b"{}", media_type="application/json")
 
 

@@ -15,7 +15,6 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.core.build import build_gateway
 from gateway.core.caching import ResponseCache
 from gateway.core.replies import Reply, StreamReply
-from llmops import Ledger
 from tests.helpers import fake_backends
 
 PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
@@ -168,8 +167,9 @@ async def test_anything_that_changes_the_answer_misses(harness: Harness) -> None
         reply = await harness.call("cached", **body)
         assert reply.headers["x-gateway-cache"] == "miss", body
     # ... and what does not change it still hits: who asks, metadata, content as parts.
+    parts = [{"type": "text", "text": "hi there "}]
     same = {"temperature": 0, "user": "u-7", "metadata": {"a": "b"},
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there "}]}]}  # fmt: skip
+            "messages": [{"role": "user", "content": parts}]}  # fmt: skip
     assert (await harness.call("cached", **same)).headers["x-gateway-cache"] == "hit"
 
 
@@ -253,3 +253,106 @@ def test_config_mistakes_name_their_field() -> None:
     semantic = {"routes": {"cached": {"mode": "semantic"}}, "semantic": {"embedding": "echo"}}
     with pytest.raises(ConfigError, match=r"cache\.semantic\.embedding: 'echo' is not a backend"):
         GatewayConfig.load({**base, "cache": semantic})
+
+
+# ---- semantic mode, with the real embedding model (all-MiniLM-L6-v2, offline) ----------------
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "cache"
+SEMANTIC: dict[str, Any] = {
+    "backends": {
+        "echo": {"kind": "fake", "model": "echo-1", "pricing": PRICE},
+        "vectors": {"kind": "fake", "model": "vectors-1", "endpoints": ["embeddings"]},
+    },
+    "routes": {"sem": {"candidates": ["echo"]}},
+    "cache": {
+        "routes": {"sem": {"mode": "semantic", "scope": "shared"}},
+        "semantic": {"embedding": "vectors", "similarity": 0.9},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Any:
+    from router import MiniLMEmbedder
+
+    return MiniLMEmbedder(head_tokens=256, tail_tokens=0)
+
+
+@pytest.fixture
+def semantic(tmp_path: Path, minilm: Any) -> Harness:
+    harness = Harness.__new__(Harness)
+    config = GatewayConfig.load({**SEMANTIC, "ledger": {"path": str(tmp_path / "l.sqlite")}})
+    harness.backends = fake_backends(config)
+    gateway, ledger = build_gateway(config, harness.backends, tmp_path)
+    assert gateway.cache is not None and ledger is not None
+    harness.gateway, harness.ledger, harness.cache = gateway, ledger, gateway.cache
+
+    async def embed(text: str) -> list[float]:
+        return minilm([text])[0]  # type: ignore[no-any-return]
+
+    harness.cache._embed = embed
+    harness.ids = (f"req-{n}" for n in range(10**6))
+    return harness
+
+
+def pairs(name: str) -> list[dict[str, str]]:
+    return [orjson.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+
+
+async def test_a_paraphrase_hits_and_a_look_alike_is_refused(semantic: Harness) -> None:
+    await semantic.call("sem", "What is the capital of France?", temperature=0)
+    hit = await semantic.call("sem", "what's France's capital?", temperature=0)
+    assert hit.headers["x-gateway-cache"] == "hit"
+    assert float(hit.headers["x-gateway-cache-similarity"]) >= 0.9
+    assert b"capital of France" in await semantic.text(hit)  # the stored answer, echoed
+    miss = await semantic.call("sem", "What is the capital of Australia?", temperature=0)
+    assert miss.headers["x-gateway-cache"] == "miss" and semantic.calls("echo") == 2
+
+
+async def test_the_same_last_turn_in_another_conversation_misses(semantic: Harness) -> None:
+    def chat(topic: str) -> list[dict[str, str]]:
+        return [
+            {"role": "user", "content": f"Let's talk about {topic}."},
+            {"role": "assistant", "content": "Sure."},
+            {"role": "user", "content": "What is its capital?"},
+        ]
+
+    await semantic.call("sem", messages=chat("Spain"), temperature=0)
+    again = await semantic.call("sem", messages=chat("Spain"), temperature=0)
+    other = await semantic.call("sem", messages=chat("Peru"), temperature=0)
+    system = [{"role": "system", "content": "Answer in French."}, *chat("Spain")]
+    instructed = await semantic.call("sem", messages=system, temperature=0)
+    assert [r.headers["x-gateway-cache"] for r in (again, other, instructed)] == [
+        "hit", "miss", "miss"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["lookalikes.dev", "lookalikes.heldout"])
+async def test_no_look_alike_of_the_labelled_sets_is_ever_served(
+    semantic: Harness, name: str
+) -> None:
+    """Each pair's first text answered and stored, its second asked: never a hit."""
+    served = []
+    for pair in pairs(name):
+        await semantic.call("sem", pair["a"], temperature=0)
+        reply = await semantic.call("sem", pair["b"], temperature=0)
+        if reply.headers["x-gateway-cache"] == "hit":
+            served.append(pair)
+    assert served == []
+    assert semantic.cache.stats.refused > 0  # near enough to be looked at, and turned down
+
+
+@pytest.mark.parametrize(
+    ("name", "least"), [("paraphrases.dev", 0.8), ("paraphrases.heldout", 0.6)]
+)
+async def test_most_paraphrases_of_the_labelled_sets_hit(
+    semantic: Harness, name: str, least: float
+) -> None:
+    rows = pairs(name)
+    hits = 0
+    for index, pair in enumerate(rows):
+        seed = {"temperature": 0, "seed": index}  # each pair its own entry
+        await semantic.call("sem", pair["a"], **seed)
+        reply = await semantic.call("sem", pair["b"], **seed)
+        hits += reply.headers["x-gateway-cache"] == "hit"
+    assert hits / len(rows) >= least

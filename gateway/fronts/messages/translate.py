@@ -186,10 +186,11 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
 def message_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     usage = usage or {}
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    written = usage.get("cache_creation_input_tokens") or 0  # an Anthropic backend's writes
     return {
-        "input_tokens": int(usage.get("prompt_tokens") or 0) - cached,
+        "input_tokens": int(usage.get("prompt_tokens") or 0) - cached - written,
         "output_tokens": int(usage.get("completion_tokens") or 0),
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": written,
         "cache_read_input_tokens": cached,
     }
 
