@@ -4,14 +4,15 @@ HAProxy ingress, a proxy backend in the ingress over an instant upstream) at c=1
 - `plain`: a route without a cache (the baseline), each request a new prompt;
 - `exact miss`: an exact-caching route, each request a new prompt (keyed, looked up, stored);
 - `exact hit`: the same request again and again;
-- `semantic miss`: a semantic route over the embedded default's `minilm` (vLLM's pooling
-  runner, its own Serve deployment): each new prompt embedded, searched, verified, stored;
+- `semantic miss`: a semantic route, each new prompt embedded (`--embedding local`: MiniLM
+  in the ingress, as the embedded default; `minilm`: its vLLM pooling deployment), searched,
+  verified, stored;
 - `semantic hit`: a paraphrase of a stored prompt (embedded, found, verified, served).
 
 A miss's cost is its p50 less the plain route's. Requests go one at a time from httpx (the
 same client overhead for every route); rounds interleave the routes.
 
-Run: .venv/bin/python bench/cache.py [--rounds 3 --requests 200]
+Run: .venv/bin/python bench/cache.py [--rounds 3 --requests 200 --embedding local|minilm]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from tests.helpers import cluster_env, free_port, stop_process, wait_until  # no
 PARAPHRASES = ("What is the capital of France?", "what's France's capital?")
 
 
-def config(port: int, upstream: str, folder: Path) -> dict[str, Any]:
+def config(port: int, upstream: str, folder: Path, embedding: str) -> dict[str, Any]:
     backends = {
         "proxy": {"kind": "openai", "model": "stub", "base_url": upstream},
         "minilm": {
@@ -53,7 +54,7 @@ def config(port: int, upstream: str, folder: Path) -> dict[str, Any]:
     routes = {name: {"candidates": ["proxy"]} for name in ("plain", "exact", "semantic")}
     cache = {
         "routes": {"exact": {"mode": "exact"}, "semantic": {"mode": "semantic"}},
-        "semantic": {"embedding": "minilm"},
+        "semantic": {"embedding": embedding, "timeout_s": 30},
     }
     args = {"backends": backends, "routes": routes, "default_route": "plain", "cache": cache,
             "ledger": {"path": str(folder / "ledger.sqlite")},
@@ -73,7 +74,8 @@ def timed(client: httpx.Client, url: str, bodies: Any, count: int, expect: str) 
         response = client.post(url, json=next(bodies))
         took.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200 or response.headers.get("x-gateway-cache") != expect:
-            raise RuntimeError(f"{url}: {response.status_code} {response.headers} {response.text}")
+            described = client.get(url.replace("chat/completions", "gateway/cache")).text
+            raise RuntimeError(f"{url}: {response.status_code} {response.text}, {described}")
     return took
 
 
@@ -88,13 +90,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--embedding", default="local", help="`local`, or `minilm` (vLLM)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     stub_port, port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{stub_port}/v1"
     python = sys.executable
     stub = start([python, "bench/stub_upstream.py", "--port", str(stub_port)], folder / "stub.log")
-    (folder / "serve.yaml").write_text(yaml.safe_dump(config(port, upstream, folder)))
+    settings = config(port, upstream, folder, args.embedding)
+    (folder / "serve.yaml").write_text(yaml.safe_dump(settings))
     env = {**os.environ, **cluster_env(), "RAY_ADDRESS": "local",
            "RAY_OVERRIDE_RESOURCES": '{"CPU": 8}'}  # fmt: skip
     gateway = start([python, "-m", "gateway", "serve", str(folder / "serve.yaml")],
@@ -114,7 +118,7 @@ def main() -> None:
             timed(client, url, bodies("exact", "the same question"), 1, "miss")
             timed(client, url, bodies("semantic", PARAPHRASES[0]), 1, "miss")
             streams["semantic hit"] = (bodies("semantic", PARAPHRASES[1]), "hit")
-            for name, (source, expect) in streams.items():  # warm every path
+            for source, expect in streams.values():  # warm every path
                 timed(client, url, source, 20, expect)
             for _ in range(args.rounds):
                 for name, (source, expect) in streams.items():
@@ -129,7 +133,7 @@ def main() -> None:
         for name, v in results.items()
     }
     base = summary["plain"]["p50_ms"]
-    for name, figures in summary.items():
+    for figures in summary.values():
         figures["added_p50_ms"] = figures["p50_ms"] - base
     print(json.dumps(summary, indent=1))
     print("| path | p50 ms | p99 ms | p50 less plain's, ms |\n|---|---|---|---|")

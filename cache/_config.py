@@ -58,8 +58,10 @@ class SemanticConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     embedding: str = Field(
-        description="The backend that embeds last user messages (one of `backends` serving "
-        "`embeddings`, e.g. the embedded default's `minilm`)."
+        description="What embeds last user turns: `local` (all-MiniLM-L6-v2 in each ingress "
+        "replica, the weights the task classifier already holds: ~5 ms, no hop), or one of "
+        "`backends` serving `embeddings` (e.g. the embedded default's `minilm` deployment: a "
+        "Serve hop and an engine step, ~30 ms here)."
     )
     similarity: float = Field(
         default=0.9, ge=0.5, le=1.0, description="Least cosine similarity of a candidate."
@@ -70,6 +72,9 @@ class SemanticConfig(BaseModel):
         description="An embedding slower than this is given up: the request is served as an "
         "exact-cache miss.",
     )
+
+
+LOCAL = "local"  # `semantic.embedding`: the ingress's own all-MiniLM-L6-v2
 
 
 class CacheConfig(BaseModel):

@@ -80,3 +80,17 @@ def last_turn(body: dict[str, Any]) -> LastTurn | None:
     if isinstance(prompt, str) and prompt.strip():
         return LastTurn(prompt.strip(), {**body, "prompt": None})
     return None
+
+
+# Backend settings that do not change what it answers (prices, limits, placement, priors).
+_OPERATIONAL = frozenset(
+    {"description", "pricing", "quality", "latency_prior", "deployment", "timeouts", "retry",
+     "circuit_breaker", "placement", "in_ingress", "api_key_env", "warmup", "tasks",
+     "context_window", "stream_batching_interval_ms"}
+)  # fmt: skip
+
+
+def fingerprint(settings: dict[str, Any]) -> str:
+    """What of a backend's config (as JSON) shapes its answers (model, weights, engine,
+    adapter, upstream URL), as a digest: part of every key, so a changed backend misses."""
+    return digest([{k: v for k, v in settings.items() if k not in _OPERATIONAL}])[:16]

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from access import AuthConfig
-from cache import CacheConfig
+from cache import LOCAL, CacheConfig
 from deployments import (
     ADAPTER_SEPARATOR,
     BackendConfig,
@@ -168,13 +168,13 @@ class GatewayConfig(RoutingConfig):
             if name not in self.routes
         ]
         semantic = self.cache.semantic
-        if semantic is not None:
+        if semantic is not None and semantic.embedding != LOCAL:
             backend = self.backends.get(semantic.embedding)
             if backend is None or "embeddings" not in backend.endpoints:
                 serving = sorted(n for n, b in self.backends.items() if "embeddings" in b.endpoints)
                 problems.append(
-                    f"cache.semantic.embedding: {semantic.embedding!r} is not a backend serving "
-                    f"embeddings (those that do: {', '.join(serving) or 'none'})"
+                    f"cache.semantic.embedding: {semantic.embedding!r} is neither `local` nor a "
+                    f"backend serving embeddings (those that do: {', '.join(serving) or 'none'})"
                 )
         return problems
 

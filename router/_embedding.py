@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,12 @@ class MiniLMEmbedder:
         self._tokenizer: Any = AutoTokenizer.from_pretrained(folder)
         self._model: Any = AutoModel.from_pretrained(folder).eval()
         self._head, self._tail = head_tokens, tail_tokens
+
+    def window(self, head_tokens: int, tail_tokens: int = 0) -> MiniLMEmbedder:
+        """The same model (its weights shared) reading another window of each text."""
+        other = copy.copy(self)
+        other._head, other._tail = head_tokens, tail_tokens
+        return other
 
     def _ids(self, text: str) -> list[int]:
         ids: list[int] = self._tokenizer(text, add_special_tokens=False)["input_ids"]

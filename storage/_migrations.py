@@ -72,4 +72,3 @@ def migrate(db: Database, component: str, migrations: Sequence[Migration]) -> li
             )
             applied.append(migration.version)
     return applied
-

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cache import LOCAL, fingerprint
 from deployments import Backend, Pricing
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core.attempts import Feedback, Observer
-from gateway.core.caching import response_cache
+from gateway.core.caching import Embed, ResponseCache
 from gateway.core.capacity import Capacity
 from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate
@@ -35,7 +37,7 @@ from llmops import (
     open_ledger,
     open_request_log,
 )
-from router import Embedder
+from router import Embedder, MiniLMEmbedder
 from storage import Database
 
 logger = logging.getLogger("ray.serve")
@@ -120,6 +122,50 @@ def _capacity(
     return capacity if capacity.watched else None
 
 
+def _local_embed(routing: Routing) -> Embed:
+    """`semantic.embedding: local`: the task classifier's model where it has one (its weights
+    shared), reading up to 128 tokens of a text, else all-MiniLM-L6-v2 loaded for the cache
+    alone; run in a thread (blocking work)."""
+    embedder = routing.embedder or MiniLMEmbedder()
+    if isinstance(embedder, MiniLMEmbedder):
+        embedder = embedder.window(128)
+
+    async def embed(text: str) -> list[float]:
+        (vector,) = await asyncio.to_thread(embedder, [text])
+        return [float(x) for x in vector]
+
+    return embed
+
+
+def _backend_embed(backend: Backend, model: str) -> Embed:
+    """Semantic mode's embeddings from one of the gateway's own embedding backends."""
+
+    async def embed(text: str) -> list[float]:
+        result = await backend.complete("embeddings", {"model": model, "input": [text]})
+        return [float(x) for x in result["data"][0]["embedding"]]
+
+    return embed
+
+
+def _response_cache(
+    config: GatewayConfig, backends: Mapping[str, Backend], routing: Routing
+) -> ResponseCache | None:
+    """The cache the `cache:` section describes (None: no route caches)."""
+    if not config.cache.enabled:
+        return None
+    semantic, embed = config.cache.semantic, None
+    if semantic is not None and semantic.embedding == LOCAL:
+        embed = _local_embed(routing)
+    elif semantic is not None:
+        name = semantic.embedding
+        embed = _backend_embed(backends[name], config.backends[name].model)
+    versions = {
+        name: fingerprint(backend.model_dump(mode="json"))
+        for name, backend in config.backends.items()
+    }
+    return ResponseCache(config.cache, versions, embed)
+
+
 def _price(pricing: Pricing) -> Price:
     return Price(
         pricing.input_per_mtok,
@@ -189,6 +235,6 @@ def build_gateway(
         capacity=_capacity(config, backends, replica_states),
         speaks={name: b.native_apis for name, b in config.backends.items() if b.native_apis},
         database=database,
-        cache=response_cache(config.cache, config.backends, backends),
+        cache=_response_cache(config, backends, routing),
     )
     return gateway, ledger

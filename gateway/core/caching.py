@@ -12,6 +12,7 @@ when `cache.same_request` finds nothing in the two texts that changes an answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
@@ -37,7 +38,6 @@ from cache import (
     same_request,
     temperature,
 )
-from deployments import Backend
 from gateway.core.replies import RecordedStream, Reply, StreamReply, replay
 from gateway.core.routing import Routed
 from llmops import RequestRecord
@@ -73,6 +73,8 @@ class Stats:
     misses: int = 0
     refused: int = 0  # near matches the verifier turned down
     stored: int = 0
+    embedding_failures: int = 0
+    embedding_error: str | None = None  # the last one's type: semantic lookups fell back to exact
     by_route: dict[str, list[int]] = field(default_factory=dict)  # route -> [hits, misses]
 
 
@@ -176,6 +178,8 @@ class ResponseCache:
             async with asyncio.timeout(semantic.timeout_s):
                 plan.vector = await self._embed(plan.turn.text)
         except Exception as exc:  # no embedding: served as an exact miss
+            self.stats.embedding_failures += 1
+            self.stats.embedding_error = type(exc).__name__
             logger.warning("cache: embedding failed (%s): exact lookup only", type(exc).__name__)
             return None
         if not plan.read:
@@ -191,6 +195,21 @@ class ResponseCache:
                 return candidate
             self.stats.refused += 1
         return None
+
+    async def warm(self, patience_s: float = 600.0) -> None:
+        """The embedder's first call before the first request: a model's first call is slow
+        (a vLLM pooling engine's took 24 s here), and a backend may still be starting."""
+        if self._embed is None:
+            return
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                await self._embed("warm up: what is the capital of France?")
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(2.0)
 
     # ---- serving a hit ----------------------------------------------------------------------
 
@@ -239,7 +258,8 @@ class ResponseCache:
         reply.headers[HEADER] = "miss"
         self._count(plan.route, hit=False)
         if isinstance(reply, StreamReply):
-            return RecordedStream(reply, lambda chunks: self._store_stream(plan, chunks, record))
+            store = functools.partial(self._store_stream, plan, record=record)
+            return RecordedStream(reply, store, self.config.max_bytes)
         if reply.status != 200:
             return reply
         result = orjson.loads(reply.body)
@@ -252,7 +272,9 @@ class ResponseCache:
         # A fallback's answer is not the chosen backend's: it is not stored under its key.
         return record.status == 200 and record.backend == plan.backend and not record.error_code
 
-    def _store_stream(self, plan: Plan, chunks: tuple[bytes, ...], record: RequestRecord) -> None:
+    def _store_stream(
+        self, plan: Plan, chunks: tuple[bytes, ...], *, record: RequestRecord
+    ) -> None:
         if not chunks:
             return
         model = _stream_model(chunks[0])
@@ -297,6 +319,8 @@ class ResponseCache:
             "misses": stats.misses,
             "near_misses_refused": stats.refused,
             "stored": stats.stored,
+            "embedding_failures": stats.embedding_failures,
+            "embedding_error": stats.embedding_error,
             "routes": {
                 route or "(backend named)": {"hits": h, "misses": m}
                 for route, (h, m) in sorted(stats.by_route.items())
@@ -329,43 +353,3 @@ def _stream_model(first: bytes) -> str | None:
             found = event.get("model") or (event.get("message") or {}).get("model")
             return found if isinstance(found, str) else None
     return None
-
-
-# Backend settings that do not change what it answers (prices, limits, placement, priors).
-_OPERATIONAL = frozenset(
-    {"description", "pricing", "quality", "latency_prior", "deployment", "timeouts", "retry",
-     "circuit_breaker", "placement", "in_ingress", "api_key_env", "warmup", "tasks",
-     "context_window", "stream_batching_interval_ms"}
-)  # fmt: skip
-
-
-def fingerprint(settings: Any) -> str:
-    """What of a backend's config shapes its answers (model, weights, engine, adapter,
-    upstream URL), as a digest: part of every key, so a changed backend misses."""
-    dump = settings.model_dump(mode="json") if hasattr(settings, "model_dump") else settings
-    return digest([{k: v for k, v in dump.items() if k not in _OPERATIONAL}])[:16]
-
-
-def backend_embedder(backend: Backend, model: str) -> Embed:
-    """Semantic mode's embeddings, from one of the gateway's own embedding backends."""
-
-    async def embed(text: str) -> list[float]:
-        result = await backend.complete("embeddings", {"model": model, "input": [text]})
-        vector = result["data"][0]["embedding"]
-        return [float(x) for x in vector]
-
-    return embed
-
-
-def response_cache(
-    config: CacheConfig, settings: Mapping[str, Any], backends: Mapping[str, Backend]
-) -> ResponseCache | None:
-    """The cache a `cache:` section describes over these backends (None: no route caches)."""
-    if not config.enabled:
-        return None
-    embed = None
-    if config.semantic is not None and config.semantic.embedding in backends:
-        name = config.semantic.embedding
-        embed = backend_embedder(backends[name], getattr(settings[name], "model", name))
-    versions = {name: fingerprint(backend) for name, backend in settings.items()}
-    return ResponseCache(config, versions, embed)

@@ -359,6 +359,8 @@ class Gateway:
         if self.keys is not None:
             self.keys.start()
         jobs: dict[str, Any] = {"router": asyncio.to_thread(self.routing.warm)}
+        if self.cache is not None:
+            jobs["cache"] = self.cache.warm()  # its embedder, for semantic mode
         for name, settings in self.warmups.items():
             jobs[name] = warm_up(name, self.backends[name], settings)
         for name, job in jobs.items():

@@ -94,20 +94,26 @@ async def replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
 
 class RecordedStream(StreamReply):
     """A live stream passed on as it is, its events kept: handed to `done` when the stream
-    ended of itself (not when the client left or it broke: `done` then never runs)."""
+    ended of itself (not when the client left or it broke, nor when its events came to more
+    than `limit` bytes, which are then no longer kept: `done` never runs)."""
 
-    def __init__(self, inner: StreamReply, done: Callable[[tuple[bytes, ...]], None]) -> None:
+    def __init__(
+        self, inner: StreamReply, done: Callable[[tuple[bytes, ...]], None], limit: int
+    ) -> None:
         super().__init__(inner.headers, b"", self._events(), lambda: None, inner.native)
         self._inner = inner
         self._done = done
         self._chunks: list[bytes] = []
+        self._left = limit
         self._complete = False
 
     async def _events(self) -> AsyncIterator[bytes]:
         async for chunk in self._inner:
-            self._chunks.append(chunk)
+            self._left -= len(chunk)
+            if self._left >= 0:
+                self._chunks.append(chunk)
             yield chunk
-        self._complete = True
+        self._complete = self._left >= 0
 
     async def aclose(self) -> None:
         try:

@@ -258,6 +258,7 @@ class Routing:
             from router import MiniLMEmbedder
 
             embed = MiniLMEmbedder()
+        self.embedder = embed  # None: no task has examples (the classifier embeds nothing)
         self.classifier = TaskClassifier(config, embed)
         self.learner = None
         if self.classifier.learns:

@@ -80,13 +80,7 @@ def test_smollm2_answers_paris(served: tuple[Path, int]) -> None:
 def test_the_semantic_cache_serves_a_paraphrase_and_refuses_a_look_alike(
     served: tuple[Path, int],
 ) -> None:
-    """Route `auto` caches semantically over the embedded default's `minilm` deployment."""
-
-    def minilm_up() -> bool:
-        backends = httpx.get(f"{BASE}/health", timeout=5).json().get("backends", {})
-        return bool(backends.get("minilm", {}).get("available"))
-
-    wait_until(minilm_up, 300, "the minilm deployment")
+    """Route `auto` caches semantically (all-MiniLM-L6-v2 in the ingress, `local`)."""
     client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="x", max_retries=0)
 
     def ask(text: str) -> tuple[str, str]:

@@ -251,7 +251,7 @@ def test_config_mistakes_name_their_field() -> None:
     with pytest.raises(ConfigError, match=r"cache\.semantic"):
         GatewayConfig.load({**base, "cache": {"routes": {"cached": {"mode": "semantic"}}}})
     semantic = {"routes": {"cached": {"mode": "semantic"}}, "semantic": {"embedding": "echo"}}
-    with pytest.raises(ConfigError, match=r"cache\.semantic\.embedding: 'echo' is not a backend"):
+    with pytest.raises(ConfigError, match=r"cache\.semantic\.embedding: 'echo' is neither"):
         GatewayConfig.load({**base, "cache": semantic})
 
 
