@@ -10,7 +10,7 @@ HAProxy ingress, a proxy backend in the ingress over an instant upstream) at c=1
 - `semantic hit`: a paraphrase of a stored prompt (embedded, found, verified, served).
 
 A miss's cost is its p50 less the plain route's. Requests go one at a time from httpx (the
-same client overhead for every route); rounds interleave the routes.
+same client overhead for every route), one of each path in turn.
 
 Run: .venv/bin/python bench/cache.py [--rounds 3 --requests 200 --embedding local|minilm]
 """
@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--embedding", default="local", help="`local`, or `minilm` (vLLM)")
+    parser.add_argument(
+        "--exact-only", action="store_true", help="no semantic paths (no embedding model busy)"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     stub_port, port = free_port(), free_port()
@@ -118,13 +121,13 @@ def main() -> None:
             timed(client, url, bodies("exact", "the same question"), 1, "miss")
             timed(client, url, bodies("semantic", PARAPHRASES[0]), 1, "miss")
             streams["semantic hit"] = (bodies("semantic", PARAPHRASES[1]), "hit")
+            if args.exact_only:
+                del streams["semantic miss"], streams["semantic hit"]
             for source, expect in streams.values():  # warm every path
                 timed(client, url, source, 20, expect)
-            for _ in range(args.rounds):
+            for _ in range(args.rounds * args.requests):  # one of each path in turn
                 for name, (source, expect) in streams.items():
-                    results.setdefault(name, []).extend(
-                        timed(client, url, source, args.requests, expect)
-                    )
+                    results.setdefault(name, []).extend(timed(client, url, source, 1, expect))
     finally:
         stop_process(gateway, grace_s=60)
         stop_process(stub)

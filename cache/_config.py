@@ -21,6 +21,12 @@ class Scope(StrEnum):
     SHARED = "shared"  # everyone calling the route shares
 
 
+class Store(StrEnum):
+    AUTO = "auto"
+    REPLICA = "replica"
+    DATABASE = "database"
+
+
 class RouteCache(BaseModel):
     """How one route caches."""
 
@@ -92,9 +98,18 @@ class CacheConfig(BaseModel):
     semantic: SemanticConfig | None = Field(
         default=None, description="Needed by any route in semantic mode."
     )
-    max_entries: int = Field(default=10_000, ge=1, description="Entries per ingress replica.")
+    store: Store = Field(
+        default=Store.AUTO,
+        description="Where entries live: `replica` (each ingress replica its own, in memory), "
+        "`database` (the `database:` every replica shares: a hit on one is a hit on all, a "
+        "purge reaches all), or `auto`: the database where one is configured.",
+    )
+    max_entries: int = Field(default=10_000, ge=1, description="Entries kept (per replica, "
+                             "or in the database).")  # fmt: skip
     max_bytes: int = Field(
-        default=256 * 2**20, ge=1024, description="Bytes of answers kept per ingress replica."
+        default=256 * 2**20,
+        ge=1024,
+        description="Bytes of answers kept (per replica, or in the database).",
     )
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from access import AuthConfig
-from cache import LOCAL, CacheConfig
+from cache import LOCAL, CacheConfig, Store
 from deployments import (
     ADAPTER_SEPARATOR,
     BackendConfig,
@@ -167,6 +167,10 @@ class GatewayConfig(RoutingConfig):
             for name in self.cache.routes
             if name not in self.routes
         ]
+        if self.cache.store == Store.DATABASE and not self.database.url_env:
+            problems.append(
+                "cache.store: `database` needs the `database:` section (database.url_env)"
+            )
         semantic = self.cache.semantic
         if semantic is not None and semantic.embedding != LOCAL:
             backend = self.backends.get(semantic.embedding)

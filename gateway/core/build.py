@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cache import LOCAL, fingerprint
+from cache import LOCAL, DatabaseEntries, Entries, Store, fingerprint
 from deployments import Backend, Pricing
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core.attempts import Feedback, Observer
@@ -148,11 +148,20 @@ def _backend_embed(backend: Backend, model: str) -> Embed:
 
 
 def _response_cache(
-    config: GatewayConfig, backends: Mapping[str, Backend], routing: Routing
+    config: GatewayConfig,
+    backends: Mapping[str, Backend],
+    routing: Routing,
+    database: Database | None,
 ) -> ResponseCache | None:
-    """The cache the `cache:` section describes (None: no route caches)."""
+    """The cache the `cache:` section describes (None: no route caches), its entries in the
+    shared database where there is one (`cache.store: auto`)."""
     if not config.cache.enabled:
         return None
+    entries: Entries | None = None
+    if database is not None and config.cache.store != Store.REPLICA:
+        entries = DatabaseEntries(
+            database.acquire(), config.cache.max_entries, config.cache.max_bytes
+        )
     semantic, embed = config.cache.semantic, None
     if semantic is not None and semantic.embedding == LOCAL:
         embed = _local_embed(routing)
@@ -163,7 +172,7 @@ def _response_cache(
         name: fingerprint(backend.model_dump(mode="json"))
         for name, backend in config.backends.items()
     }
-    return ResponseCache(config.cache, versions, embed)
+    return ResponseCache(config.cache, versions, embed, entries)
 
 
 def _price(pricing: Pricing) -> Price:
@@ -235,6 +244,6 @@ def build_gateway(
         capacity=_capacity(config, backends, replica_states),
         speaks={name: b.native_apis for name, b in config.backends.items() if b.native_apis},
         database=database,
-        cache=_response_cache(config, backends, routing),
+        cache=_response_cache(config, backends, routing, database),
     )
     return gateway, ledger

@@ -19,19 +19,19 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from cache import (
     CacheConfig,
+    Entries,
     Entry,
-    EntryStore,
     LastTurn,
     Mode,
+    ReplicaEntries,
     RouteCache,
     Scope,
-    VectorIndex,
     digest,
     last_turn,
     normalised,
@@ -45,6 +45,7 @@ from llmops import RequestRecord
 logger = logging.getLogger("ray.serve")
 HEADER = "x-gateway-cache"  # request: no-cache | no-store; response: hit | miss | bypass
 Embed = Callable[[str], Awaitable[list[float]]]
+T = TypeVar("T")
 _ID = re.compile(rb'"id":\s*"([A-Za-z]+[-_])[^"]*"')
 # A stream that calls a tool, in chat, Messages or Responses events.
 _TOOL_EVENT = re.compile(rb'"tool_calls":\s*\[\s*\{|"type":\s*"(?:tool_use|function_call)"')
@@ -73,6 +74,7 @@ class Stats:
     misses: int = 0
     refused: int = 0  # near matches the verifier turned down
     stored: int = 0
+    store_errors: int = 0  # lookups and writes the shared database failed
     embedding_failures: int = 0
     embedding_error: str | None = None  # the last one's type: semantic lookups fell back to exact
     by_route: dict[str, list[int]] = field(default_factory=dict)  # route -> [hits, misses]
@@ -96,25 +98,55 @@ def _fresh_ids(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
 
 
 class ResponseCache:
-    """One per ingress replica (its entries live in this process)."""
+    """One per ingress replica; its entries in this process, or in the shared database
+    (`entries`). The cache never fails a request: a store it cannot reach is a miss."""
 
     def __init__(
         self,
         config: CacheConfig,
         versions: Mapping[str, str],
         embed: Embed | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        entries: Entries | None = None,
     ) -> None:
         self.config = config
         self.versions = dict(versions)  # backend -> fingerprint of what shapes its answers
         self._embed = embed
-        self.index = VectorIndex()
-        self.entries = EntryStore(config.max_entries, config.max_bytes, self._forget, clock)
+        self.entries = (
+            entries if entries is not None else ReplicaEntries(config.max_entries, config.max_bytes)
+        )
         self.stats = Stats()
+        self._writes: set[asyncio.Task[Any]] = set()
+        self._seen: dict[str, str] = {}  # backend -> the model its last live answer named
 
-    def _forget(self, entry: Entry) -> None:
-        if entry.partition is not None:
-            self.index.remove(entry.key)
+    async def _read(self, call: Callable[..., T], *args: Any) -> T | None:
+        """A read of the entries (in a thread where they are in a database); None when the
+        store cannot answer."""
+        try:
+            if self.entries.blocking:
+                return await asyncio.to_thread(call, *args)
+            return call(*args)
+        except Exception as exc:
+            self.stats.store_errors += 1
+            logger.warning("cache: the store failed (%s): a miss", type(exc).__name__)
+            return None
+
+    def _write(self, call: Callable[..., Any], *args: Any) -> None:
+        """A write, not waited for where it is I/O (the answer is on its way already)."""
+        if not self.entries.blocking:
+            call(*args)
+            return
+        task = asyncio.get_running_loop().create_task(self._read(call, *args))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def settled(self, timeout_s: float = 5.0) -> None:
+        """Wait for the writes under way."""
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=timeout_s)
+
+    async def aclose(self) -> None:
+        await self.settled()
+        await asyncio.to_thread(self.entries.close)
 
     # ---- deciding -------------------------------------------------------------------------
 
@@ -168,7 +200,7 @@ class ResponseCache:
     async def lookup(self, plan: Plan) -> Entry | None:
         """The entry that answers this request, if any (and, in semantic mode, its last
         turn's embedding for storing the answer under)."""
-        entry = self.entries.get(plan.key) if plan.read else None
+        entry = await self._read(self.entries.get, plan.key) if plan.read else None
         if entry is not None or plan.turn is None or plan.partition is None:
             return entry
         assert self._embed is not None
@@ -185,9 +217,9 @@ class ResponseCache:
         if not plan.read:
             return None
         least = plan.settings.similarity or semantic.similarity
-        for similarity, key in self.index.search(plan.partition, plan.vector, least):
-            candidate = self.entries.get(key)
-            if candidate is None or candidate.text is None:
+        found = await self._read(self.entries.search, plan.partition, plan.vector, least, 4)
+        for similarity, candidate in found or []:
+            if candidate.text is None:
                 continue
             if same_request(plan.turn.text, candidate.text).same:
                 plan.similarity = similarity
@@ -263,7 +295,7 @@ class ResponseCache:
         if reply.status != 200:
             return reply
         result = orjson.loads(reply.body)
-        self.entries.saw_model(record.backend or plan.backend, _model(result))
+        self._saw(record.backend or plan.backend, _model(result))
         if self._storable(plan, record) and (plan.settings.tool_calls or not _calls_tools(result)):
             self._put(plan, record, _model(result), body=reply.body)
         return reply
@@ -278,7 +310,7 @@ class ResponseCache:
         if not chunks:
             return
         model = _stream_model(chunks[0])
-        self.entries.saw_model(record.backend or plan.backend, model)
+        self._saw(record.backend or plan.backend, model)
         if not self._storable(plan, record):
             return
         if not plan.settings.tool_calls and any(_TOOL_EVENT.search(c) for c in chunks):
@@ -298,22 +330,35 @@ class ResponseCache:
                       **answer)  # fmt: skip
         if plan.turn is not None and plan.vector is not None and plan.partition is not None:
             entry.text, entry.partition = plan.turn.text, plan.partition
-        self.entries.put(entry, plan.settings.ttl_s)
-        if entry.partition is not None and plan.vector is not None:
-            self.index.add(entry.partition, entry.key, plan.vector)
+        self._write(self.entries.put, entry, plan.settings.ttl_s, plan.vector)
         self.stats.stored += 1
+
+    def _saw(self, backend: str, model: str | None) -> None:
+        if not model:
+            return
+        if not self.entries.blocking:
+            self.entries.saw_model(backend, model)
+        elif self._seen.get(backend) != model:  # the database hears of changes only
+            self._seen[backend] = model
+            self._write(self.entries.saw_model, backend, model)
 
     # ---- admin ------------------------------------------------------------------------------
 
-    def purge(self, route: str | None = None, backend: str | None = None) -> int:
+    async def purge(self, route: str | None = None, backend: str | None = None) -> int:
+        """Remove entries (every replica's, where they are in the database); how many went."""
+        if self.entries.blocking:
+            return await asyncio.to_thread(self.entries.purge, route, backend)
         return self.entries.purge(route, backend)
 
-    def describe(self) -> dict[str, Any]:
+    async def describe(self) -> dict[str, Any]:
         stats = self.stats
+        if self.entries.blocking:
+            held = await asyncio.to_thread(self.entries.describe)
+        else:
+            held = self.entries.describe()
         return {
-            "entries": len(self.entries),
-            "bytes": self.entries.bytes,
-            "vectors": len(self.index),
+            **held,
+            "store_errors": stats.store_errors,
             "hits": stats.hits,
             "semantic_hits": stats.semantic_hits,
             "misses": stats.misses,

@@ -41,10 +41,7 @@ from storage import Database
 logger = logging.getLogger("ray.serve")
 SHADOW_DRAIN_S = 10.0
 Answer = Reply | StreamReply
-
-
-def _as_is(reply: Answer) -> Answer:
-    return reply
+_as_is: Callable[[Answer], Answer] = lambda reply: reply  # noqa: E731
 
 
 class Gateway:
@@ -376,8 +373,7 @@ class Gateway:
             logger.error("warm-up of %s failed", name, exc_info=task.exception())
 
     async def aclose(self) -> None:
-        """Stop probing and warming, let shadow requests end, close backends, write every
-        record."""
+        """Stop probing and warming, let shadows end, close backends, write every record."""
         await self.health.stop()
         if self.capacity is not None:
             await self.capacity.stop()
@@ -396,5 +392,7 @@ class Gateway:
         if self.keys is not None:
             await self.keys.aclose()  # leases go back with what they used
         await asyncio.to_thread(self.routing.close)
+        if self.cache is not None:
+            await self.cache.aclose()  # its writes, then its reference to the database
         if self.database is not None:
             await asyncio.to_thread(self.database.close)  # the last store closed: its pool

@@ -27,7 +27,7 @@ def add_routes(app: FastAPI, http: Http) -> None:
     async def describe(request: Request) -> Response:
         """What this ingress replica's cache holds and how it has done."""
         await http.need_key(request, admin=True)
-        return json_response({"object": "gateway.cache", **_cache(http).describe()})
+        return json_response({"object": "gateway.cache", **await _cache(http).describe()})
 
     @app.delete("/v1/gateway/cache")
     async def purge(request: Request) -> Response:
@@ -44,7 +44,7 @@ def add_routes(app: FastAPI, http: Http) -> None:
                 raise OpenAIError(
                     f"unknown {param} {value!r}", status=400, param=param, code="invalid_value"
                 )
-        removed = cache.purge(route=route, backend=backend)
+        removed = await cache.purge(route=route, backend=backend)
         return json_response(
             {
                 "object": "gateway.cache.purge",

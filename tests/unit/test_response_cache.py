@@ -11,10 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
+from cache import DatabaseEntries, Entries, ReplicaEntries, RouteCache, SemanticConfig
 from gateway.config import ConfigError, GatewayConfig
 from gateway.core.build import build_gateway
 from gateway.core.caching import ResponseCache
 from gateway.core.replies import Reply, StreamReply
+from storage import open_database
 from tests.helpers import fake_backends
 
 PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
@@ -56,8 +58,15 @@ class Clock:
         return self.now
 
 
+def entries_in(where: str, url: str | None, folder: Path, clock: Clock) -> Entries:
+    """The replica's own entries, or entries in a database (a SQLite file or PostgreSQL)."""
+    if where == "replica":
+        return ReplicaEntries(10_000, 2**28, clock)
+    return DatabaseEntries(open_database(url, folder / "cache.sqlite"), 10_000, 2**28, clock)
+
+
 class Harness:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, where: str = "replica", url: str | None = None) -> None:
         config = GatewayConfig.load(
             {
                 **CONFIG,
@@ -68,19 +77,26 @@ class Harness:
         self.backends = fake_backends(config)
         gateway, ledger = build_gateway(config, self.backends, tmp_path)
         assert ledger is not None and gateway.cache is not None
+        self.clock = Clock()
+        gateway.cache = ResponseCache(
+            config.cache, gateway.cache.versions, None, entries_in(where, url, tmp_path, self.clock)
+        )
         self.gateway, self.ledger = gateway, ledger
         self.cache: ResponseCache = gateway.cache
-        self.clock = Clock()
-        self.cache.entries.clock = self.clock
         self.ids = (f"req-{n}" for n in range(10**6))
+
+    async def held(self) -> int:
+        return int((await self.cache.describe())["entries"])
 
     async def call(
         self, model: str, text: str = "hi there", headers: dict[str, str] | None = None, **body: Any
     ) -> Reply | StreamReply:
         body = {"model": model, "messages": [{"role": "user", "content": text}], **body}
-        return await self.gateway.handle(
+        reply = await self.gateway.handle(
             "chat/completions", orjson.dumps(body), headers or {}, next(self.ids)
         )
+        await self.cache.settled()  # a database's writes are not waited for by the request
+        return reply
 
     async def text(self, reply: Reply | StreamReply) -> bytes:
         if isinstance(reply, Reply):
@@ -89,6 +105,7 @@ class Harness:
             return b"".join([chunk async for chunk in reply])
         finally:
             await reply.aclose()
+            await self.cache.settled()
 
     def calls(self, backend: str) -> int:
         return len(self.backends[backend].calls)  # type: ignore[attr-defined]
@@ -98,9 +115,13 @@ class Harness:
         return self.ledger.rows()
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    yield Harness(tmp_path)
+@pytest.fixture(params=["replica", "sqlite", "postgresql"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """Every exact-mode test with entries in the replica and in each database."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    harness = Harness(tmp_path, request.param, url)
+    yield harness
+    harness.cache.entries.close()
 
 
 async def test_a_repeat_is_a_hit_that_costs_nothing_and_saves_the_first_cost(
@@ -223,7 +244,7 @@ async def test_errors_fallbacks_and_broken_streams_are_never_stored(harness: Har
         assert reply.status == 200 and reply.headers["x-gateway-cache"] == "miss"
         await harness.text(await harness.call("snapping", stream=True, temperature=0))
     assert harness.calls("echo") == 2 and harness.calls("snaps") == 2
-    assert len(harness.cache.entries) == 0
+    assert await harness.held() == 0
 
 
 async def test_entries_expire_and_admins_purge_them(harness: Harness) -> None:
@@ -231,10 +252,10 @@ async def test_entries_expire_and_admins_purge_them(harness: Harness) -> None:
     harness.clock.now += 61
     assert (await harness.call("cached", temperature=0)).headers["x-gateway-cache"] == "miss"
     await harness.call("shared", temperature=0)
-    assert harness.cache.purge(route="shared") == 1
+    assert await harness.cache.purge(route="shared") == 1
     assert (await harness.call("shared", temperature=0)).headers["x-gateway-cache"] == "miss"
-    assert harness.cache.purge() == 2
-    assert len(harness.cache.entries) == 0
+    assert await harness.cache.purge() == 2
+    assert await harness.held() == 0
 
 
 async def test_an_answer_from_a_newer_model_makes_older_entries_stale(harness: Harness) -> None:
@@ -356,3 +377,48 @@ async def test_most_paraphrases_of_the_labelled_sets_hit(
         reply = await semantic.call("sem", pair["b"], **seed)
         hits += reply.headers["x-gateway-cache"] == "hit"
     assert hits / len(rows) >= least
+
+
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+async def test_replicas_sharing_a_database_share_entries_purges_and_models(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest, minilm: Any
+) -> None:
+    """Two ingress replicas over one database (a cluster's `database:`): an answer one stored
+    is a hit on the other, in exact and semantic mode; a purge on one reaches both; a model
+    change one sees retires the other's entries."""
+    url = request.getfixturevalue("postgres_url") if where == "postgresql" else None
+    one, two = Harness(tmp_path, where, url), Harness(tmp_path, where, url)
+    alice = {"authorization": "Bearer sk-alice"}
+    await one.call("cached", headers=alice, temperature=0)
+    assert (await two.call("cached", headers=alice, temperature=0)).headers[
+        "x-gateway-cache"
+    ] == "hit"
+    assert (await two.call("cached", headers={"authorization": "Bearer sk-bob"}, temperature=0)
+            ).headers["x-gateway-cache"] == "miss"  # fmt: skip
+    assert await one.cache.purge(route="cached") == 2
+    assert (await two.call("cached", headers=alice, temperature=0)).headers[
+        "x-gateway-cache"
+    ] == "miss"
+    for harness in (one, two):  # semantic: embedded here, ranked over the database's rows
+
+        async def embed(text: str) -> list[float]:
+            return minilm([text])[0]  # type: ignore[no-any-return]
+
+        harness.cache._embed = embed
+    semantic = {**SEMANTIC["cache"]["routes"]["sem"], "scope": "key"}
+    config = one.cache.config.model_copy(
+        update={"routes": {**one.cache.config.routes, "cached": RouteCache(**semantic)},
+                "semantic": SemanticConfig(embedding="local")}
+    )  # fmt: skip
+    for harness in (one, two):
+        harness.cache.config = config
+    await one.call("cached", "What is the capital of France?", temperature=0)
+    paraphrase = await two.call("cached", "what's France's capital?", temperature=0)
+    look_alike = await two.call("cached", "What is the capital of Australia?", temperature=0)
+    assert paraphrase.headers["x-gateway-cache"] == "hit"
+    assert look_alike.headers["x-gateway-cache"] == "miss"
+    one.cache.entries.saw_model("echo", "echo-2")  # one replica hears of a new model
+    again = await two.call("cached", "what's France's capital?", temperature=0)
+    assert again.headers["x-gateway-cache"] == "miss"
+    for harness in (one, two):
+        harness.cache.entries.close()
