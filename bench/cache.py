@@ -34,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.floor import start  # noqa: E402
+from bench.floor import serve_app, start  # noqa: E402
 from tests.helpers import cluster_env, free_port, stop_process, wait_until  # noqa: E402
 
 PARAPHRASES = ("What is the capital of France?", "what's France's capital?")
@@ -59,12 +59,7 @@ def config(port: int, upstream: str, folder: Path, embedding: str) -> dict[str, 
     args = {"backends": backends, "routes": routes, "default_route": "plain", "cache": cache,
             "ledger": {"path": str(folder / "ledger.sqlite")},
             "request_log": {"path": str(folder / "requests.jsonl")}}  # fmt: skip
-    return {
-        "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": port},
-        "applications": [{"name": "gateway", "route_prefix": "/",
-                          "import_path": "gateway.app:build_app", "args": args}],
-    }  # fmt: skip
+    return serve_app(port, args)
 
 
 def timed(client: httpx.Client, url: str, bodies: Any, count: int, expect: str) -> list[float]:

@@ -97,6 +97,16 @@ def measure(url: str, model: str, stream: bool, connections: int, seconds: float
     }
 
 
+def serve_app(port: int, args: dict[str, Any]) -> dict[str, Any]:
+    """A Serve config running the gateway with `args` on 127.0.0.1:`port`."""
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [{"name": "gateway", "route_prefix": "/",
+                          "import_path": "gateway.app:build_app", "args": args}],
+    }  # fmt: skip
+
+
 def gateway_config(port: int, upstream: str, folder: Path, replicas: int = 1) -> dict[str, Any]:
     backends = {
         "proxy": {"kind": "openai", "model": "stub", "base_url": upstream},

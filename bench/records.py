@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.floor import start  # noqa: E402
+from bench.floor import serve_app, start  # noqa: E402
 from llmops import LEDGER_COLUMNS, LEDGER_MIGRATIONS, Ledger  # noqa: E402
 from storage import SqliteDatabase, migrate  # noqa: E402
 from tests.helpers import cluster_env, free_port, stop_process, wait_until  # noqa: E402
@@ -141,12 +141,7 @@ def gateway_config(port: int, ledger: Path, folder: Path) -> dict[str, Any]:
         "ledger": {"path": str(ledger)},
         "request_log": {"path": str(folder / "requests.jsonl")},
     }
-    return {
-        "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": port},
-        "applications": [{"name": "gateway", "route_prefix": "/",
-                          "import_path": "gateway.app:build_app", "args": args}],
-    }  # fmt: skip
+    return serve_app(port, args)
 
 
 def ingress_pss_mb() -> float:
