@@ -6,9 +6,9 @@ from "capital of Australia", "5 km to miles" from "5 miles to km" or "is 97 prim
 prime" (docs/caching.md has the measurements). So the verifier compares the texts themselves,
 reduced to what carries meaning: lower case, contractions spelled out, forms of "be" in one
 tense each, possessives turned round ("France's capital" -> "capital of France"), greetings
-and politeness dropped, articles dropped. What is left must be the same words in the same
-order: every number, name, unit, negation, direction word, operator and target language is a
-word of that sequence, so none of them can differ.
+and politeness dropped at either end, articles dropped. What is left must be the same words in
+the same order: every number, name, unit, negation, direction word, operator and target
+language is a word of that sequence, so none of them can differ.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from dataclasses import dataclass
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:['\u2019][^\W\d_]+)*|[+\-*/=<>^%$€£#@&|!?]")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))")
 
-# Articles, greetings and politeness: never what an answer depends on.
-_DROPPED = frozenset(
-    {"a", "an", "the", "please", "pls", "kindly", "hey", "hi", "hello", "thanks", "thank",
-     "thx", "cheers", "dear"}
-)  # fmt: skip
+# Articles: dropped wherever they are.
+_DROPPED = frozenset({"a", "an", "the"})
+# Greetings and politeness: dropped at the start or the end of a text only ("say thank you
+# in French" needs its "thank you").
+_POLITE = frozenset({"please", "pls", "kindly", "hey", "hi", "hello", "thanks", "thx"})
+_THANK_YOU = ["thank", "you"]
 # Openings that ask for the same thing as a bare question or instruction.
 _OPENINGS = tuple(
     tuple(phrase.split())
@@ -113,6 +114,20 @@ def _split(text: str) -> list[str]:
     return words
 
 
+def _without_politeness(words: list[str]) -> list[str]:
+    start, end = 0, len(words)
+    while start < end and words[start] in _POLITE:
+        start += 1
+    while start < end:
+        if words[end - 1] in _POLITE:
+            end -= 1
+        elif end - start >= 2 and words[end - 2 : end] == _THANK_YOU:
+            end -= 2
+        else:
+            break
+    return words[start:end]
+
+
 def _without_opening(words: list[str]) -> list[str]:
     for opening in _OPENINGS:
         if tuple(words[: len(opening)]) == opening:
@@ -143,7 +158,7 @@ def canonical(text: str) -> tuple[str, ...]:
         for i, w in enumerate(split)
         if w not in _DROPPED and w != "?" and (w != "!" or (i and split[i - 1].isdigit()))
     ]  # "!" after a number is a factorial; elsewhere an exclamation
-    words = _without_opening(words)
+    words = _without_opening(_without_politeness(words))
     words = [_BE.get(w, w) for w in _turn_possessives(words)]
     if words[:2] == ["what", "be"]:  # "what is X?" asks what "tell me X" does
         words = words[2:]
@@ -154,6 +169,8 @@ def same_request(a: str, b: str) -> Verdict:
     """Whether an answer to `a` answers `b` (the texts of the two last user turns; everything
     else about the two requests is already equal: the cache partitions by it)."""
     left, right = canonical(a), canonical(b)
+    if not left or not right:  # "Hi!" and "Thanks!" reduce to nothing: not the same
+        return Verdict(a.strip() == b.strip(), "nothing left to compare")
     if left == right:
         return Verdict(True, "same words")
     if sorted(left) == sorted(right):

@@ -12,7 +12,7 @@ HAProxy ingress, a proxy backend in the ingress over an instant upstream) at c=1
 A miss's cost is its p50 less the plain route's. Requests go one at a time from httpx (the
 same client overhead for every route), one of each path in turn.
 
-Run: .venv/bin/python bench/cache.py [--rounds 3 --requests 200 --embedding local|minilm]
+Run: .venv/bin/python bench/response_cache.py [--rounds 3 --requests 200 --embedding local|minilm]
 """
 
 from __future__ import annotations
