@@ -10,6 +10,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def unit(vector: list[float]) -> np.ndarray | None:
+    """`vector` scaled to length 1 (None: it has no direction)."""
+    row = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(row))
+    return None if norm == 0.0 else row / norm
+
+
+def nearest(
+    rows: np.ndarray, vector: list[float], least: float, limit: int
+) -> list[tuple[float, int]]:
+    """Up to `limit` (cosine similarity, row index) at least `least`, nearest first, of unit
+    `rows` (one matrix-vector product: exact)."""
+    query = unit(vector)
+    if query is None:
+        return []
+    scores = rows @ query
+    order = np.argsort(-scores)[:limit]
+    return [(float(scores[i]), int(i)) for i in order if scores[i] >= least]
+
+
 @dataclass(slots=True)
 class _Partition:
     keys: list[str] = field(default_factory=list)
@@ -34,13 +54,12 @@ class VectorIndex:
 
     def add(self, partition: str, key: str, vector: list[float]) -> None:
         self.remove(key)
-        row = np.asarray(vector, dtype=np.float32)
-        norm = float(np.linalg.norm(row))
-        if norm == 0.0:
+        row = unit(vector)
+        if row is None:
             return
         part = self._partitions.setdefault(partition, _Partition())
         part.keys.append(key)
-        part.rows.append(row / norm)
+        part.rows.append(row)
         part.matrix = None
         self._where[key] = partition
 
@@ -62,10 +81,5 @@ class VectorIndex:
         part = self._partitions.get(partition)
         if part is None:
             return []
-        query = np.asarray(vector, dtype=np.float32)
-        norm = float(np.linalg.norm(query))
-        if norm == 0.0:
-            return []
-        scores = part.stacked() @ (query / norm)
-        order = np.argsort(-scores)[:limit]
-        return [(float(scores[i]), part.keys[i]) for i in order if scores[i] >= least]
+        found = nearest(part.stacked(), vector, least, limit)
+        return [(similarity, part.keys[index]) for similarity, index in found]

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from cache._semantic import VectorIndex
+from cache._semantic import VectorIndex, nearest, unit
 from cache._store import Entry, EntryStore
 from storage import Database, Dialect, Migration, Session, migrate
 
@@ -38,8 +38,8 @@ class Entries(Protocol):
 
     def purge(self, route: str | None, backend: str | None) -> int: ...
 
-    def saw_model(self, backend: str, model: str | None) -> bool:
-        """Note the model a live answer named; whether that changed what was known."""
+    def saw_model(self, backend: str, model: str | None) -> None:
+        """Note the model a live answer named: entries another model wrote are stale."""
         ...
 
     def describe(self) -> dict[str, Any]: ...
@@ -86,10 +86,8 @@ class ReplicaEntries:
     def purge(self, route: str | None, backend: str | None) -> int:
         return self.store.purge(route, backend)
 
-    def saw_model(self, backend: str, model: str | None) -> bool:
-        changed = bool(model) and self.store.models.get(backend) != model
+    def saw_model(self, backend: str, model: str | None) -> None:
         self.store.saw_model(backend, model)
-        return changed
 
     def describe(self) -> dict[str, Any]:
         return {"store": "replica", "entries": len(self.store), "bytes": self.store.bytes,
@@ -160,7 +158,6 @@ class DatabaseEntries:
         self.db = db
         self._max_entries, self._max_bytes = max_entries, max_bytes
         self.clock = clock
-        self._models: dict[str, str] = {}
         self._writes = 0
         migrate(db, "cache", MIGRATIONS)
 
@@ -184,7 +181,8 @@ class DatabaseEntries:
     def put(self, entry: Entry, ttl_s: float, vector: list[float] | None) -> None:
         if entry.size > self._max_bytes:
             return
-        packed = None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
+        row = None if vector is None else unit(vector)
+        packed = None if row is None else row.tobytes()  # unit rows, as the replica's index
         values = (
             entry.key, entry.route, entry.backend, entry.model, int(entry.native), entry.body,
             _pack(entry.chunks) if entry.chunks else None, orjson.dumps(entry.usage).decode(),
@@ -225,15 +223,11 @@ class DatabaseEntries:
         if not rows:
             return []
         matrix = np.vstack([np.frombuffer(bytes(v), dtype=np.float32) for _, v in rows])
-        query = np.asarray(vector, dtype=np.float32)
-        scores = matrix @ (query / max(float(np.linalg.norm(query)), 1e-12))
         found = []
-        for index in np.argsort(-scores)[:limit]:
-            if scores[index] < least:
-                break
+        for similarity, index in nearest(matrix, vector, least, limit):
             entry = self.get(rows[index][0])
             if entry is not None:
-                found.append((float(scores[index]), entry))
+                found.append((similarity, entry))
         return found
 
     def purge(self, route: str | None, backend: str | None) -> int:
@@ -249,17 +243,16 @@ class DatabaseEntries:
             )
             return session.rowcount
 
-    def saw_model(self, backend: str, model: str | None) -> bool:
-        if not model or self._models.get(backend) == model:
-            return False
-        self._models[backend] = model
+    def saw_model(self, backend: str, model: str | None) -> None:
+        """A write each time: the cache calls it when its backend's model changed only."""
+        if not model:
+            return
         with self.db.transaction() as session:
             session.execute(
                 "INSERT INTO cache_models (backend, model) VALUES (?, ?) "
                 "ON CONFLICT (backend) DO UPDATE SET model = excluded.model",
                 (backend, model),
             )
-        return True
 
     def describe(self) -> dict[str, Any]:
         with self.db.transaction(write=False) as session:

@@ -47,7 +47,8 @@ _INDEX = {column: index for index, column in enumerate(COLUMNS)}
 _ID, _TS, _KEY = _INDEX["request_id"], _INDEX["ts"], _INDEX["key_id"]
 _LATENCY_AT, _STATUS, _COST = _INDEX["latency_ms"], _INDEX["status"], _INDEX["cost_usd"]
 _CACHE, _SAVED = _INDEX["cache"], _INDEX["saved_usd"]
-_NO_SUMS = (0, 0, 0, 0.0, 0.0, 0, 0.0, 0, 0, 0, 0.0)  # MEASURES, in order
+# A rollup row's sums before any row is added, in MEASURES' order (money and time are floats).
+_NO_SUMS = tuple(0.0 if m.endswith(("_usd", "_sum")) else 0 for m in MEASURES)
 _PROMPT, _COMPLETION = _INDEX["prompt_tokens"], _INDEX["completion_tokens"]
 _ESTIMATED, _KEY_NAME, _TEAM = _INDEX["estimated_cost_usd"], _INDEX["key_name"], _INDEX["team"]
 _DIMS_OF = operator.itemgetter(*(_INDEX[dim] for dim in DIMS))

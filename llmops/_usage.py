@@ -223,24 +223,37 @@ def experiment(
     }
 
 
+def _hours_and_head(
+    session: Session,
+    hourly: str,
+    partial: str,
+    name: str,
+    hours: float,
+    head: tuple[float, float],
+) -> list[Any]:
+    """An experiment's rows of an hourly table from `hours`, and of its first partial hour
+    (`head`, where it has one) read by `partial` from finer records."""
+    found = session.execute(hourly, (name, hours))
+    if head[0] < head[1]:
+        found += session.execute(partial, (name, *head))
+    return found
+
+
 def _latency(
     session: Session, name: str, hours: float, head: tuple[float, float]
 ) -> dict[str, list[tuple[float, int]]]:
     """Per arm, (bin value, count) in increasing order: whole hours from the histograms,
     the first partial hour binned from its rows."""
     counts: dict[tuple[str, int], int] = {}
-    found = session.execute(
+    found = _hours_and_head(
+        session,
         "SELECT arm, bin, SUM(n) FROM latency_hourly WHERE experiment = ? AND bucket >= ? "
         "AND arm <> 'shadow' GROUP BY arm, bin",
-        (name, hours),
-    )
-    if head[0] < head[1]:
-        found += session.execute(
-            f"SELECT COALESCE(arm, ''), {BINNED} AS k, COUNT(*) FROM requests WHERE "
-            "experiment = ? AND ts >= ? AND ts < ? AND latency_ms IS NOT NULL AND "
-            "COALESCE(arm, '') <> 'shadow' GROUP BY COALESCE(arm, ''), k",
-            (name, *head),
-        )
+        f"SELECT COALESCE(arm, ''), {BINNED} AS k, COUNT(*) FROM requests WHERE "
+        "experiment = ? AND ts >= ? AND ts < ? AND latency_ms IS NOT NULL AND "
+        "COALESCE(arm, '') <> 'shadow' GROUP BY COALESCE(arm, ''), k",
+        name, hours, head,
+    )  # fmt: skip
     for arm, index, count in found:
         counts[(arm, int(index))] = counts.get((arm, int(index)), 0) + int(count)
     latency: dict[str, list[tuple[float, int]]] = {}
@@ -254,18 +267,15 @@ def _feedback(
 ) -> dict[str, dict[str, Any]]:
     """Per arm, the moments of its scored requests' mean scores: whole hours from the hourly
     sums, the first partial hour from the scored requests themselves."""
-    found = session.execute(
+    found = _hours_and_head(
+        session,
         "SELECT arm, SUM(requests), SUM(mean_sum), SUM(mean_squares) FROM feedback_hourly "
         "WHERE experiment = ? AND bucket >= ? AND arm <> 'shadow' GROUP BY arm",
-        (name, hours),
-    )
-    if head[0] < head[1]:
-        found += session.execute(
-            "SELECT arm, COUNT(*), SUM(total / n), SUM((total / n) * (total / n)) FROM "
-            "feedback_requests WHERE experiment = ? AND request_ts >= ? AND request_ts < ? "
-            "AND arm <> 'shadow' GROUP BY arm",
-            (name, *head),
-        )
+        "SELECT arm, COUNT(*), SUM(total / n), SUM((total / n) * (total / n)) FROM "
+        "feedback_requests WHERE experiment = ? AND request_ts >= ? AND request_ts < ? "
+        "AND arm <> 'shadow' GROUP BY arm",
+        name, hours, head,
+    )  # fmt: skip
     sums: dict[str, list[float]] = {}
     for arm, n, total, squares in found:
         entry = sums.setdefault(arm, [0, 0.0, 0.0])

@@ -169,31 +169,17 @@ class ResponseCache:
             record.cache = "bypass"
             return None
         backend = routed.decision.chosen
-        key = digest(
-            (
-                record.endpoint,
-                routed.prepared.endpoint,
-                backend,
-                self.versions.get(backend, ""),
-                _scope(settings, record),
-                normalised(native if native is not None else body),
-            )
-        )
+        # What key and partition share: the API, the backend and its version, whose entries.
+        common = (record.endpoint, routed.prepared.endpoint, backend,
+                  self.versions.get(backend, ""), _scope(settings, record))  # fmt: skip
+        normal = normalised(native if native is not None else body)
+        key = digest((*common, normal))
         plan = Plan(settings, key, backend, routed.decision.route, native is not None,
                     directive != "no-cache")  # fmt: skip
         if settings.mode is Mode.SEMANTIC and self._embed is not None and native is None:
-            plan.turn = last_turn(normalised(body))
+            plan.turn = last_turn(normal)  # `normal` is the chat body's here
             if plan.turn is not None:
-                plan.partition = digest(
-                    (
-                        record.endpoint,
-                        routed.prepared.endpoint,
-                        backend,
-                        self.versions.get(backend, ""),
-                        _scope(settings, record),
-                        plan.turn.context,
-                    )
-                )
+                plan.partition = digest((*common, plan.turn.context))
         record.cache = "miss"
         return plan
 
