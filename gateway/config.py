@@ -22,9 +22,12 @@ from deployments import (
     adapter_backend,
 )
 from gateway.core.templates import PromptTemplate, resolve
+from guardrails import GuardrailsConfig
 from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig, ResponsesConfig
 from router import RoutingConfig
 from storage import DatabaseConfig
+
+BACKEND_KINDS = {"vllm", "openai", "anthropic", "fake"}  # the `kind:` discriminator's values
 
 # Relative paths in a config (ledger, request log, model folders) resolve against this.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +106,11 @@ class GatewayConfig(RoutingConfig):
         description="Response caching per route: exact, or semantic with a verifier "
         "(docs/caching.md); unset: no cache.",
     )
+    guardrails: GuardrailsConfig = Field(
+        default_factory=GuardrailsConfig,
+        description="Personal data and secrets masked and restored, content rules, a judge: "
+        "policies attached per route, backend (kind), key or team (docs/guardrails.md).",
+    )
     quality_file: str | None = Field(
         default=None,
         description="Measured quality per backend and task (JSON, written by `python -m "
@@ -151,6 +159,8 @@ class GatewayConfig(RoutingConfig):
         ]
         problems += self._experiment_problems()
         problems += self._cache_problems()
+        kinds = {name: backend.kind for name, backend in self.backends.items()}
+        problems += self.guardrails.reference_problems(set(self.routes), kinds, BACKEND_KINDS)
         if self.database.url_env and self.ledger.scope == "cluster":
             problems.append(
                 "ledger.scope: `cluster` keeps one SQLite ledger on the owner's node; with "

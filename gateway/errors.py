@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from access import AccessError
 from deployments import BackendError
+from guardrails import Refusal
 from router import BudgetInfeasible, ModelNotFound, NoBackendAvailable
 
 if TYPE_CHECKING:
@@ -191,6 +192,9 @@ def from_exception(exc: Exception) -> OpenAIError:
             code="latency_budget_infeasible",
             headers={"retry-after": "1"},
         )
+    if isinstance(exc, Refusal):
+        kind = "invalid_request_error" if exc.status < 500 else "service_unavailable"
+        return OpenAIError(exc.message, status=exc.status, type=kind, code=exc.code)
     if isinstance(exc, BackendError):
         headers = {}
         if exc.retry_after_s is not None or exc.status in (429, 503):

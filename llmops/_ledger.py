@@ -47,6 +47,7 @@ _INDEX = {column: index for index, column in enumerate(COLUMNS)}
 _ID, _TS, _KEY = _INDEX["request_id"], _INDEX["ts"], _INDEX["key_id"]
 _LATENCY_AT, _STATUS, _COST = _INDEX["latency_ms"], _INDEX["status"], _INDEX["cost_usd"]
 _CACHE, _SAVED = _INDEX["cache"], _INDEX["saved_usd"]
+_GUARDRAIL = _INDEX["guardrail"]
 # A rollup row's sums before any row is added, in MEASURES' order (money and time are floats).
 _NO_SUMS = tuple(0.0 if m.endswith(("_usd", "_sum")) else 0 for m in MEASURES)
 _PROMPT, _COMPLETION = _INDEX["prompt_tokens"], _INDEX["completion_tokens"]
@@ -336,6 +337,8 @@ def _roll_up(
             sums[10] += row[_SAVED] or 0.0
         elif cached == "miss":
             sums[9] += 1
+        if row[_GUARDRAIL] not in (None, "passed"):
+            sums[11] += 1
         if took is not None:
             sums[6] += took
             sums[7] += 1

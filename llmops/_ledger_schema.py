@@ -34,7 +34,9 @@ _MEASURES_V2 = (
 )
 # Migration 3: the response cache's hits and misses, and what the hits saved.
 _CACHE_MEASURES = ("cache_hits", "cache_misses", "saved_usd")
-MEASURES = _MEASURES_V2 + _CACHE_MEASURES
+# Migration 4: requests the guardrails changed or refused.
+_GUARDRAIL_MEASURES = ("guardrail_interventions",)
+MEASURES = _MEASURES_V2 + _CACHE_MEASURES + _GUARDRAIL_MEASURES
 HOUR = 3600
 MINUTE = 60
 # Minute rollups: the first partial hour of a window comes from them (and only its first
@@ -208,10 +210,20 @@ def _cache_measures(session: Session) -> None:
             session.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind} DEFAULT 0")
 
 
+def _guardrail_measures(session: Session) -> None:
+    """Guardrail interventions per rollup row (0 before guardrails existed)."""
+    for table in USAGE_TABLES:
+        session.execute(
+            f"ALTER TABLE {table} ADD COLUMN guardrail_interventions "
+            f"{session.dialect.bigint} DEFAULT 0"
+        )
+
+
 MIGRATIONS = (
     Migration(1, "requests and feedback", _base),
     Migration(2, "hourly rollups, latency histograms, key names; feedback by experiment", _rollups),
     Migration(3, "response cache hits, misses and savings in the rollups", _cache_measures),
+    Migration(4, "guardrail interventions in the rollups", _guardrail_measures),
 )
 
 

@@ -37,6 +37,21 @@ def _cache_counters(metrics: Any) -> tuple[Any, Any]:
     return requests, saved
 
 
+def _guardrail_counters(metrics: Any) -> tuple[Any, Any]:
+    actions = metrics.Counter(
+        "gateway_guardrail_interventions",
+        "Requests the guardrails changed or refused, by action: masked, anonymized, blocked, "
+        "denied, flagged, unchecked, unavailable.",
+        _tags("route", "action"),
+    )
+    entities = metrics.Counter(
+        "gateway_guardrail_entities",
+        "Personal data and secrets found, by entity type (counts, never values).",
+        _tags("route", "entity"),
+    )
+    return actions, entities
+
+
 class GatewayMetrics:
     """A sink: every metric is derived from a finished request's record or a circuit's state."""
 
@@ -94,6 +109,7 @@ class GatewayMetrics:
             "gateway_circuit_state", "0 closed, 1 half-open, 2 open.", _tags("backend")
         )
         self.cache, self.saved = _cache_counters(metrics)
+        self.guardrails, self.entities = _guardrail_counters(metrics)
         self._writer: BatchWriter[RequestRecord] = BatchWriter("metrics", self._observe, BATCH_S)
 
     def write(self, record: RequestRecord) -> None:
@@ -104,6 +120,12 @@ class GatewayMetrics:
 
     def close(self) -> None:
         self._writer.close()
+
+    def _guarded(self, route: str, action: str, entities: str | None) -> None:
+        self.guardrails.inc(tags={"route": route, "action": action})
+        for pair in entities.split(",") if entities else ():
+            entity, _, count = pair.partition(":")
+            self.entities.inc(int(count), tags={"route": route, "entity": entity})
 
     def _observe(self, records: list[RequestRecord]) -> None:
         for record in records:
@@ -125,6 +147,8 @@ class GatewayMetrics:
                 self.fallbacks.inc(tags={"route": route})
         if record.cache is not None:
             self.cache.inc(tags={"route": route, "result": record.cache})
+        if record.guardrail is not None and record.guardrail != "passed":
+            self._guarded(route, record.guardrail, record.guardrail_entities)
         if record.backend is None:
             return
         if record.cache == "hit":  # no backend was called: its tokens and latency are not

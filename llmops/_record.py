@@ -56,6 +56,12 @@ class RequestRecord:
     # The gateway's response cache: "hit", "miss" or "bypass" (None: not a cached route).
     cache: str | None = None
     saved_usd: float | None = None  # a hit: what the answer cost when it was made, priced now
+    # Guardrails: what they did ("passed", "masked", "anonymized", "blocked", "denied",
+    # "flagged", "unchecked", "unavailable"), the entity types masked or found with their
+    # counts ("EMAIL_ADDRESS:2,PERSON:1"; never a value), and a judge's verdict.
+    guardrail: str | None = None
+    guardrail_entities: str | None = None
+    guardrail_verdict: str | None = None
     # Calls abandoned without usage (timed out, the client left): the upstream still bills
     # them; their estimates are added to `cost_usd` when the books close.
     abandoned_usd: float = field(default=0.0, metadata=_NOT_IN_LEDGER)

@@ -34,17 +34,15 @@ _ERROR = "CASE WHEN status >= 400 THEN 1 ELSE 0 END"
 # What each table contributes to a sum, by measure.
 _ROLLED = (
     "requests, prompt_tokens, completion_tokens, cost_usd, estimated_cost_usd, errors, "
-    "cache_hits, cache_misses, saved_usd"
+    "cache_hits, cache_misses, saved_usd, guardrail_interventions"
 )
 _RAW = (
     "1, COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0), COALESCE(cost_usd, 0), "
     f"COALESCE(estimated_cost_usd, 0), {_ERROR}, CASE WHEN cache = 'hit' THEN 1 ELSE 0 END, "
-    "CASE WHEN cache = 'miss' THEN 1 ELSE 0 END, COALESCE(saved_usd, 0)"
+    "CASE WHEN cache = 'miss' THEN 1 ELSE 0 END, COALESCE(saved_usd, 0), "
+    "CASE WHEN guardrail IS NULL OR guardrail = 'passed' THEN 0 ELSE 1 END"
 )
-_SUMS = (
-    "SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd), "
-    "SUM(estimated_cost_usd), SUM(errors), SUM(cache_hits), SUM(cache_misses), SUM(saved_usd)"
-)
+_SUMS = ", ".join(f"SUM({measure})" for measure in _ROLLED.split(", "))
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def _rolled(
 
 
 def _sums(values: Sequence[Any]) -> dict[str, Any]:
-    requests, prompt, completion, cost, estimated, errors, hits, misses, saved = values
+    requests, prompt, completion, cost, estimated, errors, hits, misses, saved, guarded = values
     return {
         "requests": int(requests or 0),
         "prompt_tokens": int(prompt or 0),
@@ -108,6 +106,7 @@ def _sums(values: Sequence[Any]) -> dict[str, Any]:
         "cache_hits": int(hits or 0),
         "cache_misses": int(misses or 0),
         "saved_usd": round(float(saved or 0.0), 10),
+        "guardrail_interventions": int(guarded or 0),  # requests masked or refused
     }
 
 

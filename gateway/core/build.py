@@ -14,6 +14,7 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.core.attempts import Feedback, Observer
 from gateway.core.caching import Embed, ResponseCache
 from gateway.core.capacity import Capacity
+from gateway.core.guarding import GuardStep
 from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate
 from gateway.core.pipeline import Gateway
@@ -21,6 +22,7 @@ from gateway.core.resilience import Resilience
 from gateway.core.routing import Routing
 from gateway.core.stores import open_store
 from gateway.core.warmup import to_warm
+from guardrails import Guard
 from llmops import (
     Accounting,
     GatewayMetrics,
@@ -175,6 +177,25 @@ def _response_cache(
     return ResponseCache(config.cache, versions, embed, entries)
 
 
+def _guard_step(
+    config: GatewayConfig, backends: Mapping[str, Backend], routing: Routing
+) -> GuardStep | None:
+    """The `guardrails:` section's step (None: no policies). Example-phrase rules embed with
+    the local MiniLM, as the semantic cache does; a judge backend is asked directly."""
+    section = config.guardrails
+    if not section.enabled:
+        return None
+    semantic = any(rule.examples for p in section.policies.values() for rule in (*p.deny, *p.allow))
+
+    async def ask(name: str, body: dict[str, Any]) -> str:
+        result = await backends[name].complete("chat/completions", body)
+        return str(result["choices"][0]["message"].get("content") or "")
+
+    kinds = {name: backend.kind for name, backend in config.backends.items()}
+    embed = _local_embed(routing) if semantic else None
+    return GuardStep(Guard(section, kinds, embed=embed, ask=ask))
+
+
 def _price(pricing: Pricing) -> Price:
     return Price(
         pricing.input_per_mtok,
@@ -245,5 +266,6 @@ def build_gateway(
         speaks={name: b.native_apis for name, b in config.backends.items() if b.native_apis},
         database=database,
         cache=_response_cache(config, backends, routing, database),
+        guard=_guard_step(config, backends, routing),
     )
     return gateway, ledger

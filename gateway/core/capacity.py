@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from deployments import Backend, BackendConfig
-from router import Availability
+from router import Availability, Decision
 
 logger = logging.getLogger("ray.serve")
 LEARNING_RATE = 0.5  # weight of the newest observed start against what was learned before
@@ -72,6 +72,12 @@ class Capacity:
         for name, ms in cold.items():
             merged[name] = replace(merged.get(name, Availability()), cold_start_ms=ms)
         return merged
+
+    def wake_for(self, decision: Decision) -> None:
+        """A cold backend that is chosen, or passed over for now, is asked to start."""
+        for name in (decision.chosen, (decision.spillover or ("",))[0]):
+            if name in self.running:
+                self.wake(name)
 
     def wake(self, name: str) -> None:
         """Ask for a replica of a cold backend (once until it runs)."""

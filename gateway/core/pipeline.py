@@ -23,6 +23,7 @@ from gateway.core.attempts import Feedback
 from gateway.core.caching import HEADER, ResponseCache
 from gateway.core.capacity import Capacity
 from gateway.core.front import Native
+from gateway.core.guarding import GuardStep
 from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate, authorization
 from gateway.core.protocol import parse_body
@@ -34,6 +35,7 @@ from gateway.core.shadow import Shadows
 from gateway.core.status import BackendView, placement
 from gateway.core.warmup import warm_up
 from gateway.errors import OpenAIError, from_exception
+from guardrails import Refusal
 from llmops import RequestRecord, key_id, response_text
 from router import Availability, RouteConfig, RoutingError
 from storage import Database
@@ -63,8 +65,10 @@ class Gateway:
         speaks: Mapping[str, frozenset[Endpoint]] | None = None,
         database: Database | None = None,
         cache: ResponseCache | None = None,
+        guard: GuardStep | None = None,
     ) -> None:
         self.backends = dict(backends)
+        self.guard = guard  # None: no guardrails configured
         self.cache = cache  # None: no route caches answers
         # The stores' shared database (`database:`); None: each store its SQLite file. The
         # gateway holds one reference and closes it with itself.
@@ -118,15 +122,6 @@ class Gateway:
             self.keys.client.check_model(caller, routed.prepared.target)
         return routed
 
-    def _ask_for_capacity(self, routed: Routed) -> None:
-        """A cold backend that is chosen, or passed over for now, is asked to start."""
-        if self.capacity is None:
-            return
-        decision = routed.decision
-        for name in (decision.chosen, (decision.spillover or ("",))[0]):
-            if name in self.capacity.running:
-                self.capacity.wake(name)
-
     async def explain(self, raw_body: bytes, headers: Mapping[str, str], request_id: str) -> Reply:
         """The routing decision for a chat completion body, without calling any backend."""
         try:
@@ -175,7 +170,7 @@ class Gateway:
         record = RequestRecord(request_id=request_id, endpoint=api or endpoint, stream=False)
         reply_headers: dict[str, str] = {}
         try:
-            cap = None
+            cap, caller, restore = None, None, _as_is
             if self.keys is None:
                 record.key_id = key_id(authorization(headers))
             else:
@@ -183,18 +178,21 @@ class Gateway:
                 self.keys.describe(record, caller)
                 cap = self.keys.output_cap(caller)
             routed = await self.route(endpoint, raw_body, headers, request_id, cap)
-            self._ask_for_capacity(routed)
-            if self.keys is not None:
+            if self.capacity is not None:
+                self.capacity.wake_for(routed.decision)
+            if self.guard is not None:  # before anything reads, keeps or sends the body
+                routed, native, restore = await self.guard.apply(routed, native, caller, record)
+            if self.keys is not None and caller is not None:
                 reply_headers.update(await self.keys.admit(caller, routed, record))
             reply_headers.update(routed.headers())
             routed.start_record(record, self.log_bodies)
             keep, hit = await self._from_cache(routed, record, reply_headers, native)
             if hit is not None:
-                return hit
-            await self.shadows.start(routed, record, caller if self.keys is not None else None)
+                return restore(hit)
+            await self.shadows.start(routed, record, caller)
             if record.stream:
-                return keep(await self._stream(routed, reply_headers, record, native))
-            return keep(await self._complete(routed, reply_headers, record, native))
+                return restore(keep(await self._stream(routed, reply_headers, record, native)))
+            return restore(keep(await self._complete(routed, reply_headers, record, native)))
         except asyncio.CancelledError:  # the client left before an answer
             record.fail(499, "client_disconnected")
             self.feedback.request_finished(record)
@@ -202,7 +200,7 @@ class Gateway:
         except Exception as exc:
             error = from_exception(exc)
             if error.status >= 500 and not isinstance(
-                exc, BackendError | OpenAIError | RoutingError
+                exc, BackendError | OpenAIError | RoutingError | Refusal
             ):
                 logger.exception("request %s failed", request_id)
             record.fail(error.status, error.code)
@@ -358,6 +356,8 @@ class Gateway:
         jobs: dict[str, Any] = {"router": asyncio.to_thread(self.routing.warm)}
         if self.cache is not None:
             jobs["cache"] = self.cache.warm()  # its embedder, for semantic mode
+        if self.guard is not None:
+            jobs["guardrails"] = self.guard.warm()  # the personal-data detector
         for name, settings in self.warmups.items():
             jobs[name] = warm_up(name, self.backends[name], settings)
         for name, job in jobs.items():
@@ -394,5 +394,7 @@ class Gateway:
         await asyncio.to_thread(self.routing.close)
         if self.cache is not None:
             await self.cache.aclose()  # its writes, then its reference to the database
+        if self.guard is not None:
+            await self.guard.aclose()
         if self.database is not None:
             await asyncio.to_thread(self.database.close)  # the last store closed: its pool

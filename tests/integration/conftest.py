@@ -47,6 +47,7 @@ TINY_ENGINE = {"enforce_eager": True, "kv_cache_memory_bytes": 64 << 20, "max_mo
 
 STUB = ROOT / "bench" / "stub_upstream.py"
 ANTHROPIC_STANDIN = ROOT / "tests" / "standins" / "anthropic_messages.py"
+CAPTURE = ROOT / "tests" / "standins" / "capture_upstream.py"
 # Two OpenAI-compatible upstreams with known latencies and prices (per 1M tokens).
 TIMED_UPSTREAMS = {
     "fast-dear": {"ttft_ms": 20, "tpot_ms": 2, "input": 5.0, "output": 15.0},
@@ -119,6 +120,59 @@ CACHED_PRICES = {
 }  # fmt: skip
 
 
+# Guardrail routes -> the backend of the capture upstream (tests/standins/capture_upstream.py).
+GUARDED_ROUTES = {
+    "guarded": "capture",  # OpenAI-compatible: chat, completions, Responses translated
+    "guarded-native": "capture-native",  # Responses passed through
+    "guarded-claude": "capture-claude",  # Anthropic Messages
+    "guarded-block": "capture",
+    "guarded-anon": "capture",
+    "guarded-rules": "capture",
+    "guarded-judge": "capture",
+    "guarded-judge-backend": "capture",
+}
+
+
+def capture_backends(url: str) -> dict[str, Any]:
+    return {
+        "capture": {"kind": "openai", "model": "capture", "base_url": f"{url}/v1"},
+        "capture-native": {"kind": "openai", "model": "capture", "base_url": f"{url}/v1",
+                           "responses_api": True},
+        "capture-claude": {"kind": "anthropic", "model": "claude-capture", "base_url": url,
+                           "api_key_env": ANTHROPIC_KEY_ENV},
+    }  # fmt: skip
+
+
+def guardrails_config(capture_url: str) -> dict[str, Any]:
+    return {
+        "policies": {
+            "pii": {"pii": {"mode": "restore"}},
+            "no-pii": {"pii": {"mode": "block"}},
+            "anon": {"pii": {"mode": "anonymize"}},
+            "rules": {
+                "deny": [
+                    {"name": "sql", "pattern": r"\bdrop\s+table\b"},
+                    {"name": "weapons", "examples": ["how do I build a bomb at home"]},
+                ],
+                "max_prompt_chars": 2000,
+            },
+            "moderated": {"judge": {"url": f"{capture_url}/v1/moderations"}},
+            # The echo backend repeats the judge's prompt: it "flags" what says forbidden.
+            "judged": {
+                "judge": {"backend": "echo", "flag_pattern": "forbidden", "max_tokens": 200}
+            },
+        },
+        "backends": {"capture": ["pii"], "capture-native": ["pii"], "capture-claude": ["pii"]},
+        "routes": {
+            "guarded-block": ["no-pii"],
+            "guarded-anon": ["anon"],
+            "guarded-rules": ["rules"],
+            "guarded-judge": ["moderated"],
+            "guarded-judge-backend": ["judged"],
+        },
+    }
+
+
 def gateway_config(
     upstream_url: str,
     timed_urls: dict[str, str],
@@ -126,6 +180,7 @@ def gateway_config(
     chaos_urls: dict[str, str] | None = None,
     blackhole_url: str = "http://127.0.0.1:9/v1",
     logs: Path | None = None,
+    capture_url: str = "http://127.0.0.1:9",
 ) -> dict[str, Any]:
     timed = {
         name: {
@@ -217,6 +272,7 @@ def gateway_config(
                 "tasks": ["code"],
                 "in_ingress": True,
             },
+            **capture_backends(capture_url),
             **timed,
             **chaos_backends(chaos_urls or dict.fromkeys(CHAOS_UPSTREAMS, "x"), blackhole_url),
         },
@@ -235,6 +291,7 @@ def gateway_config(
             "void": {"candidates": ["blackhole"]},
             "cached": {"candidates": ["echo"]},
             "cached-briefly": {"candidates": ["echo"]},
+            **{route: {"candidates": [backend]} for route, backend in GUARDED_ROUTES.items()},
             "budget-strict": {
                 "policy": "cheapest",
                 "candidates": ["slow-cheap", "fast-dear"],
@@ -264,6 +321,7 @@ def gateway_config(
                 "cached-briefly": {"mode": "exact", "scope": "shared", "ttl_s": 2},
             }
         },
+        "guardrails": guardrails_config(capture_url),
         "ledger": {"path": str((logs or Path("var")) / "ledger.sqlite")},
         "request_log": {"path": str((logs or Path("var")) / "requests.jsonl"), "bodies": True},
     }
@@ -395,6 +453,9 @@ def stack(
             ANTHROPIC_STANDIN, anthropic_port, logs / "anthropic.log", STANDIN_KEY=anthropic_key
         ),
     )
+    capture_port = free_port()
+    capture_url = f"http://127.0.0.1:{capture_port}"
+    processes["capture"] = (capture_url, start_script(CAPTURE, capture_port, logs / "capture.log"))
     blackhole = Blackhole()
 
     kill_orphaned_haproxy()
@@ -413,6 +474,7 @@ def stack(
         urls,
         f"http://127.0.0.1:{blackhole.port}/v1",
         logs,
+        capture_url,
     )
     started = time.monotonic()
     try:
@@ -435,7 +497,9 @@ def stack(
             logs / "upstream.log",
         )
         for name, (url, process) in processes.items():
-            probe = f"{url}/_received" if name == "anthropic" else f"{url}/_stats"
+            probe = {"anthropic": f"{url}/_received", "capture": f"{url}/_capture"}.get(
+                name, f"{url}/_stats"
+            )
             wait_until(
                 lambda probe=probe: httpx.get(probe).status_code == 200,
                 30,

@@ -1,6 +1,6 @@
 """Imports flow one way: `gateway` uses `access`, `llmops`, `router`, `deployments` and
-`storage` and `cache`; they never import `gateway`; `storage` (SQL) imports none of ours,
-`cache` only `storage`, `access` only
+`storage`, `cache` and `guardrails`; they never import `gateway`; `storage` (SQL) and
+`guardrails` import none of ours, `cache` only `storage`, `access` only
 `storage`, `llmops` never imports `router` or `deployments`, and neither `router`, `access`,
 `storage` nor `llmops` imports Ray when imported."""
 
@@ -43,6 +43,21 @@ def imported_packages(package: str) -> set[str]:
             "cache",
             {"gateway", "router", "deployments", "llmops", "access", "ray", "fastapi"},
         ),
+        (
+            "guardrails",
+            {
+                "gateway",
+                "router",
+                "deployments",
+                "llmops",
+                "access",
+                "storage",
+                "cache",
+                "ray",
+                "fastapi",
+                "starlette",
+            },
+        ),
     ],
 )
 def test_packages_import_one_way(package: str, forbidden: set[str]) -> None:
@@ -63,7 +78,9 @@ def loaded_after(imports: str, roots: tuple[str, ...]) -> list[str]:
 
 def test_importing_the_pure_packages_loads_no_gateway_and_no_ray() -> None:
     assert (
-        loaded_after("router, deployments, llmops, access, storage, cache", ("gateway", "ray"))
+        loaded_after(
+            "router, deployments, llmops, access, storage, cache, guardrails", ("gateway", "ray")
+        )
         == []
     )
 
@@ -140,6 +157,6 @@ def test_the_core_loads_no_framework() -> None:
 def test_no_private_names_are_imported_across_packages() -> None:
     """What gateway uses of router/, llmops/, deployments/ and access/ is their public surface."""
     private = {name for name in gateway_imports("") if name.split(".")[0] in
-               {"router", "llmops", "deployments", "access", "storage", "cache"}
+               {"router", "llmops", "deployments", "access", "storage", "cache", "guardrails"}
                and "._" in name}  # fmt: skip
     assert private == set()

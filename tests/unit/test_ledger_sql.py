@@ -173,7 +173,7 @@ def test_an_older_ledger_file_is_upgraded_in_place(tmp_path: Path) -> None:
     assert ledger.feedback_scores() == {"r3": 1.0}
     with sqlite3.connect(path) as check:
         steps = check.execute("SELECT version FROM schema_migrations WHERE component = 'ledger'")
-        assert [v for (v,) in steps] == [1, 2, 3]
+        assert [v for (v,) in steps] == [1, 2, 3, 4]
     ledger.close()
     Ledger(path).close()  # opening again applies nothing twice
 

@@ -97,9 +97,11 @@ class Console:
             "cost_usd": round(sum(t["cost_usd"] for t in totals or []), 6),
             "errors": sum(t["errors"] for t in totals or []),
             "saved_usd": round(sum(t["saved_usd"] for t in totals or []), 6),
+            "guarded": sum(t["guardrail_interventions"] for t in totals or []),
         }
+        guarded = [t for t in routes or [] if t["guardrail_interventions"]]
         backends = await self.backends()
-        return _pages.overview(backends, self.config.routes, summary, errors or [], cached)
+        return _pages.overview(backends, self.config.routes, summary, errors or [], cached, guarded)
 
     async def usage(self, request: Request) -> str:
         ledger = self.ledger

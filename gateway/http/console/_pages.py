@@ -94,6 +94,7 @@ def overview(
     totals: dict[str, Any],
     errors: list[dict[str, Any]],
     cached: list[dict[str, Any]],
+    guarded: list[dict[str, Any]],
 ) -> str:
     cards = "".join(
         f'<div class=card><span class=figure data-total="{name}">{cell_html(totals[name])}</span>'
@@ -104,6 +105,7 @@ def overview(
             ("cost_usd", "cost USD (24 h)"),
             ("errors", "errors (24 h)"),
             ("saved_usd", "saved by the cache USD (24 h)"),
+            ("guarded", "guardrail interventions (24 h)"),
         )
     )
     backend_rows = [_backend_row(b) for b in backends]
@@ -133,6 +135,7 @@ def overview(
         + "<h2>Routes</h2>"
         + table(["route", "policy", "candidates", "fallbacks"], route_rows, "routes")
         + _cache_section(cached)
+        + _guardrails_section(guarded)
         + "<h2>Recent errors</h2>"
         + (
             table(["time", "status", "code", "route", "backend", "key"], error_rows, "errors")
@@ -158,6 +161,20 @@ def _cache_section(cached: list[dict[str, Any]]) -> str:
         return "<h2>Response cache</h2><p class=muted>No cached route was called in 24 hours.</p>"
     columns = ["route", "hits", "misses", "hit rate", "saved USD"]
     return "<h2>Response cache</h2>" + table(columns, rows, "cache")
+
+
+def _guardrails_section(guarded: list[dict[str, Any]]) -> str:
+    """Per route (24 h): requests masked or refused by guardrails, and their share. Entity
+    types and counts are in each ledger row and `gateway_guardrail_entities`, never values."""
+    rows = [
+        [t["route"], t["guardrail_interventions"], t["requests"],
+         f"{t['guardrail_interventions'] / max(1, t['requests']):.1%}"]
+        for t in guarded
+    ]  # fmt: skip
+    if not rows:
+        return "<h2>Guardrails</h2><p class=muted>No guardrail intervened in 24 hours.</p>"
+    columns = ["route", "interventions", "requests", "share"]
+    return "<h2>Guardrails</h2>" + table(columns, rows, "guardrails")
 
 
 def usage(
@@ -205,7 +222,7 @@ def usage(
 
 
 _TOTALS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "errors", "cache_hits",
-           "saved_usd")  # fmt: skip
+           "saved_usd", "guardrail_interventions")  # fmt: skip
 
 
 def _totals_table(by: str, totals: list[dict[str, Any]]) -> str:
