@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("gateway", "router", "deployments", "llmops", "access", "storage", "cache", "guardrails")
+PACKAGES = (
+    "gateway", "router", "deployments", "llmops", "access", "storage", "cache", "guardrails",
+)  # fmt: skip
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
