@@ -153,11 +153,7 @@ class Guard:
             )
         except Exception:
             logger.exception("the personal-data detector failed")
-            if policy.on_error == OnError.BLOCK:
-                raise Refusal(
-                    503, "guardrail_unavailable", "the personal-data detector failed"
-                ) from None
-            inspection.action = Action.UNCHECKED
+            _failed(policy.on_error, "the personal-data detector failed", inspection)
             return
         counts = vault.counts()
         if not counts:
@@ -178,19 +174,14 @@ class Guard:
     def _masked(
         self, bodies: list[dict[str, Any]], entities: frozenset[str], threshold: float, vault: Vault
     ) -> list[dict[str, Any]]:
-        counted: list[dict[str, Any]] = []
-        for index, body in enumerate(bodies):
-            # Each body carries the same values: count them in the first one only.
-            before = dict(vault.found)
+        def mask(text: str, escaped: bool) -> str:
+            return vault.mask(text, self.detector.find(text, entities, threshold))
 
-            def mask(text: str, escaped: bool) -> str:
-                return vault.mask(text, self.detector.find(text, entities, threshold))
-
-            counted.append(map_request(body, mask))
-            if index:
-                vault.found.clear()
-                vault.found.update(before)
-        return counted
+        masked = [map_request(body, mask) for body in bodies[:1]]
+        first = vault.found.copy()  # each body carries the same values: counted once
+        masked += [map_request(body, mask) for body in bodies[1:]]
+        vault.found = first
+        return masked
 
     async def _judge(self, config: JudgeConfig, inspection: Inspection) -> None:
         conversation = "\n".join(texts(inspection.bodies[0]))
@@ -202,11 +193,7 @@ class Guard:
             verdict = await judge(config, conversation, self._ask or _no_ask, self._http)
         except Exception as exc:
             logger.warning("guardrail judge failed: %s", type(exc).__name__)
-            if config.on_error == OnError.BLOCK:
-                raise Refusal(
-                    503, "guardrail_unavailable", "the guardrail judge gave no verdict"
-                ) from None
-            inspection.action = Action.UNCHECKED
+            _failed(config.on_error, "the guardrail judge gave no verdict", inspection)
             return
         inspection.verdict = verdict
         if verdict.flagged:
@@ -223,6 +210,13 @@ class Guard:
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
+
+
+def _failed(on_error: OnError, what: str, inspection: Inspection) -> None:
+    """A detector or judge that failed: refused (fail closed), or passed on as unchecked."""
+    if on_error == OnError.BLOCK:
+        raise Refusal(503, "guardrail_unavailable", what)
+    inspection.action = Action.UNCHECKED
 
 
 async def _no_ask(backend: str, body: dict[str, Any]) -> str:
