@@ -64,6 +64,13 @@ class Keyed:
         wait_until(self._ready, 180, "the keyed gateway")
 
     def _ready(self) -> bool:
+        """Every replica is up, not only the first: the tests rely on both ingress replicas
+        answering (one still starting would take none of the traffic)."""
+        from ray import serve
+
+        application = serve.status().applications.get("keyed")
+        if application is None or application.status != "RUNNING":
+            return False
         response = self.admin.get("/v1/gateway/keys")
         return response.status_code == 200
 
