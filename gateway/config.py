@@ -24,6 +24,7 @@ from deployments import (
 from gateway.core.templates import PromptTemplate, resolve
 from guardrails import GuardrailsConfig
 from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig, ResponsesConfig
+from retrieval import RetrievalConfig
 from router import RoutingConfig
 from storage import DatabaseConfig
 
@@ -111,6 +112,11 @@ class GatewayConfig(RoutingConfig):
         description="Personal data and secrets masked and restored, content rules, a judge: "
         "policies attached per route, backend (kind), key or team (docs/guardrails.md).",
     )
+    retrieval: RetrievalConfig = Field(
+        default_factory=RetrievalConfig,
+        description="Files and vector stores (`/v1/files`, `/v1/vector_stores`), searched by "
+        "the Responses API's `file_search` tool and routes' `retrieval:` (docs/retrieval.md).",
+    )
     quality_file: str | None = Field(
         default=None,
         description="Measured quality per backend and task (JSON, written by `python -m "
@@ -159,6 +165,7 @@ class GatewayConfig(RoutingConfig):
         ]
         problems += self._experiment_problems()
         problems += self._cache_problems()
+        problems += self._retrieval_problems()
         kinds = {name: backend.kind for name, backend in self.backends.items()}
         problems += self.guardrails.reference_problems(set(self.routes), kinds, BACKEND_KINDS)
         if self.database.url_env and self.ledger.scope == "cluster":
@@ -170,6 +177,24 @@ class GatewayConfig(RoutingConfig):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _retrieval_problems(self) -> list[str]:
+        """Routes that retrieve need the embedding model, and it must embed."""
+        users = [f"routes.{n}.retrieval" for n, r in self.routes.items() if r.retrieval]
+        model = self.retrieval.embedding_model
+        if not users or self.embeds(model):
+            return []
+        return [
+            f"{users[0]}: retrieval.embedding_model {model!r} is no route or backend serving "
+            "the embeddings endpoint"
+        ]
+
+    def embeds(self, model: str) -> bool:
+        """Whether `model` (a route or a backend) serves `/v1/embeddings`."""
+        if model in self.routes:
+            return all(self.embeds(name) for name in self.routes[model].candidates)
+        backend = self.backends.get(model)
+        return backend is not None and "embeddings" in backend.endpoints
 
     def _cache_problems(self) -> list[str]:
         problems = [

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from access import AccessError
 from deployments import BackendError
 from guardrails import Refusal
+from retrieval import RetrievalError
 from router import BudgetInfeasible, ModelNotFound, NoBackendAvailable
 
 if TYPE_CHECKING:
@@ -195,6 +196,11 @@ def from_exception(exc: Exception) -> OpenAIError:
     if isinstance(exc, Refusal):
         kind = "invalid_request_error" if exc.status < 500 else "service_unavailable"
         return OpenAIError(exc.message, status=exc.status, type=kind, code=exc.code)
+    if isinstance(exc, RetrievalError):
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        return OpenAIError(
+            exc.message, status=exc.status, type=kind, code=exc.code, param=exc.param
+        )
     if isinstance(exc, BackendError):
         headers = {}
         if exc.retry_after_s is not None or exc.status in (429, 503):

@@ -62,6 +62,8 @@ class RequestRecord:
     guardrail: str | None = None
     guardrail_entities: str | None = None
     guardrail_verdict: str | None = None
+    # Passages added from vector stores (a route's `retrieval:` or the `file_search` tool).
+    retrieved: int | None = None
     # Calls abandoned without usage (timed out, the client left): the upstream still bills
     # them; their estimates are added to `cost_usd` when the books close.
     abandoned_usd: float = field(default=0.0, metadata=_NOT_IN_LEDGER)

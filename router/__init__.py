@@ -1,6 +1,12 @@
 """Pure routing logic: which backend serves a request, and why. No Ray, no HTTP."""
 
-from router._config import BalanceWeights, RouteConfig, RoutingConfig, TaskConfig
+from router._config import (
+    BalanceWeights,
+    RouteConfig,
+    RouteRetrieval,
+    RoutingConfig,
+    TaskConfig,
+)
 from router._decision import (
     Availability,
     BudgetInfeasible,
@@ -73,6 +79,7 @@ __all__ = [
     "RequestSummary",
     "RetrySettings",
     "RouteConfig",
+    "RouteRetrieval",
     "Router",
     "RoutingConfig",
     "RoutingError",

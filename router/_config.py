@@ -21,6 +21,19 @@ class BalanceWeights(_Strict):
     quality: float = Field(default=1.0, ge=0, description="Weight of (1 - quality for the task).")
 
 
+class RouteRetrieval(_Strict):
+    """Passages from vector stores added to every request of a route, for clients that
+    cannot send the Responses API's `file_search` tool (chat, completions, Messages)."""
+
+    vector_store_ids: tuple[str, ...] = Field(
+        min_length=1, description="Vector stores searched with the request's last user turn."
+    )
+    max_num_results: int = Field(default=4, ge=1, le=50, description="Passages added at most.")
+    score_threshold: float = Field(
+        default=0.0, ge=0, le=1, description="Passages scoring below it are left out."
+    )
+
+
 class RouteConfig(_Strict):
     """One route: a named set of candidate backends and how to pick among them."""
 
@@ -76,6 +89,11 @@ class RouteConfig(_Strict):
         default=None,
         description="Prompt template (`name` or `name@version`) applied to this route's "
         "requests unless a request names its own (`routing.template`).",
+    )
+    retrieval: RouteRetrieval | None = Field(
+        default=None,
+        description="Search these vector stores with each request's last user turn and add "
+        "the passages to it (a system message) before it goes to the backend.",
     )
 
     @field_validator("policy")

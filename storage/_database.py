@@ -31,6 +31,11 @@ class Dialect(StrEnum):
         """The column type of a count (SQLite's INTEGER is 64-bit already)."""
         return "INTEGER" if self is Dialect.SQLITE else "BIGINT"
 
+    @property
+    def blob(self) -> str:
+        """The column type of bytes."""
+        return "BLOB" if self is Dialect.SQLITE else "BYTEA"
+
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached or answered with an operational error (an outage,

@@ -19,6 +19,7 @@ from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate
 from gateway.core.pipeline import Gateway
 from gateway.core.resilience import Resilience
+from gateway.core.retrieving import Library
 from gateway.core.routing import Routing
 from gateway.core.stores import open_store
 from gateway.core.warmup import to_warm
@@ -205,6 +206,17 @@ def _price(pricing: Pricing) -> Price:
     )
 
 
+def _library(config: GatewayConfig, project_root: Path, database: Database | None) -> Library:
+    """Files and vector stores: in the shared database, or a SQLite file (the ledger's)."""
+
+    def where() -> Database | Path:
+        if database is not None:
+            return database.acquire()
+        return project_root / (config.retrieval.path or config.ledger.path)
+
+    return Library(config.retrieval, where, config.routes)
+
+
 def _shared_database(config: GatewayConfig, project_root: Path) -> Database | None:
     """One pool for this process's stores (ledger, responses, prototypes); None: SQLite."""
     if config.database.url_env is None:
@@ -267,5 +279,8 @@ def build_gateway(
         database=database,
         cache=_response_cache(config, backends, routing, database),
         guard=_guard_step(config, backends, routing),
+        library=_library(config, project_root, database),
     )
+    assert gateway.library is not None
+    gateway.library.connect(gateway.handle)  # ingest and search embed through the pipeline
     return gateway, ledger

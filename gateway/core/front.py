@@ -51,6 +51,10 @@ class PassThrough(Protocol):
         output cap a budgeted caller's reservation was made for)."""
         ...
 
+    def with_context(self, body: dict[str, Any], text: str) -> dict[str, Any]:
+        """`body` with `text` added to its system instructions (retrieved passages)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Native:

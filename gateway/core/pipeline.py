@@ -3,8 +3,7 @@ fallbacks and retries, relay, account. No Ray, no HTTP framework: the Serve ingr
 (`gateway.serve.ingress`) and the HTTP layer (`gateway.http`) only adapt it.
 
 Every collaborator is injected (backends, routing, resilience, health, feedback), the way
-Ray Serve LLM's `LLMServer` takes its engine, so tests build one around `FakeBackend`s.
-"""
+Ray Serve LLM's `LLMServer` takes its engine, so tests build one around `FakeBackend`s."""
 
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ from gateway.core.protocol import parse_body
 from gateway.core.relay import ChatWire, relay
 from gateway.core.replies import Reply, StreamReply
 from gateway.core.resilience import Limits, Resilience, timeout_error
+from gateway.core.retrieving import Library
 from gateway.core.routing import Routed, Routing
 from gateway.core.shadow import Shadows
 from gateway.core.status import BackendView, placement
@@ -66,9 +66,10 @@ class Gateway:
         database: Database | None = None,
         cache: ResponseCache | None = None,
         guard: GuardStep | None = None,
+        library: Library | None = None,
     ) -> None:
         self.backends = dict(backends)
-        self.guard = guard  # None: no guardrails configured
+        self.library, self.guard = library, guard  # vector stores; None: no guardrails
         self.cache = cache  # None: no route caches answers
         # The stores' shared database (`database:`); None: each store its SQLite file. The
         # gateway holds one reference and closes it with itself.
@@ -85,8 +86,7 @@ class Gateway:
         self.log_bodies = log_bodies
         self.shadows = Shadows(self.backends, feedback, keys, log_bodies)
         self.warmups = dict(warmups or {})
-        # What is still warming up: engines by backend name, and "router" (tokenizers and the
-        # task classifier). `GET /health` says `starting` until it is empty.
+        # What still warms up: engines by backend name, and "router" (tokenizers, classifier).
         self.warming: set[str] = set()
         self._warmup_tasks: set[asyncio.Task[object]] = set()
 
@@ -101,8 +101,7 @@ class Gateway:
         output_cap: int | None = None,
     ) -> Routed:
         """Validate, prepare and route a body (JSON bytes, or a dict another API's front
-        made): what serving and explaining share. `output_cap`: the output limit where the
-        request sets none (a budgeted caller's)."""
+        made). `output_cap`: the output limit where the request sets none (a budgeted one's)."""
         body = parse_body(raw_body, endpoint)
         availability = self.resilience.overlay(self.health.availability)
         if self.capacity is not None:
@@ -114,8 +113,8 @@ class Gateway:
     async def metered_route(
         self, raw_body: bytes | dict[str, Any], headers: Mapping[str, str], request_id: str
     ) -> Routed:
-        """Route a chat body for a caller that asks without being served (explain, counting
-        tokens): metered by its key's rate limits, allowed the model it names, or refused."""
+        """Route a chat body for a caller asking without being served (explain, counting
+        tokens): metered by its key's limits, allowed the model it names, or refused."""
         caller = await self.keys.meter(headers) if self.keys is not None else None
         routed = await self.route("chat/completions", raw_body, headers, request_id)
         if self.keys is not None and caller is not None:
@@ -180,6 +179,8 @@ class Gateway:
             routed = await self.route(endpoint, raw_body, headers, request_id, cap)
             if self.capacity is not None:
                 self.capacity.wake_for(routed.decision)
+            if self.library is not None:  # passages first: the guardrails see them too
+                routed, native = await self.library.apply(routed, native, headers, record)
             if self.guard is not None:  # before anything reads, keeps or sends the body
                 routed, native, restore = await self.guard.apply(routed, native, caller, record)
             if self.keys is not None and caller is not None:
@@ -199,9 +200,8 @@ class Gateway:
             raise
         except Exception as exc:
             error = from_exception(exc)
-            if error.status >= 500 and not isinstance(
-                exc, BackendError | OpenAIError | RoutingError | Refusal
-            ):
+            known = BackendError | OpenAIError | RoutingError | Refusal
+            if error.status >= 500 and not isinstance(exc, known):
                 logger.exception("request %s failed", request_id)
             record.fail(error.status, error.code)
             self.feedback.request_finished(record)

@@ -21,13 +21,14 @@ from gateway.config import PROJECT_ROOT, GatewayConfig
 from gateway.core.pipeline import Gateway
 from gateway.errors import OpenAIError, from_exception
 from gateway.fronts.responses import ResponsesAPI
-from gateway.http import cache, chat, info, messages, responses, usage
+from gateway.http import cache, chat, files, info, messages, responses, usage, vector_stores
 from gateway.http.admin import add_admin_routes
 from gateway.http.browsers import BrowserGuard, default_allowed_hosts
 from gateway.http.console import add_console_routes
 from gateway.http.context import Http
 from gateway.http.views import ReplicaStates
 from llmops import LedgerReader
+from retrieval import RetrievalError
 
 logger = logging.getLogger("ray.serve")
 
@@ -74,6 +75,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         responses_api.close()
+        if gateway.library is not None:
+            gateway.library.close()
 
     app = FastAPI(
         title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
@@ -89,6 +92,8 @@ def create_app(
     info.add_routes(app, http)
     usage.add_routes(app, http)
     cache.add_routes(app, http)
+    files.add_routes(app, http)
+    vector_stores.add_routes(app, http)
     add_admin_routes(app, http.keys, http.body)
     add_console_routes(app, config, http.keys, ledger, http.backend_list)
     return app
@@ -106,6 +111,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenAIError)
     async def _client_error(_: Request, exc: OpenAIError) -> Response:
         return exc.response()  # a body too large or badly encoded
+
+    @app.exception_handler(RetrievalError)
+    async def _not_stored(_: Request, exc: RetrievalError) -> Response:
+        return from_exception(exc).response()  # a file or store refused, or not found
 
     @app.exception_handler(AccessError)
     async def _refused(_: Request, exc: AccessError) -> Response:

@@ -1,6 +1,6 @@
 """Imports flow one way: `gateway` uses `access`, `llmops`, `router`, `deployments` and
-`storage`, `cache` and `guardrails`; they never import `gateway`; `storage` (SQL) and
-`guardrails` import none of ours, `cache` only `storage`, `access` only
+`storage`, `cache`, `guardrails` and `retrieval`; they never import `gateway`; `storage`
+(SQL) and `guardrails` import none of ours, `cache` and `retrieval` only `storage`, `access` only
 `storage`, `llmops` never imports `router` or `deployments`, and neither `router`, `access`,
 `storage` nor `llmops` imports Ray when imported."""
 
@@ -58,6 +58,22 @@ def imported_packages(package: str) -> set[str]:
                 "starlette",
             },
         ),
+        (
+            "retrieval",
+            {
+                "gateway",
+                "router",
+                "deployments",
+                "llmops",
+                "access",
+                "cache",
+                "guardrails",
+                "ray",
+                "fastapi",
+                "starlette",
+                "httpx",
+            },
+        ),
     ],
 )
 def test_packages_import_one_way(package: str, forbidden: set[str]) -> None:
@@ -79,7 +95,8 @@ def loaded_after(imports: str, roots: tuple[str, ...]) -> list[str]:
 def test_importing_the_pure_packages_loads_no_gateway_and_no_ray() -> None:
     assert (
         loaded_after(
-            "router, deployments, llmops, access, storage, cache, guardrails", ("gateway", "ray")
+            "router, deployments, llmops, access, storage, cache, guardrails, retrieval",
+            ("gateway", "ray"),
         )
         == []
     )
@@ -157,6 +174,6 @@ def test_the_core_loads_no_framework() -> None:
 def test_no_private_names_are_imported_across_packages() -> None:
     """What gateway uses of router/, llmops/, deployments/ and access/ is their public surface."""
     private = {name for name in gateway_imports("") if name.split(".")[0] in
-               {"router", "llmops", "deployments", "access", "storage", "cache", "guardrails"}
-               and "._" in name}  # fmt: skip
+               {"router", "llmops", "deployments", "access", "storage", "cache", "guardrails",
+                "retrieval"} and "._" in name}  # fmt: skip
     assert private == set()

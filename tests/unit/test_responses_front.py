@@ -74,7 +74,7 @@ def test_items_with_images_tool_calls_and_outputs_continue_a_history() -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        {"model": "m", "input": [{"type": "file_search_call", "id": "x"}]},
+        {"model": "m", "input": [{"type": "web_search_call", "id": "x"}]},
         {"model": "m", "input": "x", "tools": [{"type": "web_search"}]},
         {"model": "m", "input": [{"role": "user", "content": [{"type": "input_file"}]}]},
     ],

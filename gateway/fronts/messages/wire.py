@@ -53,5 +53,11 @@ class MessagesPassThrough:
     def with_output_limit(self, body: dict[str, Any], limit: int) -> dict[str, Any]:
         return body  # a Messages body always carries max_tokens (the schema requires it)
 
+    def with_context(self, body: dict[str, Any], text: str) -> dict[str, Any]:
+        system = body.get("system")
+        if isinstance(system, list):  # content blocks: one more text block
+            return {**body, "system": [*system, {"type": "text", "text": text}]}
+        return {**body, "system": f"{system}\n\n{text}" if system else text}
+
 
 MESSAGES = MessagesPassThrough()

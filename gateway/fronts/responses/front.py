@@ -18,7 +18,10 @@ from gateway.config import GatewayConfig
 from gateway.core.front import Native
 from gateway.core.pipeline import Gateway
 from gateway.core.replies import Reply, StreamReply, TranslatedStream
+from gateway.core.retrieving import owner_of
 from gateway.errors import OpenAIError, from_exception, from_validation_error, json_object
+from gateway.fronts.responses import file_search
+from gateway.fronts.responses.file_search import Searched
 from gateway.fronts.responses.stream import ResponsesStream
 from gateway.fronts.responses.translate import input_items, new_id, to_chat_body, to_response
 from gateway.fronts.responses.wire import RESPONSES
@@ -87,27 +90,43 @@ class ResponsesAPI:
         caller = await keys.authenticate(headers)
         return caller.key.id if caller.key is not None else "master"
 
+    async def _prepare(
+        self, raw: bytes, headers: Mapping[str, str]
+    ) -> tuple[dict[str, Any], str | None, list[dict[str, Any]], dict[str, Any], Searched | None]:
+        """The body, its owner, the stored conversation it continues, its chat body, and the
+        file search the gateway ran for it (the passages are in the chat body)."""
+        body = self._parse(raw)
+        library = self.gateway.library
+        search = file_search.parse(body, library.config.tool_max_num_results) if library else None
+        owner = await self._owner(headers)
+        history: list[dict[str, Any]] = []
+        previous = body.get("previous_response_id")
+        if previous:
+            stored = await asyncio.to_thread(self.store().get, previous, owner)
+            if stored is None:
+                raise _not_found(previous, "previous_response_id")
+            history = stored[1]
+        chat = to_chat_body(body, history)
+        searched = None
+        if search is not None and library is not None:
+            keys = self.gateway.keys
+            caller = await keys.authenticate(headers) if keys is not None else None
+            searched, chat = await file_search.run(library, search, owner_of(caller), chat, headers)
+        return body, owner, history, chat, searched
+
     async def create(
         self, raw: bytes, headers: Mapping[str, str], request_id: str
     ) -> Reply | StreamReply:
         try:
-            body = self._parse(raw)
-            owner = await self._owner(headers)
-            history: list[dict[str, Any]] = []
-            previous = body.get("previous_response_id")
-            if previous:
-                stored = await asyncio.to_thread(self.store().get, previous, owner)
-                if stored is None:
-                    raise _not_found(previous, "previous_response_id")
-                history = stored[1]
-            chat = to_chat_body(body, history)
+            body, owner, history, chat, searched = await self._prepare(raw, headers)
         except Exception as exc:
             return Reply.error(from_exception(exc))
         store = body.get("store", self._store_by_default)
         body = {**body, "store": store}
         conversation = history + input_items(body)
         response_id = new_id("resp")
-        # For a backend that speaks Responses: the whole conversation, stateless upstream.
+        # For a backend that speaks Responses: the whole conversation, stateless upstream
+        # (not after a file search: the gateway adds its items to the response).
         native = {k: v for k, v in body.items() if k not in _GATEWAY_FIELDS}
         native.update(input=conversation, store=False)
         reply = await self.gateway.handle(
@@ -116,21 +135,24 @@ class ResponsesAPI:
             headers,
             request_id,
             api="responses",
-            native=Native(RESPONSES, native),
+            native=Native(RESPONSES, native) if searched is None else None,
         )
         own = {"previous_response_id": body.get("previous_response_id"), "store": store}
         if isinstance(reply, StreamReply):
             saver = (lambda r: self._save({**r, **own}, conversation, owner)) if store else None
             if reply.native:
                 return TranslatedStream(reply, _passed_on(reply, saver))
-            events = _events(reply, ResponsesStream(body, response_id), saver)
-            return TranslatedStream(reply, events)
+            stream = _translator(body, response_id, searched)
+            return TranslatedStream(reply, _events(reply, stream, saver))
         if reply.status != 200:
             return reply
         if reply.native:  # the upstream's own Response, with this conversation's state
             response = {**orjson.loads(reply.body), **own}
         else:
             response = to_response(body, response_id, orjson.loads(reply.body))
+        if searched is not None:
+            response["output"].insert(0, searched.item)
+            file_search.annotate(response, searched.passages, searched.question)
         if store:
             await self._save(response, conversation, owner)
         return Reply(200, orjson.dumps(response), reply.headers)
@@ -187,6 +209,14 @@ class ResponsesAPI:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def _translator(
+    body: dict[str, Any], response_id: str, searched: Searched | None
+) -> ResponsesStream:
+    if searched is None:
+        return ResponsesStream(body, response_id)
+    return ResponsesStream(body, response_id, [searched.item], searched.annotate)
 
 
 async def _events(

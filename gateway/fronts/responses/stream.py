@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -19,9 +20,19 @@ class ResponsesStream(ChatStreamTranslator):
     """A chat stream as Responses events (`feed`, then `close`). `response` is the finished
     `Response` once the stream has ended."""
 
-    def __init__(self, body: dict[str, Any], response_id: str) -> None:
+    def __init__(
+        self,
+        body: dict[str, Any],
+        response_id: str,
+        searched: Sequence[dict[str, Any]] = (),
+        annotate: Callable[[str], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """`searched`: `file_search_call` items the gateway ran before the model answered;
+        `annotate`: the citations of the finished text."""
         super().__init__()
         self.response = envelope(body, response_id, str(body.get("model")))
+        self._searched = list(searched)
+        self._annotate = annotate
         self._sequence = 0
         self._started = False
         self._item: dict[str, Any] | None = None  # the output item being streamed
@@ -44,9 +55,20 @@ class ResponsesStream(ChatStreamTranslator):
         if chunk.get("model"):
             self.response["model"] = chunk["model"]
         snapshot = copy.deepcopy(self.response)
-        return self._event("response.created", response=snapshot) + self._event(
-            "response.in_progress", response=snapshot
-        )
+        out = self._event("response.created", response=snapshot)
+        out += self._event("response.in_progress", response=snapshot)
+        return out + b"".join(self._searching(item) for item in self._searched)
+
+    def _searching(self, item: dict[str, Any]) -> bytes:
+        """A file search the gateway ran, as OpenAI streams one."""
+        self.response["output"].append(item)
+        index = len(self.response["output"]) - 1
+        running = {**item, "status": "in_progress", "results": None}
+        out = self._event("response.output_item.added", output_index=index, item=running)
+        for stage in ("in_progress", "searching", "completed"):
+            kind = f"response.file_search_call.{stage}"
+            out += self._event(kind, output_index=index, item_id=item["id"])
+        return out + self._event("response.output_item.done", output_index=index, item=item)
 
     def _open(self, item: dict[str, Any]) -> bytes:
         out = self._close_item()
@@ -73,6 +95,18 @@ class ResponsesStream(ChatStreamTranslator):
         item["status"] = "completed"
         if item["type"] == "message":
             part = item["content"][0]
+            for number, annotation in enumerate(
+                self._annotate(part["text"]) if self._annotate else []
+            ):
+                part["annotations"].append(annotation)
+                out += self._event(
+                    "response.output_text.annotation.added",
+                    output_index=index,
+                    item_id=item["id"],
+                    content_index=0,
+                    annotation_index=number,
+                    annotation=annotation,
+                )
             out += self._event(
                 "response.output_text.done",
                 output_index=index,

@@ -91,7 +91,7 @@ def items_to_messages(items: list[dict[str, Any]], param: str = "input") -> list
             output = item.get("output")
             text = output if isinstance(output, str) else _text(output, f"{where}.output")
             messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
-        elif kind != "reasoning":  # a model's own reasoning: nothing chat can carry
+        elif kind not in ("reasoning", "file_search_call"):  # nothing chat can carry
             raise _unsupported(where, f"Input item type {kind!r}")
     for message in messages:
         message.pop("_calls", None)
@@ -108,6 +108,8 @@ def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
 def _tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     result = []
     for index, tool in enumerate(tools):
+        if tool.get("type") == "file_search":
+            continue  # the gateway runs it (fronts.responses.file_search)
         if tool.get("type") != "function":
             raise _unsupported(f"tools[{index}].type", f"Tool type {tool.get('type')!r}")
         function = {
@@ -122,6 +124,8 @@ def _tool_choice(choice: Any) -> Any:
         return choice
     if isinstance(choice, dict) and choice.get("type") == "function":
         return {"type": "function", "function": {"name": choice.get("name")}}
+    if isinstance(choice, dict) and choice.get("type") == "file_search":
+        return None  # run before the model is asked
     raise _unsupported("tool_choice", "This tool_choice")
 
 
@@ -156,10 +160,12 @@ def to_chat_body(body: dict[str, Any], history: list[dict[str, Any]]) -> dict[st
             chat[chat_name] = body[name]
     if body.get("routing") is not None:  # the gateway's own routing hints, as on chat
         chat["routing"] = body["routing"]
-    if body.get("tools"):
-        chat["tools"] = _tools(body["tools"])
-    if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+    tools = _tools(body.get("tools") or [])
+    if tools:
+        chat["tools"] = tools
+    choice = _tool_choice(body["tool_choice"]) if body.get("tool_choice") is not None else None
+    if choice is not None and (tools or not body.get("tools")):  # not for file_search alone
+        chat["tool_choice"] = choice
     response_format = _response_format(body.get("text") or {})
     if response_format is not None:
         chat["response_format"] = response_format

@@ -70,5 +70,9 @@ class ResponsesPassThrough:
             return body
         return {**body, "max_output_tokens": limit}
 
+    def with_context(self, body: dict[str, Any], text: str) -> dict[str, Any]:
+        instructions = body.get("instructions")
+        return {**body, "instructions": f"{instructions}\n\n{text}" if instructions else text}
+
 
 RESPONSES = ResponsesPassThrough()

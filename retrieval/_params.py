@@ -1,0 +1,69 @@
+"""What requests to the stores carry, checked: ids, metadata, chunking, ranking options."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from retrieval._config import Chunking
+from retrieval._errors import invalid
+
+
+def chunking(spec: Any, default: Chunking, param: str) -> Chunking:
+    if spec is None or (isinstance(spec, dict) and spec.get("type") == "auto"):
+        return default
+    if not isinstance(spec, dict) or spec.get("type") != "static":
+        raise invalid("chunking_strategy is {type: auto} or {type: static, static: {...}}.", param)
+    try:
+        return Chunking.model_validate(spec.get("static") or {})
+    except ValueError as exc:
+        raise invalid(f"chunking_strategy: {exc.errors()[0]['msg']}", param) from None  # type: ignore[attr-defined]
+
+
+def strategy(chunking: Chunking) -> dict[str, Any]:
+    return {"type": "static", "static": chunking.model_dump()}
+
+
+def ids(value: Any, param: str) -> list[str]:
+    if value is None:
+        return []
+    if (
+        not isinstance(value, list)
+        or not all(isinstance(v, str) for v in value)
+        or len(value) > 500
+    ):
+        raise invalid(f"{param} is a list of up to 500 file ids.", param)
+    return list(dict.fromkeys(value))
+
+
+def metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if (
+        not isinstance(value, dict)
+        or len(value) > 16
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
+            for k, v in value.items()
+        )
+    ):
+        raise invalid(
+            "metadata is up to 16 string pairs (keys 64, values 512 characters).", "metadata"
+        )
+    return dict(value)
+
+
+def threshold(options: Any) -> float:
+    if options is None:
+        return 0.0
+    if not isinstance(options, Mapping):
+        raise invalid("ranking_options is an object.", "ranking_options")
+    value = options.get("score_threshold", 0.0)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise invalid(
+            "score_threshold is a number between 0 and 1.", "ranking_options.score_threshold"
+        )
+    ranker = options.get("ranker", "auto")
+    if ranker not in ("auto", "default-2024-11-15", "none"):
+        raise invalid(f"Unknown ranker {ranker!r}.", "ranking_options.ranker")
+    return float(value)
