@@ -10,7 +10,8 @@ from retrieval._errors import RetrievalError
 from retrieval._extract import extract
 from retrieval._filters import Match, compile_filter
 from retrieval._index import Index, unit, words
-from retrieval._service import Embed, Passage, VectorStores
+from retrieval._objects import Passage
+from retrieval._service import Embed, VectorStores
 from retrieval._store import Owner, SqlStore
 
 __all__ = [

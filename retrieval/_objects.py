@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from retrieval._errors import invalid
@@ -11,6 +12,26 @@ from retrieval._errors import invalid
 
 def new_id(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(12)}"
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One search result."""
+
+    file_id: str
+    filename: str
+    score: float
+    text: str
+    attributes: dict[str, Any]
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "file_id": self.file_id,
+            "filename": self.filename,
+            "score": round(self.score, 6),
+            "attributes": self.attributes,
+            "content": [{"type": "text", "text": self.text}],
+        }
 
 
 def file_object(row: dict[str, Any]) -> dict[str, Any]:

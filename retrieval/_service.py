@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from retrieval._extract import extract
 from retrieval._filters import Match, check_attributes, compile_filter
 from retrieval._index import Index, unit
 from retrieval._objects import (
+    Passage,
     batch_object,
     deleted,
     file_object,
@@ -33,26 +33,6 @@ from retrieval._store import Owner, SqlStore
 
 Embed = Callable[[list[str], Any], Awaitable[list[list[float]]]]
 PURPOSES = ("assistants", "user_data")
-
-
-@dataclass(frozen=True)
-class Passage:
-    """One search result."""
-
-    file_id: str
-    filename: str
-    score: float
-    text: str
-    attributes: dict[str, Any]
-
-    def result(self) -> dict[str, Any]:
-        return {
-            "file_id": self.file_id,
-            "filename": self.filename,
-            "score": round(self.score, 6),
-            "attributes": self.attributes,
-            "content": [{"type": "text", "text": self.text}],
-        }
 
 
 class VectorStores:
