@@ -182,6 +182,14 @@ class GatewayConfig(RoutingConfig):
         """Routes that retrieve need the embedding model, and it must embed."""
         users = [f"routes.{n}.retrieval" for n, r in self.routes.items() if r.retrieval]
         model = self.retrieval.embedding_model
+        route = self.routes.get(model)
+        configured = users or "retrieval" in self.model_fields_set
+        if configured and route is not None and (len(route.candidates) > 1 or route.fallbacks):
+            return [
+                f"retrieval.embedding_model: route {model!r} may embed with more than one "
+                "backend; a store's vectors must all come from one model (name a backend, or a "
+                "route with one candidate and no fallbacks)"
+            ]
         if not users or self.embeds(model):
             return []
         return [

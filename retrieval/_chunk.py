@@ -36,3 +36,13 @@ def chunk(pages: list[str], strategy: Chunking) -> list[Chunk]:
 
 def count_tokens(text: str) -> int:
     return sum(1 for _ in _TOKEN.finditer(text))
+
+
+def with_headers(chunks: list[Chunk], filename: str, pages: list[str]) -> list[Chunk]:
+    """Each chunk after the first with its document's header (its file name and first line,
+    usually the title) on a line before it: a passage from the middle of a document still
+    says which document it is from, for the embedding, for BM25 and for the model. Without
+    it, two versions of a policy are told apart only by the chunk holding their title."""
+    first = next((line.strip() for page in pages for line in page.splitlines() if line.strip()), "")
+    header = f"{filename}: {first[:120]}" if first else filename
+    return [c if n == 0 else Chunk(f"{header}\n{c.text}", c.page) for n, c in enumerate(chunks)]

@@ -50,10 +50,13 @@ class RetrievalConfig(_Frozen):
     chunking: Chunking = Field(
         default_factory=Chunking, description="How documents are cut where a request says `auto`."
     )
-    hybrid: bool = Field(
-        default=True,
-        description="Rank by vectors and BM25 together (reciprocal rank fusion); false: vectors "
-        "only. docs/retrieval.md has the measured difference.",
+    text_weight: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="BM25's share of a result's score (the rest: cosine similarity of the "
+        "embeddings); 0: vectors only. A search may set its own "
+        "(`ranking_options.hybrid_search`). docs/retrieval.md has the measured difference.",
     )
     max_file_bytes: int = Field(
         default=32 * MIB, ge=1, description="The largest file `POST /v1/files` takes."

@@ -8,6 +8,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -80,12 +81,15 @@ class Hit:
 
 @dataclass
 class Index:
-    """`file_of[row]` is the row's file; `live` masks rows of files since removed."""
+    """`file_of[row]` is the row's file; `attributes` and `names` are the store's files' (as
+    of the version read); rows of files since removed are masked."""
 
     dimensions: int = 0
     chunk_ids: list[int] = field(default_factory=list)
     file_of: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
     _blocks: list[Vector] = field(default_factory=list)
     _matrix: Vector | None = None
     _postings: dict[str, list[tuple[int, int]]] = field(default_factory=dict)

@@ -67,3 +67,19 @@ def threshold(options: Any) -> float:
     if ranker not in ("auto", "default-2024-11-15", "none"):
         raise invalid(f"Unknown ranker {ranker!r}.", "ranking_options.ranker")
     return float(value)
+
+
+def text_weight(options: Any) -> float | None:
+    """OpenAI's `ranking_options.hybrid_search` weights as BM25's share (None: not set)."""
+    hybrid = options.get("hybrid_search") if isinstance(options, Mapping) else None
+    if hybrid is None:
+        return None
+    param = "ranking_options.hybrid_search"
+    weights = [hybrid.get(k, 0.0) if isinstance(hybrid, Mapping) else None
+               for k in ("embedding_weight", "text_weight")]  # fmt: skip
+    if not all(isinstance(w, int | float) and not isinstance(w, bool) and w >= 0 for w in weights):
+        raise invalid("embedding_weight and text_weight are numbers of at least 0.", param)
+    embedding, text = (float(w) for w in weights)  # type: ignore[arg-type]
+    if embedding + text == 0:
+        raise invalid("embedding_weight and text_weight cannot both be 0.", param)
+    return text / (embedding + text)

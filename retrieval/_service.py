@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from retrieval import _params as params
-from retrieval._chunk import chunk
+from retrieval._chunk import chunk, with_headers
 from retrieval._config import Chunking, RetrievalConfig
 from retrieval._errors import RetrievalError, invalid, not_found
 from retrieval._extract import extract
@@ -269,7 +269,7 @@ class VectorStores:
         try:
             data = await self.file_content(owner, file["id"])
             pages = await self._run(extract, file["filename"], data)
-            chunks = chunk(pages, chunking)
+            chunks = with_headers(chunk(pages, chunking), file["filename"], pages)
             for start in range(0, len(chunks), self.config.embed_batch):
                 batch = chunks[start : start + self.config.embed_batch]
                 vectors = unit(await self.embed([c.text for c in batch], context))
@@ -320,9 +320,16 @@ class VectorStores:
             raise invalid("max_num_results must be an integer between 1 and 50.", "max_num_results")
         match = compile_filter(body["filters"]) if body.get("filters") is not None else None
         threshold = params.threshold(body.get("ranking_options"))
+        weight = params.text_weight(body.get("ranking_options"))
         await self._store_row(owner, store_id)
         found = await self.search(
-            [store_id], " ".join(queries), limit, context, match=match, threshold=threshold
+            [store_id],
+            " ".join(queries),
+            limit,
+            context,
+            match=match,
+            threshold=threshold,
+            text_weight=weight,
         )
         return {
             "object": "vector_store.search_results.page",
@@ -347,34 +354,29 @@ class VectorStores:
         *,
         match: Match | None = None,
         threshold: float = 0.0,
+        text_weight: float | None = None,
     ) -> list[Passage]:
         """The best passages of the stores for `query` (the caller checked they may be read)."""
         vector = np.asarray((await self.embed([query], context))[0], np.float32)
-        weight = 0.3 if self.config.hybrid else 0.0
+        weight = text_weight if text_weight is not None else self.config.text_weight
         passages: list[Passage] = []
         for store_id in dict.fromkeys(store_ids):
             index = await self._index(store_id)
-            attributes = await self._run(self.sql.attributes, store_id)
-            files = {f for f, a in attributes.items() if match is None or match(a)}
-            names = {}
-            if index.chunk_ids and files:
-                hits = index.search(vector, query, limit, files, weight)
-                wanted = list({index.file_of[h.row] for h in hits})
-                names = {
-                    f["id"]: f["filename"]
-                    for f in await self._run(self.sql.files, Owner("", admin=True), wanted)
-                }
-                passages += [
-                    Passage(
-                        index.file_of[h.row],
-                        names.get(index.file_of[h.row], ""),
-                        h.score,
-                        index.texts[h.row],
-                        attributes.get(index.file_of[h.row], {}),
+            files = {f for f, a in index.attributes.items() if match is None or match(a)}
+            if not index.chunk_ids or not files:
+                continue
+            for hit in index.search(vector, query, limit, files, weight):
+                if hit.score >= threshold:
+                    file_id = index.file_of[hit.row]
+                    passages.append(
+                        Passage(
+                            file_id,
+                            index.names.get(file_id, ""),
+                            hit.score,
+                            index.texts[hit.row],
+                            index.attributes[file_id],
+                        )
                     )
-                    for h in hits
-                    if h.score >= threshold
-                ]
         passages.sort(key=lambda p: -p.score)
         return passages[:limit]
 

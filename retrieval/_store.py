@@ -336,13 +336,14 @@ class SqlStore:
                 "ORDER BY id",
                 (store_id, index.last_chunk),
             )
-            live = {
-                r[0]
-                for r in s.execute(
-                    "SELECT file_id FROM rag_store_files WHERE store_id = ?", (store_id,)
-                )
-            }
-        index.remove_files(set(index.file_of) - live)
+            files = s.execute(
+                "SELECT f.file_id, f.attributes, r.filename FROM rag_store_files f LEFT JOIN "
+                "rag_files r ON r.id = f.file_id WHERE f.store_id = ?",
+                (store_id,),
+            )
+        index.attributes = {r[0]: orjson.loads(r[1]) for r in files}
+        index.names = {r[0]: r[2] or "" for r in files}
+        index.remove_files(set(index.file_of) - set(index.attributes))
         if {r[1] for r in rows} & set(index.file_of):
             return False
         if rows:
@@ -351,13 +352,6 @@ class SqlStore:
                 [int(r[0]) for r in rows], [r[1] for r in rows], [r[2] for r in rows], vectors
             )
         return True
-
-    def attributes(self, store_id: str) -> dict[str, dict[str, Any]]:
-        with self.db.transaction(write=False) as s:
-            rows = s.execute(
-                "SELECT file_id, attributes FROM rag_store_files WHERE store_id = ?", (store_id,)
-            )
-        return {r[0]: orjson.loads(r[1]) for r in rows}
 
     def close(self) -> None:
         self.db.close()

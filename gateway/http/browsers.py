@@ -10,7 +10,9 @@ So, before anything else runs (no body read, no key checked):
   another site (`Sec-Fetch-Site: cross-site` or `same-site`, or an `Origin` that is not the
   request's own host) gets 403 `cross_site_request`;
 * a state-changing request with a body must say `application/json` (415), except the
-  console's sign-in forms, which are same-origin only by the rule above;
+  console's sign-in forms, which are same-origin only by the rule above, and a file upload
+  (`POST /v1/files`, multipart) that carries an `Authorization` header: a page cannot add
+  one to a form it posts without a CORS preflight, which the gateway never grants;
 * a `Host` that is not allowed gets 400 `host_not_allowed`: by default, with auth off, only
   loopback names; with keys, any (keys guard it) unless `ingress.allowed_hosts` names some.
 
@@ -30,6 +32,7 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 FOREIGN_SITES = frozenset({b"cross-site", b"same-site"})
 FORM_PATHS = ("/console/login", "/console/logout")  # the console's own forms
 FORM_TYPES = (b"application/x-www-form-urlencoded",)
+UPLOAD_PATH = "/v1/files"  # OpenAI's Files API takes multipart only
 ANTHROPIC_PREFIX = "/v1/messages"
 
 
@@ -108,6 +111,9 @@ class BrowserGuard:
         if media == b"application/json" or media.endswith(b"+json"):
             return None
         if path.endswith(FORM_PATHS) and media in FORM_TYPES:
+            return None
+        upload = path.endswith(UPLOAD_PATH) and media == b"multipart/form-data"
+        if upload and b"authorization" in headers:
             return None
         if not media and not _has_body(headers):
             return None

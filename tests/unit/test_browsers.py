@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from gateway.config import GatewayConfig
 from gateway.core.build import build_gateway
 from gateway.http.app import create_app
-from gateway.http.browsers import host_allowed, host_name
+from gateway.http.browsers import BrowserGuard, host_allowed, host_name
 from tests.helpers import fake_backends
 
 CONFIG: dict[str, Any] = {
@@ -114,3 +114,21 @@ def test_host_names() -> None:
     assert host_allowed("a.b.example", [".b.example"])
     assert not host_allowed("evilb.example", [".b.example"])
     assert host_allowed("anything", ["*"])
+
+
+def test_a_file_upload_is_multipart_only_with_a_bearer_no_form_can_send() -> None:
+    """`POST /v1/files` takes multipart (OpenAI's SDK sends it with `Authorization`); a page's
+    form cannot add that header without a preflight, so without it the upload is refused."""
+    guard = BrowserGuard(None, allowed_hosts=None)
+    media = [(b"content-type", b"multipart/form-data; boundary=x"), (b"content-length", b"9")]
+
+    def scope(path: str, extra: list[tuple[bytes, bytes]]) -> dict[str, object]:
+        return {"type": "http", "method": "POST", "path": path, "headers": media + extra}
+
+    bearer = [(b"authorization", b"Bearer sk-x")]
+    assert guard.refusal(scope("/v1/files", bearer)) is None
+    assert guard.refusal(scope("/rag/v1/files", bearer)) is None
+    assert guard.refusal(scope("/v1/files", []))[0] == 415  # type: ignore[index]
+    assert guard.refusal(scope("/v1/chat/completions", bearer))[0] == 415  # type: ignore[index]
+    foreign = [*bearer, (b"origin", b"https://evil.example"), (b"host", b"127.0.0.1:8000")]
+    assert guard.refusal(scope("/v1/files", foreign))[0] == 403  # type: ignore[index]
