@@ -139,7 +139,7 @@ def main() -> None:
             900,
             "the embedding engine",
         )
-        wait_until(lambda: httpx.get(f"{root}/health").json().get("status") == "ok", 900, "health")
+        wait_until(lambda: httpx.get(f"{root}/health").json().get("status") != "starting", 900, "warm")
         store, ingested = ingest(client)
         summary = {
             "ingest": ingested,

@@ -283,9 +283,10 @@ def test_a_route_with_retrieval_adds_passages_for_chat_and_messages(
     )
     assert chat.parse().choices[0].message.content
     assert ANSWER.encode() in rag.captured()
-    rows = rag.ledger("SELECT retrieved FROM requests WHERE request_id = ?",
-                      (chat.headers["x-request-id"],))  # fmt: skip
-    assert rows and rows[0][0] == 3
+    sql = "SELECT retrieved FROM requests WHERE request_id = ?"
+    rid = (chat.headers["x-request-id"],)
+    wait_until(lambda: rag.ledger(sql, rid) != [], 15, "the chat request in the ledger")
+    assert rag.ledger(sql, rid)[0][0] == 3
     httpx.post(f"{rag.stack.stubs['capture'][0]}/_reset")
     claude = anthropic.Anthropic(base_url=rag.root, api_key=key, max_retries=0)
     answer = claude.messages.create(model="docs-claude", max_tokens=32,

@@ -215,3 +215,24 @@ async def test_an_embedding_failure_fails_the_file_and_keeps_no_chunk(tmp_path: 
     row = await stores.get_store_file(owner, store["id"], file_id)
     assert row["last_error"]["code"] == "server_error"
     stores.close()
+
+
+def test_config_mistakes_fail_at_deploy_with_their_path() -> None:
+    from gateway.config import GatewayConfig
+
+    backends = {"a": {"kind": "fake", "model": "a", "endpoints": ["embeddings"]},
+                "b": {"kind": "fake", "model": "b", "endpoints": ["embeddings"]},
+                "chat": {"kind": "fake", "model": "c"}}  # fmt: skip
+    two = {"backends": backends, "routes": {"embed": {"candidates": ["a", "b"]}},
+           "retrieval": {"embedding_model": "embed"}}  # fmt: skip
+    with pytest.raises(ValueError, match=r"retrieval.embedding_model: route 'embed' may embed"):
+        GatewayConfig.model_validate(two)
+    docs = {"candidates": ["chat"], "retrieval": {"vector_store_ids": ["vs_1"]}}
+    missing = {"backends": backends, "routes": {"docs": docs},
+               "retrieval": {"embedding_model": "chat"}}  # fmt: skip
+    with pytest.raises(ValueError, match=r"routes.docs.retrieval: retrieval.embedding_model"):
+        GatewayConfig.model_validate(missing)
+    with pytest.raises(ValueError, match="chunk_overlap_tokens"):
+        GatewayConfig.model_validate({"backends": backends, "retrieval": {
+            "chunking": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 60}}})  # fmt: skip
+    assert GatewayConfig.model_validate({**two, "retrieval": {"embedding_model": "a"}})
