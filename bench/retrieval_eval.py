@@ -139,7 +139,9 @@ def main() -> None:
             900,
             "the embedding engine",
         )
-        wait_until(lambda: httpx.get(f"{root}/health").json().get("status") != "starting", 900, "warm")
+        wait_until(
+            lambda: httpx.get(f"{root}/health").json().get("status") != "starting", 900, "warm"
+        )
         store, ingested = ingest(client)
         summary = {
             "ingest": ingested,
