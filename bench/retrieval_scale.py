@@ -29,7 +29,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from retrieval import Owner, RetrievalConfig, SqlStore, VectorStores, extract, unit  # noqa: E402
+from retrieval import (  # noqa: E402
+    Owner,
+    RetrievalConfig,
+    SearchOptions,
+    SqlStore,
+    VectorStores,
+    extract,
+    unit,
+)
 from storage import SqliteDatabase  # noqa: E402
 
 DIMENSIONS = 384
@@ -117,7 +125,7 @@ async def measure(size: int, queries: int) -> dict[str, Any]:
         took = []
         for question in questions:
             started = time.perf_counter()
-            await stores.search(["vs_bench"], question, 10, None, text_weight=weight)
+            await stores.search(["vs_bench"], question, SearchOptions(10, None, 0.0, weight), None)
             took.append((time.perf_counter() - started) * 1000)
         took.sort()
         result[name] = {

@@ -11,6 +11,7 @@ from retrieval._extract import extract
 from retrieval._filters import Match, compile_filter
 from retrieval._index import Index, unit, words
 from retrieval._objects import Passage
+from retrieval._params import SearchOptions, search_options
 from retrieval._service import Embed, VectorStores
 from retrieval._store import Owner, SqlStore
 
@@ -24,12 +25,14 @@ __all__ = [
     "Passage",
     "RetrievalConfig",
     "RetrievalError",
+    "SearchOptions",
     "SqlStore",
     "VectorStores",
     "chunk",
     "compile_filter",
     "count_tokens",
     "extract",
+    "search_options",
     "unit",
     "words",
 ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from retrieval._config import Chunking
 from retrieval._errors import invalid
+from retrieval._filters import Match, compile_filter
 
 
 def chunking(spec: Any, default: Chunking, param: str) -> Chunking:
@@ -53,28 +55,54 @@ def metadata(value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def threshold(options: Any) -> float:
+@dataclass(frozen=True)
+class SearchOptions:
+    """How one search ranks and cuts: what the search endpoint's body and the `file_search`
+    tool both carry."""
+
+    max_num_results: int
+    match: Match | None
+    threshold: float
+    text_weight: float | None  # None: the config's
+
+
+def search_options(
+    spec: Mapping[str, Any], default_results: int, prefix: str = ""
+) -> SearchOptions:
+    """`max_num_results`, `filters` and `ranking_options` of `spec`, checked; `prefix` is
+    where `spec` sits in the request (errors name the whole path)."""
+    limit = spec.get("max_num_results", default_results)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 50:
+        raise invalid(
+            "max_num_results must be an integer between 1 and 50.", f"{prefix}max_num_results"
+        )
+    filters = spec.get("filters")
+    match = compile_filter(filters, f"{prefix}filters") if filters is not None else None
+    options = spec.get("ranking_options")
+    param = f"{prefix}ranking_options"
+    return SearchOptions(limit, match, threshold(options, param), text_weight(options, param))
+
+
+def threshold(options: Any, param: str) -> float:
     if options is None:
         return 0.0
     if not isinstance(options, Mapping):
-        raise invalid("ranking_options is an object.", "ranking_options")
+        raise invalid("ranking_options is an object.", param)
     value = options.get("score_threshold", 0.0)
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
-        raise invalid(
-            "score_threshold is a number between 0 and 1.", "ranking_options.score_threshold"
-        )
+        raise invalid("score_threshold is a number between 0 and 1.", f"{param}.score_threshold")
     ranker = options.get("ranker", "auto")
     if ranker not in ("auto", "default-2024-11-15", "none"):
-        raise invalid(f"Unknown ranker {ranker!r}.", "ranking_options.ranker")
+        raise invalid(f"Unknown ranker {ranker!r}.", f"{param}.ranker")
     return float(value)
 
 
-def text_weight(options: Any) -> float | None:
+def text_weight(options: Any, param: str) -> float | None:
     """OpenAI's `ranking_options.hybrid_search` weights as BM25's share (None: not set)."""
     hybrid = options.get("hybrid_search") if isinstance(options, Mapping) else None
     if hybrid is None:
         return None
-    param = "ranking_options.hybrid_search"
+    param = f"{param}.hybrid_search"
     weights = [hybrid.get(k, 0.0) if isinstance(hybrid, Mapping) else None
                for k in ("embedding_weight", "text_weight")]  # fmt: skip
     if not all(isinstance(w, int | float) and not isinstance(w, bool) and w >= 0 for w in weights):

@@ -17,7 +17,7 @@ from retrieval._chunk import chunk, with_headers
 from retrieval._config import Chunking, RetrievalConfig
 from retrieval._errors import RetrievalError, invalid, not_found
 from retrieval._extract import extract
-from retrieval._filters import Match, check_attributes, compile_filter
+from retrieval._filters import check_attributes
 from retrieval._index import Index, unit
 from retrieval._objects import (
     Passage,
@@ -29,6 +29,7 @@ from retrieval._objects import (
     store_file_object,
     store_object,
 )
+from retrieval._params import SearchOptions
 from retrieval._store import Owner, SqlStore
 
 Embed = Callable[[list[str], Any], Awaitable[list[list[float]]]]
@@ -315,22 +316,9 @@ class VectorStores:
             or not all(isinstance(q, str) and q.strip() for q in queries)
         ):
             raise invalid("query is a non-empty string or list of strings.", "query")
-        limit = body.get("max_num_results", 10)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 50:
-            raise invalid("max_num_results must be an integer between 1 and 50.", "max_num_results")
-        match = compile_filter(body["filters"]) if body.get("filters") is not None else None
-        threshold = params.threshold(body.get("ranking_options"))
-        weight = params.text_weight(body.get("ranking_options"))
+        options = params.search_options(body, 10)
         await self._store_row(owner, store_id)
-        found = await self.search(
-            [store_id],
-            " ".join(queries),
-            limit,
-            context,
-            match=match,
-            threshold=threshold,
-            text_weight=weight,
-        )
+        found = await self.search([store_id], " ".join(queries), options, context)
         return {
             "object": "vector_store.search_results.page",
             "search_query": queries,
@@ -346,19 +334,12 @@ class VectorStores:
                 raise not_found("vector store", store_id, param)
 
     async def search(
-        self,
-        store_ids: Sequence[str],
-        query: str,
-        limit: int,
-        context: Any,
-        *,
-        match: Match | None = None,
-        threshold: float = 0.0,
-        text_weight: float | None = None,
+        self, store_ids: Sequence[str], query: str, options: SearchOptions, context: Any
     ) -> list[Passage]:
         """The best passages of the stores for `query` (the caller checked they may be read)."""
         vector = np.asarray((await self.embed([query], context))[0], np.float32)
-        weight = text_weight if text_weight is not None else self.config.text_weight
+        weight = self.config.text_weight if options.text_weight is None else options.text_weight
+        match, limit = options.match, options.max_num_results
         passages: list[Passage] = []
         for store_id in dict.fromkeys(store_ids):
             index = await self._index(store_id)
@@ -366,7 +347,7 @@ class VectorStores:
             if not index.chunk_ids or not files:
                 continue
             for hit in index.search(vector, query, limit, files, weight):
-                if hit.score >= threshold:
+                if hit.score >= options.threshold:
                     file_id = index.file_of[hit.row]
                     passages.append(
                         Passage(

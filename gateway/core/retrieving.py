@@ -19,7 +19,7 @@ from gateway.core.front import Native
 from gateway.core.replies import Reply
 from gateway.core.routing import Routed
 from llmops import RequestRecord
-from retrieval import Owner, Passage, RetrievalConfig, SqlStore, VectorStores
+from retrieval import Owner, Passage, RetrievalConfig, SearchOptions, SqlStore, VectorStores
 from router import RouteConfig, RouteRetrieval
 from storage import Database, SqliteDatabase
 
@@ -151,12 +151,9 @@ class Library:
         question = last_user_text(routed.body)
         if not question.strip():
             return routed, native
+        options = SearchOptions(retrieval.max_num_results, None, retrieval.score_threshold, None)
         passages = await self.stores().search(
-            retrieval.vector_store_ids,
-            question,
-            retrieval.max_num_results,
-            headers,
-            threshold=retrieval.score_threshold,
+            retrieval.vector_store_ids, question, options, headers
         )
         if not passages:
             return routed, native

@@ -17,7 +17,7 @@ from typing import Any
 from gateway.core.retrieving import Library, context_text, last_user_text, with_context
 from gateway.errors import OpenAIError
 from gateway.fronts.responses.translate import new_id
-from retrieval import Match, Owner, Passage, compile_filter, words
+from retrieval import Owner, Passage, SearchOptions, search_options, words
 
 RESULTS = "file_search_call.results"
 _SHARED_WORDS = 2  # an answer naming one word of a passage may do so by chance
@@ -26,9 +26,7 @@ _SHARED_WORDS = 2  # an answer naming one word of a passage may do so by chance
 @dataclass(frozen=True)
 class FileSearch:
     store_ids: tuple[str, ...]
-    max_num_results: int
-    match: Match | None
-    threshold: float
+    options: SearchOptions
     include_results: bool
     param: str
 
@@ -38,7 +36,8 @@ def _bad(message: str, param: str) -> OpenAIError:
 
 
 def parse(body: dict[str, Any], default_results: int) -> FileSearch | None:
-    """The request's `file_search` tool, checked (None: it has none)."""
+    """The request's `file_search` tool, checked (None: it has none): its ranking options
+    as the search endpoint checks them."""
     found = [
         (i, t) for i, t in enumerate(body.get("tools") or []) if t.get("type") == "file_search"
     ]
@@ -51,20 +50,9 @@ def parse(body: dict[str, Any], default_results: int) -> FileSearch | None:
     ids = tool.get("vector_store_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
         raise _bad("vector_store_ids is a non-empty list of ids.", f"{param}.vector_store_ids")
-    limit = tool.get("max_num_results", default_results)
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 50:
-        raise _bad("max_num_results is an integer from 1 to 50.", f"{param}.max_num_results")
-    match = compile_filter(tool["filters"], f"{param}.filters") if tool.get("filters") else None
-    options = tool.get("ranking_options") or {}
-    threshold = options.get("score_threshold", 0.0) if isinstance(options, dict) else None
-    if (
-        not isinstance(threshold, int | float)
-        or isinstance(threshold, bool)
-        or not 0 <= threshold <= 1
-    ):
-        raise _bad("score_threshold is a number from 0 to 1.", f"{param}.ranking_options")
+    options = search_options(tool, default_results, f"{param}.")
     include = RESULTS in (body.get("include") or [])
-    return FileSearch(tuple(ids), limit, match, float(threshold), include, param)
+    return FileSearch(tuple(ids), options, include, param)
 
 
 @dataclass(frozen=True)
@@ -88,14 +76,7 @@ async def run(
     question = last_user_text(chat)
     if not question.strip():
         raise _bad("file_search needs a user message to search for.", "input")
-    passages = await stores.search(
-        search.store_ids,
-        question,
-        search.max_num_results,
-        headers,
-        match=search.match,
-        threshold=search.threshold,
-    )
+    passages = await stores.search(search.store_ids, question, search.options, headers)
     searched = Searched(
         call_item(question, passages, search.include_results), tuple(passages), question
     )
