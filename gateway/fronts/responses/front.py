@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
+from access import Caller
 from gateway.config import GatewayConfig
 from gateway.core.front import Native
 from gateway.core.pipeline import Gateway
@@ -82,13 +83,13 @@ class ResponsesAPI:
             self._store = ResponseStore(where, self._retention_s)
         return self._store
 
+    async def _caller(self, headers: Mapping[str, str]) -> Caller | None:
+        keys = self.gateway.keys
+        return await keys.authenticate(headers) if keys is not None else None
+
     async def _owner(self, headers: Mapping[str, str]) -> str | None:
         """Whose stored responses a request may see: its key's (None without keys)."""
-        keys = self.gateway.keys
-        if keys is None:
-            return None
-        caller = await keys.authenticate(headers)
-        return caller.key.id if caller.key is not None else "master"
+        return _response_owner(await self._caller(headers))
 
     async def _prepare(
         self, raw: bytes, headers: Mapping[str, str]
@@ -98,7 +99,8 @@ class ResponsesAPI:
         body = self._parse(raw)
         library = self.gateway.library
         search = file_search.parse(body, library.config.tool_max_num_results) if library else None
-        owner = await self._owner(headers)
+        caller = await self._caller(headers)
+        owner = _response_owner(caller)
         history: list[dict[str, Any]] = []
         previous = body.get("previous_response_id")
         if previous:
@@ -109,8 +111,6 @@ class ResponsesAPI:
         chat = to_chat_body(body, history)
         searched = None
         if search is not None and library is not None:
-            keys = self.gateway.keys
-            caller = await keys.authenticate(headers) if keys is not None else None
             searched, chat = await file_search.run(library, search, owner_of(caller), chat, headers)
         return body, owner, history, chat, searched
 
@@ -209,6 +209,12 @@ class ResponsesAPI:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def _response_owner(caller: Caller | None) -> str | None:
+    if caller is None:
+        return None
+    return caller.key.id if caller.key is not None else "master"
 
 
 def _translator(
