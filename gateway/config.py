@@ -6,6 +6,7 @@ go through the same validation. Every mistake is reported with its field path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from gateway.core.templates import PromptTemplate, resolve
 from guardrails import GuardrailsConfig
 from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig, ResponsesConfig
 from retrieval import RetrievalConfig
-from router import RoutingConfig
+from router import RouteConfig, RoutingConfig
 from storage import DatabaseConfig
 
 BACKEND_KINDS = {"vllm", "openai", "anthropic", "fake"}  # the `kind:` discriminator's values
@@ -182,14 +183,9 @@ class GatewayConfig(RoutingConfig):
         """Routes that retrieve need the embedding model, and it must embed."""
         users = [f"routes.{n}.retrieval" for n, r in self.routes.items() if r.retrieval]
         model = self.retrieval.embedding_model
-        route = self.routes.get(model)
-        configured = users or "retrieval" in self.model_fields_set
-        if configured and route is not None and (len(route.candidates) > 1 or route.fallbacks):
-            return [
-                f"retrieval.embedding_model: route {model!r} may embed with more than one "
-                "backend; a store's vectors must all come from one model (name a backend, or a "
-                "route with one candidate and no fallbacks)"
-            ]
+        refusal = mixed_vectors(model, self.routes)
+        if refusal and (users or "retrieval" in self.model_fields_set):
+            return [refusal]
         if not users or self.embeds(model):
             return []
         return [
@@ -329,3 +325,18 @@ def _gateway_args(serve_config: dict[str, Any], path: Path) -> Any:
         if str(app.get("import_path", "")).startswith("gateway.app:"):
             return app.get("args") or {}
     raise ConfigError(f"{path}: no application with import_path gateway.app:build_app")
+
+
+def mixed_vectors(model: str, routes: Mapping[str, RouteConfig]) -> str:
+    """Why `model` cannot embed a store ("" where it can): a route that may send chunks to
+    more than one backend would mix vectors of different models. A config that names it for
+    retrieval fails at deploy; one that only has such a route under the default name (`embed`)
+    deploys, and the gateway's vector stores refuse to embed with it."""
+    route = routes.get(model)
+    if route is None or (len(route.candidates) <= 1 and not route.fallbacks):
+        return ""
+    return (
+        f"retrieval.embedding_model: route {model!r} may embed with more than one backend; a "
+        "store's vectors must all come from one model (name a backend, or a route "
+        "with one candidate and no fallbacks)"
+    )

@@ -15,11 +15,20 @@ import orjson
 
 from access import Caller
 from deployments import BackendError
+from gateway.config import mixed_vectors
 from gateway.core.front import Native
 from gateway.core.replies import Reply
 from gateway.core.routing import Routed
 from llmops import RequestRecord
-from retrieval import Owner, Passage, RetrievalConfig, SearchOptions, SqlStore, VectorStores
+from retrieval import (
+    Owner,
+    Passage,
+    RetrievalConfig,
+    RetrievalError,
+    SearchOptions,
+    SqlStore,
+    VectorStores,
+)
 from router import RouteConfig, RouteRetrieval
 from storage import Database, SqliteDatabase
 
@@ -96,6 +105,7 @@ class Library:
     ) -> None:
         self.config = config
         self._routes = {name: r.retrieval for name, r in routes.items() if r.retrieval}
+        self._refusal = mixed_vectors(config.embedding_model, routes)
         self._where = where
         self._handle: Handle | None = None
         self._stores: VectorStores | None = None
@@ -112,6 +122,8 @@ class Library:
 
     async def _embed(self, texts: list[str], headers: Any) -> list[list[float]]:
         assert self._handle is not None, "Library.connect was not called"
+        if self._refusal:
+            raise RetrievalError(self._refusal, 400, "retrieval_not_configured", "model")
         auth = {k: v for k, v in (headers or {}).items() if k.lower() in _AUTH}
         body = {"model": self.config.embedding_model, "input": texts}
         reply: Reply = await self._handle("embeddings", body, auth, f"embed-{uuid.uuid4().hex}")

@@ -97,7 +97,9 @@ class GatewayIngress:
         )
 
     async def __del__(self) -> None:
-        await self.gateway.aclose()  # after Serve ran the app's lifespan shutdown
+        gateway = getattr(self, "gateway", None)  # None: `__init__` failed (Serve still calls this)
+        if gateway is not None:
+            await gateway.aclose()  # after Serve ran the app's lifespan shutdown
 
 
 def check_adapters(config: GatewayConfig) -> None:
@@ -152,7 +154,10 @@ def build_app(args: dict[str, Any]) -> Application:
     options["logging_config"] = {"enable_access_log": config.ingress.serve_access_log}
     state = state_application(config.auth, config.database) if config.auth.keys else None
     records = records_application(config)
+    # The config as written (`exclude_unset`): the replica validates what the user said, so a
+    # check that depends on whether a section was given agrees with this one.
+    written = config.model_dump(mode="json", exclude_unset=True)
     application: Application = GatewayIngress.options(**options).bind(  # type: ignore[attr-defined]
-        config.model_dump(mode="json"), applications, unavailable, facts, state, records
+        written, applications, unavailable, facts, state, records
     )
     return application

@@ -19,6 +19,7 @@ from retrieval import (
     Owner,
     RetrievalConfig,
     RetrievalError,
+    SearchOptions,
     SqlStore,
     VectorStores,
     chunk,
@@ -236,3 +237,36 @@ def test_config_mistakes_fail_at_deploy_with_their_path() -> None:
         GatewayConfig.model_validate({"backends": backends, "retrieval": {
             "chunking": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 60}}})  # fmt: skip
     assert GatewayConfig.model_validate({**two, "retrieval": {"embedding_model": "a"}})
+
+
+async def test_a_mixed_embed_route_deploys_without_retrieval_and_its_stores_are_refused(
+    tmp_path: Path,
+) -> None:
+    """The ingress validates the config as written (what `build_app` binds), so a deploy that
+    passed `build_app` passes there too; stores then refuse to embed through the route."""
+    from gateway.config import GatewayConfig
+    from gateway.core.retrieving import Library
+
+    backends = {"a": {"kind": "fake", "model": "a", "endpoints": ["embeddings"]},
+                "b": {"kind": "fake", "model": "b", "endpoints": ["embeddings"]}}  # fmt: skip
+    config = GatewayConfig.model_validate(
+        {"backends": backends, "routes": {"embed": {"candidates": ["a", "b"]}}}
+    )
+    written = config.model_dump(mode="json", exclude_unset=True)
+    assert GatewayConfig.model_validate(written) == config
+    with pytest.raises(ValueError, match="retrieval.embedding_model: route 'embed'"):
+        GatewayConfig.model_validate(config.model_dump(mode="json"))  # why `exclude_unset`
+
+    library = Library(config.retrieval, lambda: tmp_path / "lib.sqlite", config.routes)
+    calls: list[Any] = []
+
+    async def handle(*args: Any) -> Any:
+        calls.append(args)
+
+    library.connect(handle)
+    store = await library.stores().create_store(Owner("k"), {"name": "docs"}, {})
+    options = SearchOptions(5, None, None, None)
+    with pytest.raises(RetrievalError, match="may embed with more than one backend") as caught:
+        await library.stores().search([store["id"]], "what is in it?", options, {})
+    assert caught.value.status == 400 and calls == []
+    library.close()
