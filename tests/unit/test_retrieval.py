@@ -254,7 +254,7 @@ async def test_a_mixed_embed_route_deploys_without_retrieval_and_its_stores_are_
     )
     written = config.model_dump(mode="json", exclude_unset=True)
     assert GatewayConfig.model_validate(written) == config
-    with pytest.raises(ValueError, match="retrieval.embedding_model: route 'embed'"):
+    with pytest.raises(ValueError, match=r"retrieval\.embedding_model: route 'embed'"):
         GatewayConfig.model_validate(config.model_dump(mode="json"))  # why `exclude_unset`
 
     library = Library(config.retrieval, lambda: tmp_path / "lib.sqlite", config.routes)
