@@ -30,6 +30,26 @@ def _prompt_text(endpoint: Endpoint, body: dict[str, Any]) -> str:
     return ""
 
 
+def _prefilled(endpoint: Endpoint, body: dict[str, Any], words: list[str]) -> int:
+    """How many words of the answer the request already holds, where it asks to continue
+    it: a final assistant turn with vLLM's `continue_final_message`, or a prompt ending with
+    them (a completion carries on its prompt). The answer then goes on after them."""
+    if endpoint == "completions":
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            return 0
+        return next((k for k in range(len(words), 0, -1)
+                     if prompt.endswith(" ".join(words[:k]))), 0)  # fmt: skip
+    messages = body.get("messages") or []
+    if not (body.get("continue_final_message") and messages):
+        return 0
+    last = messages[-1]
+    if last.get("role") != "assistant" or not isinstance(last.get("content"), str):
+        return 0
+    given = last["content"].split()
+    return len(given) if words[: len(given)] == given else 0
+
+
 class FakeBackend(Backend):
     """Answers with `reply` (or echoes the prompt), word by word, with configurable delays.
 
@@ -40,7 +60,7 @@ class FakeBackend(Backend):
         self.config = config
         self.calls: list[tuple[Endpoint, dict[str, Any]]] = []
 
-    def _answer(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[str], int, str]:
+    def _answer(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[str], int, str, bool]:
         self.calls.append((endpoint, body))
         status, times = self.config.fail_status, self.config.fail_times
         if status is not None and (times is None or len(self.calls) <= times):
@@ -51,16 +71,18 @@ class FakeBackend(Backend):
             )
         prompt = _prompt_text(endpoint, body)
         words = (self.config.reply or prompt).split()
+        given = _prefilled(endpoint, body, words) if self.config.reply else 0
+        words = words[given:]
         limit = max_output_tokens(body)
         finish = "stop"
         if limit is not None and len(words) > limit:
             words, finish = words[:limit], "length"
-        return words, len(prompt.split()), finish
+        return words, len(prompt.split()), finish, given > 0
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         if endpoint == "embeddings":
             return await self._embed(body)
-        words, prompt_tokens, finish = self._answer(endpoint, body)
+        words, prompt_tokens, finish, _ = self._answer(endpoint, body)
         await asyncio.sleep(
             (self.config.latency_ms + self.config.token_interval_ms * len(words)) / 1000
         )
@@ -73,7 +95,7 @@ class FakeBackend(Backend):
         )
 
     async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        words, prompt_tokens, finish = self._answer(endpoint, body)
+        words, prompt_tokens, finish, continuing = self._answer(endpoint, body)
         chunk_id = shapes.new_id(endpoint)
         model = self.config.model
         await asyncio.sleep(self.config.latency_ms / 1000)
@@ -84,7 +106,8 @@ class FakeBackend(Backend):
                 await asyncio.sleep(self.config.token_interval_ms / 1000)
             if index == self.config.fail_after_tokens:
                 raise BackendError("fake backend broke off", code="upstream_stream_broken")
-            text = word if index == 0 else " " + word
+            # Carrying on a prefilled answer: its next word comes after a space.
+            text = word if index == 0 and not continuing else " " + word
             yield shapes.sse(shapes.chunk_object(endpoint, chunk_id, model, text))
         yield shapes.sse(shapes.chunk_object(endpoint, chunk_id, model, None, finish))
         options = body.get("stream_options") or {}

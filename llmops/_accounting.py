@@ -66,12 +66,13 @@ class Accounting:
             record.usage_source = "estimated"
         price = self.prices.get(record.backend or "")
         if price is not None and record.prompt_tokens is not None:
+            elsewhere = record.billed_elsewhere
             record.cost_usd = price.cost(
-                record.prompt_tokens,
-                record.completion_tokens or 0,
+                max(0, record.prompt_tokens - sum(p for _, p, _ in elsewhere)),
+                max(0, (record.completion_tokens or 0) - sum(c for _, _, c in elsewhere)),
                 record.cached_tokens or 0,
                 record.cache_write_tokens or 0,
-            )
+            ) + self._elsewhere(elsewhere)
         if record.cache == "hit":  # served from the gateway's cache: nothing was paid
             record.saved_usd, record.cost_usd = record.cost_usd or 0.0, 0.0
             return
@@ -80,6 +81,14 @@ class Accounting:
             record.cost_usd = (record.cost_usd or 0.0) + record.abandoned_usd
             if record.usage_source == "none":
                 record.usage_source = "estimated"
+
+    def _elsewhere(self, billed: list[tuple[str, int, int]]) -> float:
+        """What backends that broke off a continued stream billed, each at its price."""
+        total = 0.0
+        for backend, prompt, completion in billed:
+            price = self.prices.get(backend)
+            total += price.cost(prompt, completion, 0, 0) if price is not None else 0.0
+        return total
 
     def finish(self, record: RequestRecord) -> None:
         """Close the books and write the record everywhere; never raises into a request."""

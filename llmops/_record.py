@@ -67,6 +67,13 @@ class RequestRecord:
     # Calls abandoned without usage (timed out, the client left): the upstream still bills
     # them; their estimates are added to `cost_usd` when the books close.
     abandoned_usd: float = field(default=0.0, metadata=_NOT_IN_LEDGER)
+    # A stream continued after its backend broke mid-way: the first backend that broke
+    # (`backend` finished it). The token counts are every backend's; `billed_elsewhere` holds
+    # (backend, prompt, completion) of each that broke, costed at its own price.
+    continued_from: str | None = None
+    billed_elsewhere: list[tuple[str, int, int]] = field(
+        default_factory=list, metadata=_NOT_IN_LEDGER
+    )
     ttft_ms: float | None = None
     latency_ms: float | None = None
     request_body: Any = field(default=None, metadata=_NOT_IN_LEDGER)

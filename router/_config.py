@@ -90,6 +90,12 @@ class RouteConfig(_Strict):
         description="Prompt template (`name` or `name@version`) applied to this route's "
         "requests unless a request names its own (`routing.template`).",
     )
+    resume_streams: bool = Field(
+        default=True,
+        description="A stream whose backend breaks after output reached the client is "
+        "continued by the next backend of the decision (the fallbacks) from the text already "
+        "sent, as one stream (docs/resilience.md); false: it ends with an error event.",
+    )
     retrieval: RouteRetrieval | None = Field(
         default=None,
         description="Search these vector stores with each request's last user turn and add "

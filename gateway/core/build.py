@@ -14,6 +14,7 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.core.attempts import Feedback, Observer
 from gateway.core.caching import Embed, ResponseCache
 from gateway.core.capacity import Capacity
+from gateway.core.continuation import style_of
 from gateway.core.guarding import GuardStep
 from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate
@@ -252,12 +253,8 @@ def build_gateway(
         if metrics is not None:
             metrics.circuits({name: resilience.describe(name)["state"] for name in names})
 
-    health = HealthMonitor(
-        backends,
-        unavailable or {},
-        config.ingress.health_check_interval_s,
-        publish_circuits,
-    )
+    interval = config.ingress.health_check_interval_s
+    health = HealthMonitor(backends, unavailable or {}, interval, publish_circuits)
     prices = {name: _price(b.pricing) for name, b in config.backends.items()}
     ledger, sinks = sinks_for(config, project_root, metrics, records, ingress, database)
     observers: list[Observer] = [routing.live, health, resilience, Books(Accounting(prices, sinks))]
@@ -280,6 +277,7 @@ def build_gateway(
         cache=_response_cache(config, backends, routing, database),
         guard=_guard_step(config, backends, routing),
         library=_library(config, project_root, database),
+        styles={name: style_of(b.kind) for name, b in config.backends.items()},
     )
     assert gateway.library is not None
     gateway.library.connect(gateway.handle)  # ingest and search embed through the pipeline

@@ -288,7 +288,13 @@ class ResponseCache:
 
     def _storable(self, plan: Plan, record: RequestRecord) -> bool:
         # A fallback's answer is not the chosen backend's: it is not stored under its key.
-        return record.status == 200 and record.backend == plan.backend and not record.error_code
+        # Nor is a stream another backend continued (`continued_from`).
+        return (
+            record.status == 200
+            and record.backend == plan.backend
+            and not record.error_code
+            and record.continued_from is None
+        )
 
     def _store_stream(
         self, plan: Plan, chunks: tuple[bytes, ...], *, record: RequestRecord

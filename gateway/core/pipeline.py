@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -21,18 +21,19 @@ from deployments import Backend, BackendError, Endpoint, WarmupConfig, max_outpu
 from gateway.core.attempts import Feedback
 from gateway.core.caching import HEADER, ResponseCache
 from gateway.core.capacity import Capacity
+from gateway.core.continuation import Style
 from gateway.core.front import Native
 from gateway.core.guarding import GuardStep
 from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate, authorization
 from gateway.core.protocol import parse_body
-from gateway.core.relay import ChatWire, relay
 from gateway.core.replies import Reply, StreamReply
 from gateway.core.resilience import Limits, Resilience, timeout_error
 from gateway.core.retrieving import Library
 from gateway.core.routing import Routed, Routing
 from gateway.core.shadow import Shadows
 from gateway.core.status import BackendView, placement
+from gateway.core.streaming import Streams
 from gateway.core.warmup import warm_up
 from gateway.errors import OpenAIError, from_exception
 from guardrails import Refusal
@@ -67,6 +68,7 @@ class Gateway:
         cache: ResponseCache | None = None,
         guard: GuardStep | None = None,
         library: Library | None = None,
+        styles: Mapping[str, Style] | None = None,
     ) -> None:
         self.backends = dict(backends)
         self.library, self.guard = library, guard  # vector stores; None: no guardrails
@@ -85,6 +87,8 @@ class Gateway:
         self.routes = dict(routes)
         self.log_bodies = log_bodies
         self.shadows = Shadows(self.backends, feedback, keys, log_bodies)
+        # How each backend continues a broken stream (its kind's `Style`; unlisted: a prompt).
+        self.streams = Streams(self.backends, resilience, feedback, styles or {}, self._cold)
         self.warmups = dict(warmups or {})
         # What still warms up: engines by backend name, and "router" (tokenizers, classifier).
         self.warming: set[str] = set()
@@ -192,7 +196,9 @@ class Gateway:
                 return restore(hit)
             await self.shadows.start(routed, record, caller)
             if record.stream:
-                return restore(keep(await self._stream(routed, reply_headers, record, native)))
+                # Budgets are caps: a continuation could cost more than the worst case reserved.
+                stream = self._stream(routed, reply_headers, record, native, resume=cap is None)
+                return restore(keep(await stream))
             return restore(keep(await self._complete(routed, reply_headers, record, native)))
         except asyncio.CancelledError:  # the client left before an answer
             record.fail(499, "client_disconnected")
@@ -214,7 +220,7 @@ class Gateway:
         cache = self.cache
         if cache is None:
             return _as_is, None
-        native = self._native_for(routed.decision.chosen, own, routed)
+        native = self._native_for(routed.decision.chosen, own=own, routed=routed)
         hint = routed.prepared.hints.cache
         plan = cache.plan(routed, record, hint, native.body if native else None)
         if plan is None:
@@ -226,7 +232,7 @@ class Gateway:
             return keep, None
         return keep, cache.serve(entry, plan, record, headers, self.feedback.request_finished)
 
-    def _native_for(self, name: str, own: Native | None, routed: Routed) -> Native | None:
+    def _native_for(self, name: str, *, own: Native | None, routed: Routed) -> Native | None:
         """The client's own body, where `name` speaks its API: with the output limit the
         caller's budget was reserved for, as the chat body gets it (`Routed.body_for`)."""
         if own is None or own.api.endpoint not in self.speaks.get(name, ()):
@@ -242,7 +248,7 @@ class Gateway:
         endpoint = routed.prepared.endpoint
 
         async def attempt(name: str, limits: Limits) -> tuple[dict[str, Any], dict[str, Any], bool]:
-            native = self._native_for(name, own, routed)
+            native = self._native_for(name, own=own, routed=routed)
             async with self.feedback.attempt(name, record, streamed=False) as attempt:
                 attempt.outcome.cold = self._cold(name)
                 try:
@@ -280,38 +286,18 @@ class Gateway:
         return Reply(200, orjson.dumps(result), headers, native=spoke_native)
 
     async def _stream(
-        self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: Native | None
+        self,
+        routed: Routed,
+        headers: dict[str, str],
+        record: RequestRecord,
+        own: Native | None,
+        *,
+        resume: bool,
     ) -> StreamReply:
-        endpoint = routed.prepared.endpoint
-        # The ledger needs the stream's usage: ask for it, and drop it if the client did not.
-        options = routed.body.get("stream_options") or {}
-        strip_usage = not options.get("include_usage")
-        with_usage = {"stream_options": {**options, "include_usage": True}} if strip_usage else {}
-
-        async def attempt(name: str, limits: Limits) -> tuple[bytes, AsyncIterator[bytes], bool]:
-            native = self._native_for(name, own, routed)
-            if native is None:
-                chunks = self.backends[name].stream(endpoint, routed.body_for(name) | with_usage)
-            else:
-                chunks = self.backends[name].stream(native.api.endpoint, native.body)
-            wire = ChatWire(strip_usage) if native is None else native.api.wire()
-            attempt = self.feedback.attempt(name, record, streamed=True)
-            attempt.outcome.cold = self._cold(name)
-            events = relay(attempt, chunks, limits, record, wire)
-            try:
-                # The first chunk before answering: a backend failing early still yields a
-                # proper HTTP status, or falls back invisibly.
-                first = await anext(events)
-            except BaseException:
-                await events.aclose()  # type: ignore[attr-defined]
-                raise
-            return first, events, native is not None
-
-        first, rest, spoke_native = await self.resilience.first_success(
-            routed.decision, self._route_config(routed), headers, attempt
+        native_for = functools.partial(self._native_for, own=own, routed=routed)
+        return await self.streams.open(
+            routed, headers, record, self._route_config(routed), native_for, resume=resume
         )
-        finish = lambda: self.feedback.request_finished(record)  # noqa: E731
-        return StreamReply(headers, first, rest, finish, native=spoke_native)
 
     def _cold(self, name: str) -> bool:
         return self.capacity is not None and self.capacity.cold_start_ms(name) > 0

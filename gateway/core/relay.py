@@ -39,6 +39,16 @@ def take_usage(events: bytes, strip: bool) -> tuple[dict[str, object] | None, by
     return usage, b"\n\n".join(kept)
 
 
+class StreamBroken(Exception):
+    """A resumable stream's backend failed after its first bytes reached the client: the
+    caller may continue the answer elsewhere (`gateway.core.streaming`)."""
+
+    def __init__(self, backend: str, error: BackendError) -> None:
+        super().__init__(error.message)
+        self.backend = backend
+        self.error = error
+
+
 class ChatWire:
     """An OpenAI SSE stream: its usage chunk, one event per token, OpenAI's error shape."""
 
@@ -121,14 +131,17 @@ async def relay(
     limits: Limits,
     record: RequestRecord,
     wire: Wire,
+    resumable: bool = False,
 ) -> AsyncIterator[bytes]:
     """One streamed attempt. The first item comes only once the upstream's first chunk did
     (a failure before it raises, so the caller may still fall back or answer with a status);
-    a failure after it ends the stream with an SSE error event (tokens already sent cannot
-    be taken back). The caller primes it with `anext` and must `aclose` it."""
+    a failure after it ends the stream with an SSE error event (sent tokens cannot be taken
+    back), or, `resumable`, raises `StreamBroken` once settled. Primed with `anext`, closed
+    with `aclose` by the caller."""
     name = attempt.outcome.backend
     frame = _Framer()
     events, usage, completed, deadline = 0, None, False, None
+    broken: BackendError | None = None
 
     def account(chunk: bytes) -> bytes:
         nonlocal events, usage
@@ -147,11 +160,7 @@ async def relay(
                 first = b""
             except TimeoutError:
                 raise timeout_error(name, "the first token", limits.first_token_s) from None
-            attempt.first_byte()
-            started = attempt.outcome.started
-            first_at = attempt.outcome.first_byte or started
-            deadline = _Deadline(max(0.0, limits.total_s - (first_at - started)))
-            record.ttft_ms = (first_at - started) * 1000
+            deadline = _first_byte(attempt, limits, record)
             yield account(first)
             try:
                 while (chunk := await deadline.next(chunks, name, limits.total_s)) is not None:
@@ -163,13 +172,26 @@ async def relay(
             except BackendError as exc:
                 logger.warning("backend %s failed mid-stream: %s", name, exc.message)
                 attempt.fail(exc)
-                record.fail(exc.status, exc.code or "stream_broken")
-                yield wire.error(exc)
+                broken = exc
+                if not resumable:
+                    record.fail(exc.status, exc.code or "stream_broken")
+                    yield wire.error(exc)
         finally:
             if deadline is not None:
                 deadline.cancel()
             await chunks.aclose()  # type: ignore[attr-defined]
-            _settle(attempt, record, usage, events, completed)
+            _settle(attempt, record, usage, events, completed or broken is not None)
+    if broken is not None and resumable:
+        raise StreamBroken(name, broken)
+
+
+def _first_byte(attempt: Attempt, limits: Limits, record: RequestRecord) -> _Deadline:
+    """The first chunk came: the time to it, and the deadline of the rest."""
+    attempt.first_byte()
+    started = attempt.outcome.started
+    first_at = attempt.outcome.first_byte or started
+    record.ttft_ms = (first_at - started) * 1000
+    return _Deadline(max(0.0, limits.total_s - (first_at - started)))
 
 
 def _settle(
