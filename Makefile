@@ -81,7 +81,7 @@ test-integration: models postgres
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check --no-cache gateway router deployments llmops access storage cache guardrails retrieval tests scripts bench
+	$(BIN)/ruff check --no-cache gateway router deployments llmops access storage cache guardrails retrieval tracing tests scripts bench
 	$(BIN)/mypy  # strict on every package
 
 bench: models

@@ -5,6 +5,7 @@ from deployments._anthropic_translate import FINISH_REASONS, chat_usage
 from deployments._base import (
     ADAPTER_SEPARATOR,
     ENDPOINTS,
+    UPSTREAM_HEADERS,
     Backend,
     BackendError,
     BackendUnavailable,
@@ -43,6 +44,7 @@ __all__ = [
     "ADAPTER_SEPARATOR",
     "ENDPOINTS",
     "FINISH_REASONS",
+    "UPSTREAM_HEADERS",
     "AdapterConfig",
     "AnthropicBackend",
     "AnthropicBackendConfig",

@@ -14,6 +14,7 @@ from deployments._anthropic_translate import (
     to_messages_params,
 )
 from deployments._base import (
+    UPSTREAM_HEADERS,
     Backend,
     BackendError,
     BackendUnavailable,
@@ -82,7 +83,10 @@ class AnthropicBackend(Backend):
                 code="unsupported_endpoint",
                 recovery=Recovery.FALLBACK,  # another backend of the route may serve it
             )
-        return to_messages_params(body, self.config.model, self.config.default_max_tokens)
+        params = to_messages_params(body, self.config.model, self.config.default_max_tokens)
+        if extra := UPSTREAM_HEADERS.get():  # a trace's `traceparent`
+            params["extra_headers"] = dict(extra)
+        return params
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         params = self._params(endpoint, body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
@@ -16,6 +17,18 @@ Endpoint = Literal["chat/completions", "completions", "embeddings", "messages", 
 ENDPOINTS: tuple[Endpoint, ...] = ("chat/completions", "completions", "embeddings")
 # What a backend serves unless its config says otherwise (`endpoints:`).
 GENERATION: tuple[Endpoint, ...] = ("chat/completions", "completions")
+
+
+# Headers the current backend attempt sends upstream beside the backend's own (W3C
+# `traceparent`): set by the gateway around each attempt, read by the backends that call out.
+UPSTREAM_HEADERS: ContextVar[Mapping[str, str]] = ContextVar("upstream_headers", default={})  # noqa: B039
+
+
+def send_upstream(headers: Mapping[str, str] | None) -> None:
+    """Set the headers this task's backend calls send upstream (none: leave them). A function,
+    so that Serve deployments pickled by value refer to it rather than to the variable."""
+    if headers:
+        UPSTREAM_HEADERS.set(headers)
 
 
 # A LoRA adapter of a vLLM backend is a backend of its own, named `<backend>:<adapter>`.

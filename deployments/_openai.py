@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 
 from deployments._base import (
+    UPSTREAM_HEADERS,
     Backend,
     BackendError,
     BackendUnavailable,
@@ -101,7 +102,10 @@ class OpenAICompatibleBackend(Backend):
 
     async def _send(self, endpoint: Endpoint, payload: bytes) -> aiohttp.ClientResponse:
         try:
-            return await self._client().post(self._base_url + endpoint, data=payload)
+            extra = UPSTREAM_HEADERS.get()  # a trace's `traceparent`
+            return await self._client().post(
+                self._base_url + endpoint, data=payload, headers=extra or None
+            )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _transport_error(self.name, exc) from None
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployments._base import (
+    UPSTREAM_HEADERS,
     Backend,
     BackendError,
     Endpoint,
@@ -265,10 +266,21 @@ class VLLMBackend(Backend):
             param = getattr(exc, "parameter", None)
             raise client_error(str(exc), param=param, code="invalid_value") from None
 
+    def _call(self, method: str, request: Any) -> Any:
+        """The engine call; with the attempt's trace headers as the raw request's (vLLM
+        takes `traceparent` from them for its own spans when its tracing is on)."""
+        call = getattr(self._stream_handle, method)
+        extra = UPSTREAM_HEADERS.get()
+        if not extra:
+            return call.remote(request)
+        from ray.llm._internal.serve.core.protocol import RawRequestInfo
+
+        return call.remote(request, RawRequestInfo(headers=dict(extra)))
+
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         unstreamed = body if endpoint == "embeddings" else {**body, "stream": False}
         request, method = self._engine_request(endpoint, unstreamed)
-        responses = getattr(self._stream_handle, method).remote(request)
+        responses = self._call(method, request)
         try:
             async for item in responses:
                 if _is_error(item):
@@ -285,7 +297,7 @@ class VLLMBackend(Backend):
 
     async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
         request, method = self._engine_request(endpoint, {**body, "stream": True})
-        responses = getattr(self._stream_handle, method).remote(request)
+        responses = self._call(method, request)
         finished = False
         try:
             async for batch in responses:

@@ -6,7 +6,7 @@ Imports Ray, so it is kept out of the package root.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 
 from deployments._anthropic import AnthropicBackend
-from deployments._base import Backend, BackendUnavailable, Endpoint, Health, deployment_name
+from deployments._base import (
+    UPSTREAM_HEADERS,
+    Backend,
+    BackendUnavailable,
+    Endpoint,
+    Health,
+    deployment_name,
+    send_upstream,
+)
 from deployments._bounded import BoundedBackend
 from deployments._config import (
     AnthropicBackendConfig,
@@ -93,10 +101,16 @@ class BackendDeployment:
         parsed: BackendConfig = TypeAdapter(BackendConfig).validate_python(config)
         self._backend = make_local_backend(name, parsed)
 
-    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+    async def complete(
+        self, endpoint: Endpoint, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        send_upstream(headers)  # the ingress's, across the handle
         return await self._backend.complete(endpoint, body)
 
-    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[bytes]:
+        send_upstream(headers)
         async for chunk in coalesce(self._backend.stream(endpoint, body)):
             yield chunk
 
@@ -117,13 +131,20 @@ class RemoteBackend(Backend):
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            result: dict[str, Any] = await self._handle.complete.remote(endpoint, body)
+            extra = UPSTREAM_HEADERS.get()  # passed on only when there are any
+            args = (endpoint, body, extra) if extra else (endpoint, body)
+            result: dict[str, Any] = await self._handle.complete.remote(*args)
         except Exception as exc:
             raise as_backend_error(self.name, exc) from None
         return result
 
     async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        chunks: Any = self._stream.remote(endpoint, body)
+        extra = UPSTREAM_HEADERS.get()
+        chunks: Any = (
+            self._stream.remote(endpoint, body, extra)
+            if extra
+            else self._stream.remote(endpoint, body)
+        )
         finished = False
         try:
             async for chunk in chunks:

@@ -28,6 +28,7 @@ from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig, ResponsesCo
 from retrieval import RetrievalConfig
 from router import RouteConfig, RoutingConfig
 from storage import DatabaseConfig
+from tracing import TracingConfig
 
 BACKEND_KINDS = {"vllm", "openai", "anthropic", "fake"}  # the `kind:` discriminator's values
 
@@ -117,6 +118,12 @@ class GatewayConfig(RoutingConfig):
         default_factory=RetrievalConfig,
         description="Files and vector stores (`/v1/files`, `/v1/vector_stores`), searched by "
         "the Responses API's `file_search` tool and routes' `retrieval:` (docs/retrieval.md).",
+    )
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig,
+        description="OpenTelemetry traces over OTLP/HTTP: a span per pipeline step and backend "
+        "attempt, W3C `traceparent` from the client to every upstream (docs/monitoring.md); "
+        "off by default.",
     )
     quality_file: str | None = Field(
         default=None,

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tracing import Trace
+
 # Field metadata: `ledger=False` keeps a field out of the ledger's columns.
 _NOT_IN_LEDGER: dict[str, Any] = {"ledger": False}
 
@@ -78,6 +80,9 @@ class RequestRecord:
     latency_ms: float | None = None
     request_body: Any = field(default=None, metadata=_NOT_IN_LEDGER)
     response_text: str | None = field(default=None, metadata=_NOT_IN_LEDGER)
+    # The request's trace (`tracing.Trace`; None: not traced): its steps and attempts add
+    # spans to it as they run, and it is exported once the request is finished.
+    trace: Trace | None = field(default=None, metadata=_NOT_IN_LEDGER)
 
     def take_usage(self, usage: dict[str, Any] | None) -> None:
         """Token counts from an upstream's `usage` object, when it has both."""

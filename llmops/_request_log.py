@@ -18,7 +18,14 @@ from llmops._record import RequestRecord
 from llmops._redact import Redactor
 
 BATCH_S = 0.25
-_DROPPED = ("started", "request_body", "estimated_prompt_tokens", "response_text")
+_DROPPED = (
+    "started",
+    "request_body",
+    "estimated_prompt_tokens",
+    "response_text",
+    "billed_elsewhere",
+    "trace",
+)
 
 
 def log_entry(record: RequestRecord, bodies: bool, redact: Redactor) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from deployments import BackendError
+from deployments import UPSTREAM_HEADERS, BackendError
 from llmops import RequestRecord
+from tracing import Span, Trace
 
 logger = logging.getLogger("ray.serve")
 
@@ -71,7 +72,7 @@ class Attempt:
     cancellation (or any other exception) ends without a verdict. `fail` records a failure
     the caller handled itself (an error event sent mid-stream)."""
 
-    __slots__ = ("_feedback", "_record", "outcome")
+    __slots__ = ("_feedback", "_record", "_relay", "_span", "outcome")
 
     def __init__(
         self, feedback: Feedback, backend: str, streamed: bool, record: RequestRecord | None
@@ -79,17 +80,27 @@ class Attempt:
         self._feedback = feedback
         self._record = record
         self.outcome = AttemptOutcome(backend, streamed, started=0.0)
+        self._span: Span | None = None  # the request is traced: this call's span
+        self._relay: Span | None = None  # and, streamed, the relay's from the first chunk
 
     async def __aenter__(self) -> Attempt:
         self.outcome.started = self._feedback.clock()
-        if self._record is not None:
-            self._record.attempts.append(self.outcome.backend)
-            self._record.backend = self.outcome.backend
+        record = self._record
+        if record is not None:
+            record.attempts.append(self.outcome.backend)
+            record.backend = self.outcome.backend
+            if record.trace is not None:
+                self._span = record.trace.attempt(self.outcome.backend, len(record.attempts))
+                # The upstream's spans (vLLM's, a provider's) join the trace under this one.
+                UPSTREAM_HEADERS.set({"traceparent": record.trace.traceparent(self._span)})
         self._feedback.attempt_started(self.outcome.backend)
         return self
 
     def first_byte(self) -> None:
         self.outcome.first_byte = self._feedback.clock()
+        trace = self._record.trace if self._record is not None else None
+        if trace is not None and self._span is not None and self.outcome.streamed:
+            self._relay = trace.begin("gateway.relay", parent=self._span)
 
     def answered(self, tokens: int | None) -> None:
         """A non-streamed answer arrived."""
@@ -113,7 +124,22 @@ class Attempt:
             if not isinstance(exc, asyncio.CancelledError | GeneratorExit):
                 logger.error("attempt on %s ended by %r", outcome.backend, exc)
         outcome.ended = self._feedback.clock()
+        if self._span is not None:
+            self._end_spans(outcome)
         self._feedback.attempt_ended(outcome)
+
+    def _end_spans(self, outcome: AttemptOutcome) -> None:
+        error = outcome.error.code or outcome.error.type if outcome.error is not None else None
+        if outcome.cancelled and error is None:
+            error = "cancelled"
+        for span in (self._relay, self._span):
+            if span is not None:
+                Trace.end(span, error)
+        assert self._span is not None
+        if outcome.tokens is not None:
+            self._span.attributes["gen_ai.usage.output_tokens"] = outcome.tokens
+        if outcome.cold:
+            self._span.attributes["gateway.cold_start"] = True
 
 
 class Feedback:

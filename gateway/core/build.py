@@ -23,6 +23,7 @@ from gateway.core.resilience import Resilience
 from gateway.core.retrieving import Library
 from gateway.core.routing import Routing
 from gateway.core.stores import open_store
+from gateway.core.tracing import Tracing, backend_attributes
 from gateway.core.warmup import to_warm
 from guardrails import Guard
 from llmops import (
@@ -43,6 +44,7 @@ from llmops import (
 )
 from router import Embedder, MiniLMEmbedder
 from storage import Database
+from tracing import Tracer
 
 logger = logging.getLogger("ray.serve")
 
@@ -218,6 +220,14 @@ def _library(config: GatewayConfig, project_root: Path, database: Database | Non
     return Library(config.retrieval, where, config.routes)
 
 
+def _tracing(config: GatewayConfig) -> Tracing | None:
+    """Traces (`tracing.enabled`), exported over OTLP/HTTP from a thread of the exporter's."""
+    if not config.tracing.enabled:
+        return None
+    tracer = Tracer(config.tracing, backend_attributes(config.backends))
+    return Tracing(config.tracing, tracer)
+
+
 def _shared_database(config: GatewayConfig, project_root: Path) -> Database | None:
     """One pool for this process's stores (ledger, responses, prototypes); None: SQLite."""
     if config.database.url_env is None:
@@ -258,8 +268,9 @@ def build_gateway(
     prices = {name: _price(b.pricing) for name, b in config.backends.items()}
     ledger, sinks = sinks_for(config, project_root, metrics, records, ingress, database)
     observers: list[Observer] = [routing.live, health, resilience, Books(Accounting(prices, sinks))]
-    if keys is not None:
-        observers.append(keys)  # after the books: it settles from the actual cost
+    # After the books: keys settle from the actual cost, and the request span carries it.
+    tracing = _tracing(config)
+    observers += [observer for observer in (keys, tracing) if observer is not None]
     feedback = Feedback([*observers, *extra_observers], **({"clock": clock} if clock else {}))
     gateway = Gateway(
         backends,
@@ -278,6 +289,7 @@ def build_gateway(
         guard=_guard_step(config, backends, routing),
         library=_library(config, project_root, database),
         styles={name: style_of(b.kind) for name, b in config.backends.items()},
+        tracing=tracing,
     )
     assert gateway.library is not None
     gateway.library.connect(gateway.handle)  # ingest and search embed through the pipeline

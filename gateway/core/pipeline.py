@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 
-from access import AccessError
+from access import AccessError, Caller
 from deployments import Backend, BackendError, Endpoint, WarmupConfig, max_output_tokens
+from gateway.core.answers import Answers
 from gateway.core.attempts import Feedback
 from gateway.core.caching import HEADER, ResponseCache
 from gateway.core.capacity import Capacity
@@ -28,18 +29,20 @@ from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate, authorization
 from gateway.core.protocol import parse_body
 from gateway.core.replies import Reply, StreamReply
-from gateway.core.resilience import Limits, Resilience, timeout_error
+from gateway.core.resilience import Resilience
 from gateway.core.retrieving import Library
 from gateway.core.routing import Routed, Routing
 from gateway.core.shadow import Shadows
 from gateway.core.status import BackendView, placement
 from gateway.core.streaming import Streams
+from gateway.core.tracing import Tracing, decision_attributes
 from gateway.core.warmup import warm_up
 from gateway.errors import OpenAIError, from_exception
 from guardrails import Refusal
-from llmops import RequestRecord, key_id, response_text
+from llmops import RequestRecord, key_id
 from router import Availability, RouteConfig, RoutingError
 from storage import Database
+from tracing import step
 
 logger = logging.getLogger("ray.serve")
 SHADOW_DRAIN_S = 10.0
@@ -69,10 +72,12 @@ class Gateway:
         guard: GuardStep | None = None,
         library: Library | None = None,
         styles: Mapping[str, Style] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.backends = dict(backends)
         self.library, self.guard = library, guard  # vector stores; None: no guardrails
         self.cache = cache  # None: no route caches answers
+        self.tracing = tracing  # None: no traces (`tracing.enabled: false`)
         # The stores' shared database (`database:`); None: each store its SQLite file. The
         # gateway holds one reference and closes it with itself.
         self.database = database
@@ -89,6 +94,7 @@ class Gateway:
         self.shadows = Shadows(self.backends, feedback, keys, log_bodies)
         # How each backend continues a broken stream (its kind's `Style`; unlisted: a prompt).
         self.streams = Streams(self.backends, resilience, feedback, styles or {}, self._cold)
+        self.answers = Answers(self.backends, resilience, feedback, self._cold, log_bodies)
         self.warmups = dict(warmups or {})
         # What still warms up: engines by backend name, and "router" (tokenizers, classifier).
         self.warming: set[str] = set()
@@ -171,27 +177,15 @@ class Gateway:
         API (the records say so) and `native` is the client's own body, which backends that
         speak its API get instead (`speaks`); the reply says which it holds (`native`)."""
         record = RequestRecord(request_id=request_id, endpoint=api or endpoint, stream=False)
+        if self.tracing is not None:
+            record.trace = self.tracing.start(headers, record.endpoint)
         reply_headers: dict[str, str] = {}
         try:
-            cap, caller, restore = None, None, _as_is
-            if self.keys is None:
-                record.key_id = key_id(authorization(headers))
-            else:
-                caller = await self.keys.gate(headers)  # over a limit: refused before routing
-                self.keys.describe(record, caller)
-                cap = self.keys.output_cap(caller)
-            routed = await self.route(endpoint, raw_body, headers, request_id, cap)
-            if self.capacity is not None:
-                self.capacity.wake_for(routed.decision)
-            if self.library is not None:  # passages first: the guardrails see them too
-                routed, native = await self.library.apply(routed, native, headers, record)
-            if self.guard is not None:  # before anything reads, keeps or sends the body
-                routed, native, restore = await self.guard.apply(routed, native, caller, record)
-            if self.keys is not None and caller is not None:
-                reply_headers.update(await self.keys.admit(caller, routed, record))
-            reply_headers.update(routed.headers())
+            ready = await self._prepare(endpoint, raw_body, headers, record, native, reply_headers)
+            routed, native, restore, caller, cap = ready
             routed.start_record(record, self.log_bodies)
-            keep, hit = await self._from_cache(routed, record, reply_headers, native)
+            with step(record.trace if self.cache else None, "gateway.cache"):
+                keep, hit = await self._from_cache(routed, record, reply_headers, native)
             if hit is not None:
                 return restore(hit)
             await self.shadows.start(routed, record, caller)
@@ -212,6 +206,45 @@ class Gateway:
             record.fail(error.status, error.code)
             self.feedback.request_finished(record)
             return Reply.error(error, reply_headers)
+
+    async def _prepare(
+        self,
+        endpoint: Endpoint,
+        raw_body: bytes | dict[str, Any],
+        headers: Mapping[str, str],
+        record: RequestRecord,
+        native: Native | None,
+        reply_headers: dict[str, str],
+    ) -> tuple[Routed, Native | None, Callable[[Answer], Answer], Caller | None, int | None]:
+        """Who calls, the route, passages, guardrails and the budget's reservation: the
+        request as it will be sent, how to restore its answer, its caller and output cap."""
+        cap, caller, restore, trace = None, None, _as_is, record.trace
+        if self.keys is None:
+            record.key_id = key_id(authorization(headers))
+        else:
+            with step(trace, "gateway.auth"):
+                caller = await self.keys.gate(headers)  # over a limit: refused before routing
+            self.keys.describe(record, caller)
+            cap = self.keys.output_cap(caller)
+        with step(trace, "gateway.route") as span:
+            routed = await self.route(endpoint, raw_body, headers, record.request_id, cap)
+            if span is not None:
+                span.attributes.update(decision_attributes(routed.decision))
+        if self.capacity is not None:
+            self.capacity.wake_for(routed.decision)
+        if self.library is not None:  # passages first: the guardrails see them too
+            with step(trace, "gateway.retrieval"):
+                routed, native = await self.library.apply(routed, native, headers, record)
+        if self.guard is not None:  # before anything reads, keeps or sends the body
+            with step(trace, "gateway.guardrails"):
+                routed, native, restore = await self.guard.apply(routed, native, caller, record)
+        if self.tracing is not None:
+            self.tracing.routed(trace, routed.prepared.target, routed.body)
+        if self.keys is not None and caller is not None:
+            with step(trace, "gateway.budget"):
+                reply_headers.update(await self.keys.admit(caller, routed, record))
+        reply_headers.update(routed.headers())
+        return routed, native, restore, caller, cap
 
     async def _from_cache(
         self, routed: Routed, record: RequestRecord, headers: dict[str, str], own: Native | None
@@ -245,45 +278,10 @@ class Gateway:
     async def _complete(
         self, routed: Routed, headers: dict[str, str], record: RequestRecord, own: Native | None
     ) -> Reply:
-        endpoint = routed.prepared.endpoint
-
-        async def attempt(name: str, limits: Limits) -> tuple[dict[str, Any], dict[str, Any], bool]:
-            native = self._native_for(name, own=own, routed=routed)
-            async with self.feedback.attempt(name, record, streamed=False) as attempt:
-                attempt.outcome.cold = self._cold(name)
-                try:
-                    async with asyncio.timeout(limits.total_s):
-                        if native is None:
-                            body = routed.body_for(name)
-                            result = await self.backends[name].complete(endpoint, body)
-                        else:
-                            result = await self.backends[name].complete(
-                                native.api.endpoint, native.body
-                            )
-                except TimeoutError:
-                    # The upstream bills what it generated for a call we stopped waiting for.
-                    record.abandoned_usd += routed.estimated_cost_usd(name)
-                    raise timeout_error(name, "the answer", limits.total_s) from None
-                except asyncio.CancelledError:  # the client left: the upstream bills it all
-                    record.abandoned_usd += routed.estimated_cost_usd(name)
-                    raise
-                usage = result.get("usage") or {}
-                if native is not None:
-                    usage = native.api.usage_in_chat_terms(usage)
-                tokens = usage.get("completion_tokens")
-                attempt.answered(tokens if isinstance(tokens, int) else None)
-            return result, usage, native is not None
-
-        result, usage, spoke_native = await self.resilience.first_success(
-            routed.decision, self._route_config(routed), headers, attempt
+        native_for = functools.partial(self._native_for, own=own, routed=routed)
+        return await self.answers.complete(
+            routed, headers, record, self._route_config(routed), native_for
         )
-        record.take_usage(usage)
-        if self.log_bodies:
-            record.response_text = response_text(result)
-        self.feedback.request_finished(record)  # closes the books: the actual cost is known
-        if record.cost_usd is not None:
-            headers["x-gateway-cost-usd"] = f"{record.cost_usd:.10f}"
-        return Reply(200, orjson.dumps(result), headers, native=spoke_native)
 
     async def _stream(
         self,

@@ -173,6 +173,26 @@ def guardrails_config(capture_url: str) -> dict[str, Any]:
     }
 
 
+# Continued streams (test_continuation.py): fakes that break after `n` of RESUMED's words,
+# continued by one that knows the whole answer, by the vLLM engine and by vLLM's server.
+RESUMED = "the quick brown fox jumps over the lazy dog and runs far away"
+BREAKS_AT = (1, 6, 11)
+
+
+def resume_config() -> tuple[dict[str, Any], dict[str, Any]]:
+    backends = {f"snap-{n}": {"kind": "fake", "model": "snap", "reply": RESUMED,
+                              "fail_after_tokens": n, "pricing": {"output_per_mtok": 1.0}}
+                for n in BREAKS_AT}  # fmt: skip
+    backends["whole"] = {"kind": "fake", "model": "whole", "reply": RESUMED}
+    routes = {f"resume-{n}": {"candidates": [f"snap-{n}"], "fallbacks": ["whole"]}
+              for n in BREAKS_AT}  # fmt: skip
+    routes["resume-tiny"] = {"candidates": ["snap-6"], "fallbacks": ["tiny"]}
+    routes["resume-upstream"] = {"candidates": ["snap-6"], "fallbacks": ["upstream"]}
+    routes["resume-off"] = {"candidates": ["snap-6"], "fallbacks": ["whole"],
+                            "resume_streams": False}  # fmt: skip
+    return backends, routes
+
+
 def gateway_config(
     upstream_url: str,
     timed_urls: dict[str, str],
@@ -194,8 +214,10 @@ def gateway_config(
         }
         for name, spec in TIMED_UPSTREAMS.items()
     }
+    resume_backends, resume_routes = resume_config()
     return {
         "backends": {
+            **resume_backends,
             "tiny": {
                 "kind": "vllm",
                 "model": "tiny",
@@ -277,6 +299,7 @@ def gateway_config(
             **chaos_backends(chaos_urls or dict.fromkeys(CHAOS_UPSTREAMS, "x"), blackhole_url),
         },
         "routes": {
+            **resume_routes,
             "auto": {"candidates": ["tiny", "upstream"], "fallbacks": ["upstream"]},
             "failover": {"candidates": ["flaky"], "fallbacks": ["upstream"]},
             "strict": {"candidates": ["refuses"], "fallbacks": ["echo"]},

@@ -1,8 +1,9 @@
 """Imports flow one way: `gateway` uses `access`, `llmops`, `router`, `deployments` and
-`storage`, `cache`, `guardrails` and `retrieval`; they never import `gateway`; `storage`
-(SQL) and `guardrails` import none of ours, `cache` and `retrieval` only `storage`, `access` only
-`storage`, `llmops` never imports `router` or `deployments`, and neither `router`, `access`,
-`storage` nor `llmops` imports Ray when imported."""
+`storage`, `cache`, `guardrails`, `retrieval` and `tracing`; they never import `gateway`;
+`storage` (SQL), `guardrails` and `tracing` (OpenTelemetry) import none of ours, `cache` and
+`retrieval` only `storage`, `access` only `storage`, `llmops` never imports `router` or
+`deployments`, and neither `router`, `access`, `storage` nor `llmops` imports Ray when
+imported."""
 
 from __future__ import annotations
 
@@ -74,6 +75,24 @@ def imported_packages(package: str) -> set[str]:
                 "httpx",
             },
         ),
+        (
+            "tracing",
+            {
+                "gateway",
+                "router",
+                "deployments",
+                "llmops",
+                "access",
+                "storage",
+                "cache",
+                "guardrails",
+                "retrieval",
+                "ray",
+                "fastapi",
+                "starlette",
+                "httpx",
+            },
+        ),
     ],
 )
 def test_packages_import_one_way(package: str, forbidden: set[str]) -> None:
@@ -95,7 +114,7 @@ def loaded_after(imports: str, roots: tuple[str, ...]) -> list[str]:
 def test_importing_the_pure_packages_loads_no_gateway_and_no_ray() -> None:
     assert (
         loaded_after(
-            "router, deployments, llmops, access, storage, cache, guardrails, retrieval",
+            "router, deployments, llmops, access, storage, cache, guardrails, retrieval, tracing",
             ("gateway", "ray"),
         )
         == []
@@ -175,5 +194,5 @@ def test_no_private_names_are_imported_across_packages() -> None:
     """What gateway uses of router/, llmops/, deployments/ and access/ is their public surface."""
     private = {name for name in gateway_imports("") if name.split(".")[0] in
                {"router", "llmops", "deployments", "access", "storage", "cache", "guardrails",
-                "retrieval"} and "._" in name}  # fmt: skip
+                "retrieval", "tracing"} and "._" in name}  # fmt: skip
     assert private == set()
