@@ -103,26 +103,30 @@ def main() -> None:
     counter = itertools.count()
     try:
         with httpx.Client(timeout=30) as client:
+            probe = {"model": "proxy", "messages": [{"role": "user", "content": "warm"}]}
             for name in ("plain", "traced"):
                 url = f"{base}/{name}/v1/chat/completions"
-                probe = {"model": "proxy", "messages": [{"role": "user", "content": "warm"}]}
                 wait_until(lambda u=url: client.post(u, json=probe).status_code == 200,
                            600, name)  # fmt: skip
             for _ in range(20 + args.rounds * args.requests):
                 for stream in (False, True):
                     for name in ("plain", "traced"):
+                        ask = [{"role": "user", "content": f"q {next(counter)}"}]
                         body = {"model": "proxy", "max_tokens": 16, "stream": stream,
-                                "messages": [{"role": "user", "content": f"q {next(counter)}"}]}  # fmt: skip
+                                "messages": ask}  # fmt: skip
                         took = timed(client, f"{base}/{name}/v1/chat/completions", body)
                         results.setdefault(f"{name}{' stream' if stream else ''}", []).append(took)
     finally:
         stop_process(gateway, grace_s=60)
         stop_process(stub)
         sink.shutdown()
-    summary = {
-        name: {"p50_ms": statistics.median(v[20:]), "p99_ms": sorted(v[20:])[int(len(v[20:]) * 0.99) - 1]}
-        for name, v in results.items()
-    }  # fmt: skip
+    summary = {}
+    for name, values in results.items():
+        kept = sorted(values[20:])  # the first 20 of each warm up
+        summary[name] = {
+            "p50_ms": statistics.median(kept),
+            "p99_ms": kept[int(len(kept) * 0.99) - 1],
+        }
     print(json.dumps({**summary, "otlp_exports": Sink.exports}, indent=1))
     print("| path | p50 ms plain | p50 ms traced | added p50 ms | p99 ms plain | p99 ms traced |")
     print("|---|---|---|---|---|---|")
