@@ -70,8 +70,12 @@ class FakeBackend(Backend):
                 recovery=Recovery.RETRY if status == 429 or status >= 500 else Recovery.NONE,
             )
         prompt = _prompt_text(endpoint, body)
-        words = (self.config.reply or prompt).split()
-        given = _prefilled(endpoint, body, words) if self.config.reply else 0
+        reply = self.config.reply
+        drift = self.config.drift_after_calls
+        if drift is not None and len(self.calls) > drift:
+            reply = self.config.drift_reply
+        words = (reply or prompt).split()
+        given = _prefilled(endpoint, body, words) if reply else 0
         words = words[given:]
         limit = max_output_tokens(body)
         finish = "stop"

@@ -180,3 +180,10 @@ class FakeBackendConfig(_ProxyBase):
         ge=0,
         description="Streams break off with an upstream error after this many tokens.",
     )
+    drift_after_calls: int | None = Field(
+        default=None,
+        ge=0,
+        description="After this many calls, answer `drift_reply` instead of `reply`: a model "
+        "whose behaviour changed (drift monitors' tests and demos).",
+    )
+    drift_reply: str = Field(default="", description="The answer once it has drifted.")

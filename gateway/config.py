@@ -24,7 +24,13 @@ from deployments import (
 )
 from gateway.core.templates import PromptTemplate, resolve
 from guardrails import GuardrailsConfig
-from llmops import ExperimentConfig, LedgerConfig, RequestLogConfig, ResponsesConfig
+from llmops import (
+    ExperimentConfig,
+    LedgerConfig,
+    MonitorsConfig,
+    RequestLogConfig,
+    ResponsesConfig,
+)
 from retrieval import RetrievalConfig
 from router import RouteConfig, RoutingConfig
 from storage import DatabaseConfig
@@ -125,6 +131,12 @@ class GatewayConfig(RoutingConfig):
         "attempt, W3C `traceparent` from the client to every upstream (docs/monitoring.md); "
         "off by default.",
     )
+    monitors: MonitorsConfig = Field(
+        default_factory=MonitorsConfig,
+        description="Drift monitors: labelled sets run on a schedule against backends or "
+        "routes, with an alert when a score leaves its baseline's interval; live-answer "
+        "signals as metrics (docs/monitoring.md).",
+    )
     quality_file: str | None = Field(
         default=None,
         description="Measured quality per backend and task (JSON, written by `python -m "
@@ -174,6 +186,7 @@ class GatewayConfig(RoutingConfig):
         problems += self._experiment_problems()
         problems += self._cache_problems()
         problems += self._retrieval_problems()
+        problems += self._monitor_problems()
         kinds = {name: backend.kind for name, backend in self.backends.items()}
         problems += self.guardrails.reference_problems(set(self.routes), kinds, BACKEND_KINDS)
         if self.database.url_env and self.ledger.scope == "cluster":
@@ -199,6 +212,20 @@ class GatewayConfig(RoutingConfig):
             f"{users[0]}: retrieval.embedding_model {model!r} is no route or backend serving "
             "the embeddings endpoint"
         ]
+
+    def _monitor_problems(self) -> list[str]:
+        """A check's targets must be routes or backends, and its dataset must be there."""
+        problems = []
+        for name, check in self.monitors.checks.items():
+            path = f"monitors.checks.{name}"
+            problems += [
+                f"{path}.targets: unknown route or backend {target!r}"
+                for target in check.targets
+                if target not in self.routes and target not in self.backends
+            ]
+            if not (PROJECT_ROOT / check.dataset).is_file():
+                problems.append(f"{path}.dataset: no file at {PROJECT_ROOT / check.dataset}")
+        return problems
 
     def embeds(self, model: str) -> bool:
         """Whether `model` (a route or a backend) serves `/v1/embeddings`."""

@@ -32,6 +32,16 @@ from llmops._finetune import FinetuneConfig, answer_text, finetune, load_example
 from llmops._ledger import GROUPS, Ledger, LedgerReader, open_ledger
 from llmops._ledger_schema import MIGRATIONS as LEDGER_MIGRATIONS
 from llmops._metrics import GatewayMetrics
+from llmops._monitors import (
+    ALERT,
+    REFUSALS,
+    MonitorConfig,
+    MonitorRun,
+    MonitorsConfig,
+    MonitorStore,
+    answer_signals,
+    judged,
+)
 from llmops._prototypes import PrototypeStore
 from llmops._record import LEDGER_COLUMNS, RequestRecord, key_id, response_text
 from llmops._redact import DEFAULT_REDACTIONS, Redactor
@@ -49,12 +59,14 @@ from llmops._shared import (
 from llmops._usage import parse_since
 
 __all__ = [
+    "ALERT",
     "DEFAULT_REDACTIONS",
     "GROUPS",
     "JUDGE_RUBRIC",
     "LEDGER_COLUMNS",
     "LEDGER_MIGRATIONS",
     "METRICS",
+    "REFUSALS",
     "SCORERS",
     "Accounting",
     "ArmConfig",
@@ -69,6 +81,10 @@ __all__ = [
     "LedgerConfig",
     "LedgerReader",
     "LocalRecordsTransport",
+    "MonitorConfig",
+    "MonitorRun",
+    "MonitorStore",
+    "MonitorsConfig",
     "Price",
     "PrototypeStore",
     "QualityFile",
@@ -85,6 +101,7 @@ __all__ = [
     "SharedRecords",
     "Sink",
     "Strict",
+    "answer_signals",
     "answer_text",
     "assign_arm",
     "build_report",
@@ -93,6 +110,7 @@ __all__ = [
     "finetune",
     "interval95",
     "judge_score",
+    "judged",
     "key_id",
     "load_examples",
     "log_entry",

@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmops._batch import BatchWriter
+from llmops._monitors import ALERT, MonitorRun
 from llmops._record import RequestRecord
 
 LATENCY_MS: list[float] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
 TPOT_MS: list[float] = [1, 2, 5, 10, 20, 50, 100, 250, 500]
+ANSWER_TOKENS: list[float] = [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 CIRCUIT_LEVEL = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 # A metric call costs several microseconds: batched once a second, off the event loop.
 BATCH_S = 1.0
@@ -50,6 +52,43 @@ def _guardrail_counters(metrics: Any) -> tuple[Any, Any]:
         _tags("route", "entity"),
     )
     return actions, entities
+
+
+def _monitor_gauges(metrics: Any) -> tuple[Any, Any, Any]:
+    score = metrics.Gauge(
+        "gateway_monitor_score",
+        "A drift monitor's latest score on a target (0..1).",
+        _tags("monitor", "target"),
+    )
+    bounds = metrics.Gauge(
+        "gateway_monitor_interval",
+        "The latest score's 95% interval (bound: low, high) and the baseline's "
+        "(bound: baseline_low, baseline_high).",
+        _tags("monitor", "target", "bound"),
+    )
+    alert = metrics.Gauge(
+        "gateway_monitor_alert",
+        "1 while a monitor's latest score is outside its baseline's interval, else 0.",
+        _tags("monitor", "target"),
+    )
+    return score, bounds, alert
+
+
+def _answer_counters(metrics: Any) -> tuple[Any, Any, Any]:
+    finishes = metrics.Counter(
+        "gateway_finish_reasons",
+        "Answers by backend and finish reason (stop, length, tool_calls, ...).",
+        _tags("backend", "reason"),
+    )
+    signals = metrics.Counter(
+        "gateway_answer_signals",
+        "Answers whose text was empty or a refusal (signal), by backend.",
+        _tags("backend", "signal"),
+    )
+    lengths = metrics.Histogram(
+        "gateway_answer_tokens", "Output tokens per answer.", ANSWER_TOKENS, _tags("backend")
+    )
+    return finishes, signals, lengths
 
 
 class GatewayMetrics:
@@ -110,6 +149,8 @@ class GatewayMetrics:
         )
         self.cache, self.saved = _cache_counters(metrics)
         self.guardrails, self.entities = _guardrail_counters(metrics)
+        self.monitor_score, self.monitor_bounds, self.monitor_alert = _monitor_gauges(metrics)
+        self.finishes, self.signals, self.answer_tokens = _answer_counters(metrics)
         self._writer: BatchWriter[RequestRecord] = BatchWriter("metrics", self._observe, BATCH_S)
 
     def write(self, record: RequestRecord) -> None:
@@ -160,6 +201,7 @@ class GatewayMetrics:
         if record.completion_tokens:
             tokens = record.completion_tokens
             self.tokens.inc(tokens, tags={"backend": backend, "direction": "out"})
+        self._answer(record, backend)
         if record.cost_usd:
             self.cost.inc(record.cost_usd, tags={"backend": backend, "route": route})
         if record.latency_ms is not None:
@@ -170,6 +212,27 @@ class GatewayMetrics:
             if tokens > 1 and record.latency_ms is not None:
                 per_token = (record.latency_ms - record.ttft_ms) / (tokens - 1)
                 self.tpot.observe(per_token, tags={"backend": backend})
+
+    def _answer(self, record: RequestRecord, backend: str) -> None:
+        if record.status != 200:
+            return
+        if record.finish_reason:
+            self.finishes.inc(tags={"backend": backend, "reason": record.finish_reason})
+        if record.answer_signal:
+            self.signals.inc(tags={"backend": backend, "signal": record.answer_signal})
+        if record.completion_tokens is not None:
+            self.answer_tokens.observe(record.completion_tokens, tags={"backend": backend})
+
+    def monitor(self, run: MonitorRun) -> None:
+        """A drift monitor's run: its score, intervals and alert state."""
+        tags = {"monitor": run.monitor, "target": run.target}
+        self.monitor_score.set(run.score, tags=tags)
+        bounds = {"low": run.low, "high": run.high, "baseline_low": run.baseline_low,
+                  "baseline_high": run.baseline_high}  # fmt: skip
+        for bound, value in bounds.items():
+            if value is not None:
+                self.monitor_bounds.set(value, tags={**tags, "bound": bound})
+        self.monitor_alert.set(1.0 if run.state == ALERT else 0.0, tags=tags)
 
     def circuits(self, states: Mapping[str, str]) -> None:
         for backend, state in states.items():

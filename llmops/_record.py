@@ -76,6 +76,10 @@ class RequestRecord:
     billed_elsewhere: list[tuple[str, int, int]] = field(
         default_factory=list, metadata=_NOT_IN_LEDGER
     )
+    # Live-answer signals (drift monitors' passive side): how the answer ended, and "empty"
+    # or "refusal" where its text says so (whole answers, and streams whose text is read).
+    finish_reason: str | None = None
+    answer_signal: str | None = None
     ttft_ms: float | None = None
     latency_ms: float | None = None
     request_body: Any = field(default=None, metadata=_NOT_IN_LEDGER)

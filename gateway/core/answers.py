@@ -4,7 +4,7 @@ and retries, within its total timeout; the usage and cost of the answer on the r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -15,8 +15,30 @@ from gateway.core.front import Native
 from gateway.core.replies import Reply
 from gateway.core.resilience import Limits, Resilience, timeout_error
 from gateway.core.routing import Routed
-from llmops import RequestRecord, response_text
+from llmops import RequestRecord, answer_signals, response_text
 from router import RouteConfig
+
+
+def finish_reason(result: dict[str, Any]) -> str | None:
+    """How a whole answer ended: a choice's `finish_reason`, a Message's `stop_reason`, or
+    a Response's `status`."""
+    choices = result.get("choices")
+    if choices and isinstance(choices[0], dict):
+        return choices[0].get("finish_reason")
+    found = result.get("stop_reason") or result.get("status")
+    return found if isinstance(found, str) else None
+
+
+def note_answer(
+    record: RequestRecord, text: str, finish: str | None, refusals: Sequence[str]
+) -> None:
+    """The live-answer signals on the record (the metrics count them)."""
+    record.finish_reason = finish
+    if record.endpoint == "embeddings":
+        return
+    empty, refused = answer_signals(text, refusals)
+    record.answer_signal = "empty" if empty and finish != "tool_calls" else (
+        "refusal" if refused else None)  # fmt: skip
 
 
 class Answers:
@@ -29,7 +51,9 @@ class Answers:
         feedback: Feedback,
         cold: Callable[[str], bool],
         log_bodies: bool,
+        refusals: Sequence[str] = (),
     ) -> None:
+        self.refusals = tuple(refusals)  # phrases of a refusal (`monitors.refusal_phrases`)
         self.backends = backends
         self.resilience = resilience
         self.feedback = feedback
@@ -48,8 +72,10 @@ class Answers:
             routed.decision, route, headers, self._attempt(routed, record, native_for)
         )
         record.take_usage(usage)
+        text = response_text(result)
+        note_answer(record, text, finish_reason(result), self.refusals)
         if self.log_bodies:
-            record.response_text = response_text(result)
+            record.response_text = text
         self.feedback.request_finished(record)  # closes the books: the actual cost is known
         if record.cost_usd is not None:
             headers["x-gateway-cost-usd"] = f"{record.cost_usd:.10f}"

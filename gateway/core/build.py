@@ -18,6 +18,7 @@ from gateway.core.continuation import style_of
 from gateway.core.guarding import GuardStep
 from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate
+from gateway.core.monitoring import Monitors
 from gateway.core.pipeline import Gateway
 from gateway.core.resilience import Resilience
 from gateway.core.retrieving import Library
@@ -31,6 +32,7 @@ from llmops import (
     GatewayMetrics,
     LedgerReader,
     LocalRecordsTransport,
+    MonitorStore,
     Price,
     RecordsOwner,
     RecordsTransport,
@@ -220,6 +222,25 @@ def _library(config: GatewayConfig, project_root: Path, database: Database | Non
     return Library(config.retrieval, where, config.routes)
 
 
+def _monitors(
+    config: GatewayConfig,
+    project_root: Path,
+    database: Database | None,
+    metrics: GatewayMetrics | None,
+    keyed: bool,
+) -> Monitors | None:
+    """The drift monitors (`monitors.checks`), their runs beside the ledger."""
+    if not config.monitors.checks:
+        return None
+
+    def store() -> MonitorStore:
+        where = database.acquire() if database is not None else None
+        return MonitorStore(where or project_root / config.ledger.path)
+
+    publish = metrics.monitor if metrics is not None else None
+    return Monitors(config.monitors, project_root, store, publish, keyed)
+
+
 def _tracing(config: GatewayConfig) -> Tracing | None:
     """Traces (`tracing.enabled`), exported over OTLP/HTTP from a thread of the exporter's."""
     if not config.tracing.enabled:
@@ -290,7 +311,11 @@ def build_gateway(
         library=_library(config, project_root, database),
         styles={name: style_of(b.kind) for name, b in config.backends.items()},
         tracing=tracing,
+        monitors=_monitors(config, project_root, database, metrics, keys is not None),
+        refusals=config.monitors.refusal_phrases,
     )
     assert gateway.library is not None
     gateway.library.connect(gateway.handle)  # ingest and search embed through the pipeline
+    if gateway.monitors is not None:
+        gateway.monitors.connect(gateway.handle)  # monitors ask through the pipeline too
     return gateway, ledger

@@ -60,6 +60,7 @@ class Sent:
     tool_calls: bool = False
     several: bool = False  # a choice other than the first: `n > 1`
     finished: bool = False
+    finish_reason: str | None = None
 
     def observe(self, ready: bytes) -> None:
         if b"data: {" not in ready:
@@ -88,6 +89,7 @@ class Sent:
             self.tokens += 1
         if choice.get("finish_reason"):
             self.finished = True
+            self.finish_reason = choice["finish_reason"]
 
     @property
     def text(self) -> str:

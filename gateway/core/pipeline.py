@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -27,6 +27,7 @@ from gateway.core.front import Native
 from gateway.core.guarding import GuardStep
 from gateway.core.health import HealthMonitor
 from gateway.core.keys import KeyGate, authorization
+from gateway.core.monitoring import Monitors
 from gateway.core.protocol import parse_body
 from gateway.core.replies import Reply, StreamReply
 from gateway.core.resilience import Resilience
@@ -73,11 +74,14 @@ class Gateway:
         library: Library | None = None,
         styles: Mapping[str, Style] | None = None,
         tracing: Tracing | None = None,
+        monitors: Monitors | None = None,
+        refusals: Sequence[str] = (),
     ) -> None:
         self.backends = dict(backends)
         self.library, self.guard = library, guard  # vector stores; None: no guardrails
         self.cache = cache  # None: no route caches answers
         self.tracing = tracing  # None: no traces (`tracing.enabled: false`)
+        self.monitors = monitors  # None: no drift monitor is configured
         # The stores' shared database (`database:`); None: each store its SQLite file. The
         # gateway holds one reference and closes it with itself.
         self.database = database
@@ -93,8 +97,12 @@ class Gateway:
         self.log_bodies = log_bodies
         self.shadows = Shadows(self.backends, feedback, keys, log_bodies)
         # How each backend continues a broken stream (its kind's `Style`; unlisted: a prompt).
-        self.streams = Streams(self.backends, resilience, feedback, styles or {}, self._cold)
-        self.answers = Answers(self.backends, resilience, feedback, self._cold, log_bodies)
+        self.streams = Streams(
+            self.backends, resilience, feedback, styles or {}, self._cold, refusals
+        )
+        self.answers = Answers(
+            self.backends, resilience, feedback, self._cold, log_bodies, refusals
+        )
         self.warmups = dict(warmups or {})
         # What still warms up: engines by backend name, and "router" (tokenizers, classifier).
         self.warming: set[str] = set()
@@ -330,9 +338,12 @@ class Gateway:
 
     # ---- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Background work (health probes, warm-ups, key sync); needs a running event loop."""
+    def start(self, *, monitors: bool = False) -> None:
+        """Background work (health probes, warm-ups, key sync, and the drift monitors'
+        schedules where `monitors`: one replica runs them); needs a running event loop."""
         self.health.start()
+        if monitors and self.monitors is not None:
+            self.monitors.start()
         if self.capacity is not None:
             self.capacity.start()
         if self.keys is not None:
@@ -380,5 +391,7 @@ class Gateway:
             await self.cache.aclose()  # its writes, then its reference to the database
         if self.guard is not None:
             await self.guard.aclose()
+        if self.monitors is not None:
+            await self.monitors.aclose()
         if self.database is not None:
             await asyncio.to_thread(self.database.close)  # the last store closed: its pool

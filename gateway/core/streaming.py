@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from deployments import Backend, BackendError
+from gateway.core.answers import note_answer
 from gateway.core.attempts import Feedback
 from gateway.core.continuation import Continuation, Segment, Sent, Style, continued_body
 from gateway.core.front import Native
@@ -47,7 +48,9 @@ class Streams:
         feedback: Feedback,
         styles: Mapping[str, Style],
         cold: Callable[[str], bool],
+        refusals: Sequence[str] = (),
     ) -> None:
+        self.refusals = tuple(refusals)  # the streams read here get the live-answer signals
         self.backends = backends
         self.resilience = resilience
         self.feedback = feedback
@@ -147,6 +150,7 @@ class Streams:
             await events.aclose()  # type: ignore[attr-defined]
             if done:
                 self._totals(record, billed)
+            note_answer(record, sent.text, sent.finish_reason, self.refusals)
 
     def _bill(
         self, broken: StreamBroken, sent: Sent, record: RequestRecord, billed: list[int]

@@ -21,7 +21,17 @@ from gateway.config import PROJECT_ROOT, GatewayConfig
 from gateway.core.pipeline import Gateway
 from gateway.errors import OpenAIError, from_exception
 from gateway.fronts.responses import ResponsesAPI
-from gateway.http import cache, chat, files, info, messages, responses, usage, vector_stores
+from gateway.http import (
+    cache,
+    chat,
+    files,
+    info,
+    messages,
+    monitors,
+    responses,
+    usage,
+    vector_stores,
+)
 from gateway.http.admin import add_admin_routes
 from gateway.http.browsers import BrowserGuard, default_allowed_hosts
 from gateway.http.console import add_console_routes
@@ -94,8 +104,10 @@ def create_app(
     cache.add_routes(app, http)
     files.add_routes(app, http)
     vector_stores.add_routes(app, http)
+    monitors.add_routes(app, http)
     add_admin_routes(app, http.keys, http.body)
-    add_console_routes(app, config, http.keys, ledger, http.backend_list)
+    watched = gateway.monitors.describe if gateway.monitors is not None else None
+    add_console_routes(app, config, http.keys, ledger, http.backend_list, watched)
     return app
 
 

@@ -39,6 +39,15 @@ def replica_name() -> str:
     return f"{node}/{serve.get_replica_context().replica_id.unique_id}"
 
 
+def leads_monitors() -> bool:
+    """Whether this replica runs the drift monitors' schedules: Serve's rank 0 (one replica
+    at a time; ranks are given again as replicas come and go)."""
+    try:
+        return int(serve.get_replica_context().rank.rank) == 0
+    except Exception:  # no rank from this Serve: every replica would run them; the first does
+        return True
+
+
 def serve_request_id(request: Request) -> str:
     """Serve's id for the request (the client's `x-request-id`, or a new one), which its
     proxy also puts in the response's `x-request-id` header."""
@@ -84,7 +93,7 @@ class GatewayIngress:
             ingress=replica_name(),
         )
         self.facts = facts or {}
-        self.gateway.start()
+        self.gateway.start(monitors=leads_monitors())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(

@@ -52,8 +52,10 @@ class Console:
         keys: KeyGate | None,
         ledger: LedgerReader | None,
         backends: Callable[[], Awaitable[list[dict[str, Any]]]],
+        monitors: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.config, self.keys, self.ledger, self.backends = config, keys, ledger, backends
+        self.describe_monitors = monitors  # blocking: read in a thread
 
     async def admitted(self, request: Request) -> tuple[bool, str]:
         """Whether an admin asks, and its session's CSRF token (none for a bearer key)."""
@@ -127,6 +129,10 @@ class Console:
         ]
         return _pages.experiments(reports)
 
+    async def monitors(self, _: Request) -> str:
+        describe = self.describe_monitors
+        return _pages.monitors(await asyncio.to_thread(describe) if describe else None)
+
     async def login(self, request: Request) -> Response:
         form = parse_qs((await _bounded_body(request)).decode(errors="replace"))
         key = (form.get("key") or [""])[0].strip()
@@ -169,14 +175,18 @@ def add_console_routes(
     keys: KeyGate | None,
     ledger: LedgerReader | None,
     backends: Callable[[], Awaitable[list[dict[str, Any]]]],
+    monitors: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
-    """`backends` gives what `GET /v1/gateway/backends` lists."""
-    console = Console(config, keys, ledger, backends)
+    """`backends` gives what `GET /v1/gateway/backends` lists, `monitors` what
+    `GET /v1/gateway/monitors` does (None: no monitor is configured)."""
+    console = Console(config, keys, ledger, backends, monitors)
     app.add_api_route("/console", console.guarded(console.overview, "Overview"), methods=["GET"])
     usage = console.guarded(console.usage, "Usage")
     app.add_api_route("/console/usage", usage, methods=["GET"])
     experiments = console.guarded(console.experiments, "Experiments")
     app.add_api_route("/console/experiments", experiments, methods=["GET"])
+    watched = console.guarded(console.monitors, "Monitors")
+    app.add_api_route("/console/monitors", watched, methods=["GET"])
     app.add_api_route("/console/static/console.css", _stylesheet, methods=["GET"])
     app.add_api_route("/console/login", console.login, methods=["POST"])
     app.add_api_route("/console/logout", console.logout, methods=["POST"])

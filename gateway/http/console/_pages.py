@@ -13,6 +13,7 @@ NAV = (
     ("Overview", "/console"),
     ("Usage", "/console/usage"),
     ("Experiments", "/console/experiments"),
+    ("Monitors", "/console/monitors"),
 )
 GROUPINGS = ("backend", "route", "key", "task")
 PERIODS = {"1h": (3600, 60), "24h": (86400, 3600), "7d": (7 * 86400, 6 * 3600)}
@@ -265,4 +266,36 @@ def experiments(reports: list[dict[str, Any]]) -> str:
             + chart
             + "</section>"
         )
+    return "".join(parts)
+
+
+def monitors(described: dict[str, Any] | None) -> str:
+    """Each drift monitor's targets: state, and the runs' scores with their 95% intervals
+    beside the baseline's."""
+    if not described:
+        return "<p class=muted>No drift monitor is configured (`monitors.checks`).</p>"
+    parts = []
+    for name, check in described.items():
+        parts.append(f"<section class=monitor><h2>{escape(name)}</h2><p class=muted>"
+                     f"{escape(check['dataset'])} · {escape(check['metric'])} · every "
+                     f"{check['interval_s']:g} s</p>")  # fmt: skip
+        for target, found in check["targets"].items():
+            history = found["history"]
+            rows = [(time.strftime("%m-%d %H:%M", time.localtime(r["ts"])), r["score"],
+                     r["low"], r["high"]) for r in history[-30:]]  # fmt: skip
+            state = found["state"]
+            parts.append(f"<h3>{escape(target)}: <span class=state-{escape(state)}>"
+                         f"{escape(state)}</span></h3>")  # fmt: skip
+            if rows:
+                parts.append(intervals(f"{name} on {target}: score per run (95% interval)", rows))
+            parts.append(table(
+                ["time", "n", "errors", "score", "low", "high", "baseline", "state"],
+                [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"])), r["n"],
+                  r["errors"], r["score"], r["low"], r["high"],
+                  "" if r["baseline_low"] is None
+                  else f"{r['baseline_low']:.3f}..{r['baseline_high']:.3f}", r["state"]]
+                 for r in reversed(history[-30:])],
+                "runs",
+            ))  # fmt: skip
+        parts.append("</section>")
     return "".join(parts)
