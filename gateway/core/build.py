@@ -222,6 +222,18 @@ def _library(config: GatewayConfig, project_root: Path, database: Database | Non
     return Library(config.retrieval, where, config.routes)
 
 
+def _circuits(
+    resilience: Resilience, metrics: GatewayMetrics | None
+) -> Callable[[list[str]], None]:
+    """What publishes the circuits' states as metrics (nothing without metrics)."""
+
+    def publish(names: list[str]) -> None:
+        if metrics is not None:
+            metrics.circuits({name: resilience.describe(name)["state"] for name in names})
+
+    return publish
+
+
 def _monitors(
     config: GatewayConfig,
     project_root: Path,
@@ -280,12 +292,8 @@ def build_gateway(
     routing = Routing(config, project_root, embed, database)
     resilience = Resilience(config.backends)
 
-    def publish_circuits(names: list[str]) -> None:
-        if metrics is not None:
-            metrics.circuits({name: resilience.describe(name)["state"] for name in names})
-
     interval = config.ingress.health_check_interval_s
-    health = HealthMonitor(backends, unavailable or {}, interval, publish_circuits)
+    health = HealthMonitor(backends, unavailable or {}, interval, _circuits(resilience, metrics))
     prices = {name: _price(b.pricing) for name, b in config.backends.items()}
     ledger, sinks = sinks_for(config, project_root, metrics, records, ingress, database)
     observers: list[Observer] = [routing.live, health, resilience, Books(Accounting(prices, sinks))]
@@ -314,8 +322,7 @@ def build_gateway(
         monitors=_monitors(config, project_root, database, metrics, keys is not None),
         refusals=config.monitors.refusal_phrases,
     )
-    assert gateway.library is not None
-    gateway.library.connect(gateway.handle)  # ingest and search embed through the pipeline
-    if gateway.monitors is not None:
-        gateway.monitors.connect(gateway.handle)  # monitors ask through the pipeline too
+    for user in (gateway.library, gateway.monitors):  # they embed and ask through the pipeline
+        if user is not None:
+            user.connect(gateway.handle)
     return gateway, ledger
