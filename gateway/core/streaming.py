@@ -132,11 +132,11 @@ class Streams:
                             yield ready
                     return
                 except StreamBroken as broken:
-                    record.billed_elsewhere.append(self._bill(broken, sent, record, billed))
                     why = sent.why_not(body) or self._nothing_left(request, broken.backend)
-                    if why is not None:
+                    if why is not None:  # the broken backend stays the record's own
                         yield self._give_up(request, broken.error, why)
                         return
+                    record.billed_elsewhere.append(self._bill(broken, sent, record, billed))
                     try:
                         segment, events, head = await self._continue(
                             request, broken.backend, sent, done, billed
