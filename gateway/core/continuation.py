@@ -61,8 +61,21 @@ class Sent:
     several: bool = False  # a choice other than the first: `n > 1`
     finished: bool = False
     finish_reason: str | None = None
+    # Chunks not read yet: a stream is read only when it breaks or ends (`settle`), so the
+    # relay of each token pays an append, not a JSON parse.
+    pending: list[bytes] = field(default_factory=list)
 
     def observe(self, ready: bytes) -> None:
+        self.pending.append(ready)
+
+    def settle(self) -> Sent:
+        """Read what was observed since the last time (the fields are up to date after)."""
+        pending, self.pending = self.pending, []
+        for ready in pending:
+            self._read(ready)
+        return self
+
+    def _read(self, ready: bytes) -> None:
         if b"data: {" not in ready:
             return
         chat = self.endpoint == "chat/completions"
@@ -164,7 +177,7 @@ class Segment:
         done: list[Continuation],
         billed: tuple[int, int],
     ) -> None:
-        self.sent = sent
+        self.sent = sent.settle()
         self.done = done
         self.billed = billed  # (prompt, completion) tokens earlier backends billed
         self._trim = sent.text[-1:].isspace()  # drop one leading space of the next text

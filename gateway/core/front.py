@@ -29,6 +29,11 @@ class Wire(Protocol):
         """The event that ends a broken stream, in this API's error shape."""
         ...
 
+    def ended(self, ready: bytes) -> bool:
+        """Whether `ready` holds the stream's last event: once it is sent the client has the
+        whole answer, and a client that then hangs up has not left early."""
+        ...
+
 
 class PassThrough(Protocol):
     """A client API some backends serve as the client sent it."""

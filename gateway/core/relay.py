@@ -68,6 +68,10 @@ class ChatWire:
     def error(exc: BackendError) -> bytes:
         return b"data: " + orjson.dumps(exc.to_dict()) + b"\n\ndata: [DONE]\n\n"
 
+    @staticmethod
+    def ended(ready: bytes) -> bool:
+        return b"data: [DONE]" in ready
+
 
 class _Deadline:
     """Cancels the relaying task if the deadline passes while it waits on the upstream.
@@ -142,13 +146,15 @@ async def relay(
     frame = _Framer()
     events, usage, completed, deadline = 0, None, False, None
     broken: BackendError | None = None
+    ended = False  # the last event was relayed: an OpenAI SDK hangs up after `[DONE]`
 
     def account(chunk: bytes) -> bytes:
-        nonlocal events, usage
+        nonlocal events, usage, ended
         ready = frame(chunk)
         found, ready = wire.usage(ready)
         usage = found or usage
         events += wire.tokens(ready)
+        ended = ended or wire.ended(ready)
         return ready
 
     async with attempt:
@@ -180,7 +186,7 @@ async def relay(
             if deadline is not None:
                 deadline.cancel()
             await chunks.aclose()  # type: ignore[attr-defined]
-            _settle(attempt, record, usage, events, completed or broken is not None)
+            _settle(attempt, record, usage, events, completed or ended or broken is not None)
     if broken is not None and resumable:
         raise StreamBroken(name, broken)
 

@@ -132,7 +132,7 @@ class Streams:
                             yield ready
                     return
                 except StreamBroken as broken:
-                    why = sent.why_not(body) or self._nothing_left(request, broken.backend)
+                    why = sent.settle().why_not(body) or self._nothing_left(request, broken.backend)
                     if why is not None:  # the broken backend stays the record's own
                         yield self._give_up(request, broken.error, why)
                         return
@@ -150,6 +150,7 @@ class Streams:
             await events.aclose()  # type: ignore[attr-defined]
             if done:
                 self._totals(record, billed)
+            sent.settle()  # the client has had the last event: reading it delays nothing
             note_answer(record, sent.text, sent.finish_reason, self.refusals)
 
     def _bill(

@@ -180,8 +180,10 @@ BREAKS_AT = (1, 6, 11)
 
 
 def resume_config() -> tuple[dict[str, Any], dict[str, Any]]:
+    # Each break is a failure its breaker counts: kept closed, as the tests break them often.
     backends = {f"snap-{n}": {"kind": "fake", "model": "snap", "reply": RESUMED,
-                              "fail_after_tokens": n, "pricing": {"output_per_mtok": 1.0}}
+                              "fail_after_tokens": n, "pricing": {"output_per_mtok": 1.0},
+                              "circuit_breaker": {"enabled": False}}
                 for n in BREAKS_AT}  # fmt: skip
     backends["whole"] = {"kind": "fake", "model": "whole", "reply": RESUMED}
     routes = {f"resume-{n}": {"candidates": [f"snap-{n}"], "fallbacks": ["whole"]}

@@ -163,13 +163,10 @@ async def test_upstream_killed_mid_load_loses_nothing(stack: Stack) -> None:
 
     failures = await _load(stack, "survives", total=total, concurrency=8, on_progress=progress)
     assert doomed.poll() is not None, "the upstream was not killed"
-    # Every request that had not received a token when the upstream died was served (by the
-    # fallback). The only failures allowed are streams cut after their tokens began to flow,
-    # which end with an error event by design; at most the ones in flight at that instant.
-    lost = [description for description, had_tokens in failures if not had_tokens]
-    assert lost == []
-    assert len(failures) <= 4, failures
-    print(f"streams cut mid-flow by the kill: {len(failures)}")
+    # Every request that had not received a token when the upstream died was served by the
+    # fallback, and every stream cut after its tokens began to flow was continued there
+    # (`resume_streams`): nothing is lost, not even mid-answer.
+    assert failures == []
     backends = {b["id"]: b for b in httpx.get(f"{stack.base_url}/gateway/backends").json()["data"]}
     assert backends["doomed"]["circuit"]["state"] == "open"
 

@@ -172,7 +172,7 @@ async def test_the_messages_front_streams_one_anthropic_message(tmp_path: Path) 
 def sent_after(*events: dict[str, Any], endpoint: str = "chat/completions") -> Sent:
     sent = Sent(endpoint)  # type: ignore[arg-type]
     sent.observe(b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events))
-    return sent
+    return sent.settle()
 
 
 def chunk(delta: dict[str, Any], index: int = 0) -> dict[str, Any]:
@@ -216,5 +216,5 @@ def test_a_segment_drops_the_second_role_event_and_a_doubled_space() -> None:
     out = segment(role + b"\n\n" + word + b"\n\n")
     (event,) = [orjson.loads(e[6:]) for e in out.split(b"\n\n") if e]
     assert event["id"] == "c1" and event["choices"][0]["delta"] == {"content": "big"}
-    assert sent.text == "Paris is big"
+    assert sent.settle().text == "Paris is big"
     assert Style.PROMPT is style_of("openai")

@@ -37,6 +37,10 @@ class MessagesWire:
         error = {"type": "api_error", "message": exc.message}
         return b"event: error\ndata: " + orjson.dumps({"type": "error", "error": error}) + b"\n\n"
 
+    @staticmethod
+    def ended(ready: bytes) -> bool:
+        return b"event: message_stop" in ready
+
 
 class MessagesPassThrough:
     """The Messages API as the pipeline calls backends that speak it

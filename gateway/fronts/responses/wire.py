@@ -9,6 +9,9 @@ import orjson
 
 from deployments import BackendError, Endpoint
 
+# The events a Responses stream ends with.
+_FINAL = (b"event: response.completed", b"event: response.incomplete", b"event: response.failed")
+
 
 class ResponsesWire:
     """OpenAI's Responses event stream, passed through: usage from the final response
@@ -39,6 +42,10 @@ class ResponsesWire:
             "sequence_number": 0,
         }
         return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
+
+    @staticmethod
+    def ended(ready: bytes) -> bool:
+        return any(kind in ready for kind in _FINAL)
 
 
 def responses_usage_in_chat_terms(usage: dict[str, Any]) -> dict[str, Any]:
