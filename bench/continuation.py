@@ -6,7 +6,8 @@ gateway does (`gateway.core.continuation`):
 - `prefill`: the text sent as a final assistant turn with `continue_final_message` (vLLM,
   and Anthropic's prefill), the model carrying on from it;
 - `prompt`: the text as an assistant turn, then the continuation prompt (providers that take
-  no prefill, such as OpenAI's).
+  no prefill, such as OpenAI's), with what the continuation repeats of the text dropped as
+  the gateway drops it (`trim_overlap`).
 
 Per mode and cut: `exact`, the share of joined answers equal to the uncut one (greedy
 decoding of the same model: a perfect continuation is the same text); `similar`, the mean
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.floor import start  # noqa: E402
-from gateway.core.continuation import Sent, Style, continued_body  # noqa: E402
+from gateway.core.continuation import Sent, Style, continued_body, trim_overlap  # noqa: E402
 from tests.helpers import ENGINE_ENV, free_port, stop_process, wait_until  # noqa: E402
 
 MODEL = ROOT / "models" / "smollm2-135m-instruct"
@@ -99,6 +100,8 @@ def main() -> None:
                     for mode, style in styles.items():
                         rest = "".join(deltas(client, continued_body(
                             "chat/completions", body, sent, style)))  # fmt: skip
+                        if style is Style.PROMPT:  # what the gateway drops (`Segment`)
+                            rest = trim_overlap(sent.text, rest)
                         joined, uncut = sent.text + rest, "".join(whole)
                         ratio = difflib.SequenceMatcher(None, joined, uncut).ratio()
                         outcome = (joined == uncut, ratio, repeats(sent.text, rest))

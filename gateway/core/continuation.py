@@ -168,19 +168,36 @@ class Continuation:
         }
 
 
+def trim_overlap(sent: str, rest: str, shortest: int = 6) -> str:
+    """`rest` without what it says again of `sent`: the whole answer again (a model that started
+    over), or the last words of it (a model that picked up a little way back). Only a
+    continuation prompt needs this: a prefill carries on from the exact text."""
+    said, head = sent.strip(), rest.lstrip()
+    if said and head.startswith(said):
+        return head[len(said) :]
+    for size in range(min(len(said), len(head)), shortest - 1, -1):
+        boundary = size == len(head) or not head[size].isalnum()
+        if boundary and said.endswith(head[:size]) and not said[-size - 1 : -size].isalnum():
+            return head[size:]
+    return rest
+
+
 class Segment:
-    """Rewrites a continuing backend's events into the rest of the client's stream."""
+    """Rewrites a continuing backend's events into the rest of the client's stream. After a
+    continuation prompt, its first text is held back until it is long enough to tell what it
+    repeats of the text sent (`trim_overlap`)."""
 
     def __init__(
-        self,
-        sent: Sent,
-        done: list[Continuation],
-        billed: tuple[int, int],
+        self, sent: Sent, done: list[Continuation], billed: tuple[int, int], style: Style
     ) -> None:
         self.sent = sent.settle()
         self.done = done
         self.billed = billed  # (prompt, completion) tokens earlier backends billed
         self._trim = sent.text[-1:].isspace()  # drop one leading space of the next text
+        self._said = sent.text
+        # Text held back (None: nothing is): as much as the sent text, and a little more.
+        prompted = style is Style.PROMPT and sent.endpoint == "chat/completions"
+        self._held: str | None = "" if prompted else None
 
     def __call__(self, ready: bytes) -> bytes:
         out = []
@@ -192,12 +209,24 @@ class Segment:
             out.append(event)
         return b"\n\n".join(out)
 
+    def _text(self, text: str, last: bool) -> str | None:
+        """The text to send of `text` (None: held back for now)."""
+        if self._held is not None:
+            self._held += text
+            if not last and len(self._held) < len(self._said.strip()) + 16:
+                return None
+            text, self._held = trim_overlap(self._said, self._held), None
+        if text and self._trim:
+            text = text[1:] if text[:1].isspace() else text
+            self._trim = False
+        return text
+
     def _event(self, data: dict[str, Any]) -> bytes:
         data["id"] = self.sent.id or data.get("id")
         chat = self.sent.endpoint == "chat/completions"
         key = "content" if chat else "text"
         for choice in data.get("choices") or ():
-            part = choice.get("delta") or {} if chat else choice
+            part = _delta(choice) if chat else choice
             if (
                 chat
                 and part.pop("role", None) is not None
@@ -206,11 +235,13 @@ class Segment:
                 )
             ):
                 return b""  # the second backend's opening role event: the client had one
-            text = part.get(key)
-            if text and self._trim:
-                part[key] = text[1:] if text[:1].isspace() else text
-                self._trim = False
-            if choice.get("finish_reason"):
+            finishing = bool(choice.get("finish_reason"))
+            if part.get(key) or (finishing and self._held):
+                text = self._text(part.get(key) or "", finishing)
+                if text is None:
+                    return b""
+                part[key] = text
+            if finishing:
                 data[FIELD] = [c.describe() for c in self.done]
         usage = data.get("usage")
         if isinstance(usage, dict):
@@ -218,6 +249,14 @@ class Segment:
         event = b"data: " + orjson.dumps(data)
         self.sent.observe(event)  # a later break continues from all of it
         return event
+
+
+def _delta(choice: dict[str, Any]) -> dict[str, Any]:
+    """A chat choice's delta, made where there is none (so text can be put in it)."""
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        delta = choice["delta"] = {}
+    return delta
 
 
 def added(usage: dict[str, Any], billed: tuple[int, int]) -> dict[str, Any]:

@@ -198,7 +198,7 @@ class Streams:
         done.append(Continuation(broke, to, sent.tokens, self.styles.get(to, Style.PROMPT)))
         request.record.continued_from = done[0].broke
         logger.warning("stream from %s continued on %s after %d tokens", broke, to, sent.tokens)
-        segment = Segment(sent, done, (billed[0], billed[1]))
+        segment = Segment(sent, done, (billed[0], billed[1]), done[-1].style)
         return segment, events, segment(first)
 
     def _give_up(self, request: _Request, error: BackendError, why: str) -> bytes:

@@ -22,6 +22,7 @@ from gateway.core.continuation import (
     Style,
     continued_body,
     style_of,
+    trim_overlap,
 )
 from gateway.core.replies import StreamReply
 from gateway.fronts.messages.front import serve_messages
@@ -210,7 +211,7 @@ def test_each_style_asks_for_the_rest_its_own_way() -> None:
 
 def test_a_segment_drops_the_second_role_event_and_a_doubled_space() -> None:
     sent = sent_after(chunk({"role": "assistant", "content": ""}), chunk({"content": "Paris is "}))
-    segment = Segment(sent, [], (3, 1))
+    segment = Segment(sent, [], (3, 1), Style.VLLM_PREFILL)
     role = b"data: " + orjson.dumps({**chunk({"role": "assistant", "content": ""}), "id": "x"})
     word = b"data: " + orjson.dumps({**chunk({"content": " big"}), "id": "x"})
     out = segment(role + b"\n\n" + word + b"\n\n")
@@ -218,3 +219,25 @@ def test_a_segment_drops_the_second_role_event_and_a_doubled_space() -> None:
     assert event["id"] == "c1" and event["choices"][0]["delta"] == {"content": "big"}
     assert sent.settle().text == "Paris is big"
     assert Style.PROMPT is style_of("openai")
+
+
+@pytest.mark.parametrize(
+    ("rest", "kept"),
+    [(" over the lazy dog.", " over the lazy dog."),  # a clean continuation
+     ("The fox jumps over the lazy dog.", " the lazy dog."),  # started over
+     ("jumps over the lazy dog.", " the lazy dog."),  # picked up a few words back
+     (" over and over", " over and over"),  # "over" again is new text, not a repeat
+     ("s over it", "s over it")],  # no match at a word boundary: kept
+)  # fmt: skip
+def test_what_a_prompted_continuation_repeats_is_dropped(rest: str, kept: str) -> None:
+    assert trim_overlap("The fox jumps over", rest) == kept
+
+
+async def test_a_prompted_continuation_holds_its_start_until_it_can_drop_a_repeat() -> None:
+    sent = sent_after(chunk({"role": "assistant", "content": ""}), chunk({"content": "The fox"}))
+    segment = Segment(sent, [], (0, 0), Style.PROMPT)
+    events = [chunk({"content": piece}) for piece in ("The ", "fox", " runs", " far", " away")]
+    finish = {"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    out = b"".join(segment(b"data: " + orjson.dumps(e) + b"\n\n") for e in [*events, finish])
+    assert out.count(b"data: ") < len(events) + 1  # the start was held back, then sent as one
+    assert sent.settle().text == "The fox runs far away"
