@@ -145,7 +145,9 @@ class Gateway:
             routed = await self.metered_route(raw_body, headers, request_id)
         except Exception as exc:
             return Reply.error(from_exception(exc))
-        explanation = routed.explain()
+        explanation = routed.explain() | self.streams.explain(
+            routed.decision, self._route_config(routed)
+        )
         for candidate in explanation["candidates"]:
             candidate["circuit"] = self.resilience.describe(candidate["backend"])["state"]
         return Reply(200, orjson.dumps(explanation), routed.headers())

@@ -19,7 +19,7 @@ from gateway.core.replies import StreamReply
 from gateway.core.resilience import Limits, Resilience
 from gateway.core.routing import Routed
 from llmops import RequestRecord
-from router import RouteConfig
+from router import Decision, RouteConfig
 
 logger = logging.getLogger("ray.serve")
 RESUMABLE = ("chat/completions", "completions")
@@ -82,6 +82,20 @@ class Streams:
             rest = self._resuming(request, first, rest)
         finish = lambda: self.feedback.request_finished(record)  # noqa: E731
         return StreamReply(headers, first, rest, finish, native=native)
+
+    def explain(self, decision: Decision, route: RouteConfig | None) -> dict[str, Any]:
+        """What explain says of a stream breaking mid-answer: whether it is continued, and
+        by which backends, in order, each in its way (`prefill`, `assistant_prefill`,
+        `prompt`)."""
+        resume = route is not None and route.resume_streams
+        then = decision.attempts[1:] if resume else ()
+        return {
+            "resume_streams": resume,
+            "continued_by": [
+                {"backend": name, "mode": self.styles.get(name, Style.PROMPT).value}
+                for name in then
+            ],
+        }
 
     def _attempt(self, request: _Request, body_for: Callable[[str], dict[str, Any]]) -> Any:
         endpoint = request.routed.prepared.endpoint

@@ -241,3 +241,14 @@ async def test_a_prompted_continuation_holds_its_start_until_it_can_drop_a_repea
     out = b"".join(segment(b"data: " + orjson.dumps(e) + b"\n\n") for e in [*events, finish])
     assert out.count(b"data: ") < len(events) + 1  # the start was held back, then sent as one
     assert sent.settle().text == "The fox runs far away"
+
+
+async def test_explain_says_who_would_continue_a_broken_stream(tmp_path: Path) -> None:
+    loaded = config(tmp_path, 3)
+    gateway, _ = build_gateway(loaded, fake_backends(loaded), tmp_path)
+    for route, expected in (("twice", [("b2", "prefill"), ("c", "prefill")]), ("alone", [])):
+        reply = await gateway.explain(orjson.dumps(chat_body(model=route)), {}, "req-e")
+        explained = orjson.loads(reply.body)
+        assert explained["resume_streams"] is True
+        assert [(c["backend"], c["mode"]) for c in explained["continued_by"]] == expected
+    await gateway.aclose()
