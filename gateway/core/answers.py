@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -41,23 +42,24 @@ def note_answer(
         "refusal" if refused else None)  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Calls:
+    """What calling the gateway's backends takes: the backends, the attempt loop, the
+    feedback channel, whether a backend starts cold, and the phrases of a refusal (the live
+    answers' signals, `monitors.refusal_phrases`)."""
+
+    backends: Mapping[str, Backend]
+    resilience: Resilience
+    feedback: Feedback
+    cold: Callable[[str], bool]
+    refusals: tuple[str, ...] = ()
+
+
 class Answers:
     """Calls the gateway's backends for whole answers."""
 
-    def __init__(
-        self,
-        backends: Mapping[str, Backend],
-        resilience: Resilience,
-        feedback: Feedback,
-        cold: Callable[[str], bool],
-        log_bodies: bool,
-        refusals: Sequence[str] = (),
-    ) -> None:
-        self.refusals = tuple(refusals)  # phrases of a refusal (`monitors.refusal_phrases`)
-        self.backends = backends
-        self.resilience = resilience
-        self.feedback = feedback
-        self.cold = cold
+    def __init__(self, calls: Calls, log_bodies: bool) -> None:
+        self.calls = calls
         self.log_bodies = log_bodies
 
     async def complete(
@@ -68,15 +70,15 @@ class Answers:
         route: RouteConfig | None,
         native_for: Callable[[str], Native | None],
     ) -> Reply:
-        result, usage, spoke_native = await self.resilience.first_success(
+        result, usage, spoke_native = await self.calls.resilience.first_success(
             routed.decision, route, headers, self._attempt(routed, record, native_for)
         )
         record.take_usage(usage)
         text = response_text(result)
-        note_answer(record, text, finish_reason(result), self.refusals)
+        note_answer(record, text, finish_reason(result), self.calls.refusals)
         if self.log_bodies:
             record.response_text = text
-        self.feedback.request_finished(record)  # closes the books: the actual cost is known
+        self.calls.feedback.request_finished(record)  # closes the books: the actual cost is known
         if record.cost_usd is not None:
             headers["x-gateway-cost-usd"] = f"{record.cost_usd:.10f}"
         return Reply(200, orjson.dumps(result), headers, native=spoke_native)
@@ -88,15 +90,15 @@ class Answers:
 
         async def attempt(name: str, limits: Limits) -> tuple[dict[str, Any], dict[str, Any], bool]:
             native = native_for(name)
-            async with self.feedback.attempt(name, record, streamed=False) as attempt:
-                attempt.outcome.cold = self.cold(name)
+            async with self.calls.feedback.attempt(name, record, streamed=False) as attempt:
+                attempt.outcome.cold = self.calls.cold(name)
                 try:
                     async with asyncio.timeout(limits.total_s):
                         if native is None:
                             body = routed.body_for(name)
-                            result = await self.backends[name].complete(endpoint, body)
+                            result = await self.calls.backends[name].complete(endpoint, body)
                         else:
-                            result = await self.backends[name].complete(
+                            result = await self.calls.backends[name].complete(
                                 native.api.endpoint, native.body
                             )
                 except TimeoutError:

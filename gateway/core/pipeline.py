@@ -18,7 +18,7 @@ import orjson
 
 from access import AccessError, Caller
 from deployments import Backend, BackendError, Endpoint, WarmupConfig, max_output_tokens
-from gateway.core.answers import Answers
+from gateway.core.answers import Answers, Calls
 from gateway.core.attempts import Feedback
 from gateway.core.caching import HEADER, ResponseCache
 from gateway.core.capacity import Capacity
@@ -97,12 +97,8 @@ class Gateway:
         self.log_bodies = log_bodies
         self.shadows = Shadows(self.backends, feedback, keys, log_bodies)
         # How each backend continues a broken stream (its kind's `Style`; unlisted: a prompt).
-        self.streams = Streams(
-            self.backends, resilience, feedback, styles or {}, self._cold, refusals
-        )
-        self.answers = Answers(
-            self.backends, resilience, feedback, self._cold, log_bodies, refusals
-        )
+        calls = Calls(self.backends, resilience, feedback, self._cold, tuple(refusals))
+        self.streams, self.answers = Streams(calls, styles or {}), Answers(calls, log_bodies)
         self.warmups = dict(warmups or {})
         # What still warms up: engines by backend name, and "router" (tokenizers, classifier).
         self.warming: set[str] = set()

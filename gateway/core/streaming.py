@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from deployments import Backend, BackendError
-from gateway.core.answers import note_answer
-from gateway.core.attempts import Feedback
+from deployments import BackendError
+from gateway.core.answers import Calls, note_answer
 from gateway.core.continuation import Continuation, Segment, Sent, Style, continued_body
 from gateway.core.front import Native
 from gateway.core.relay import ChatWire, StreamBroken, relay
 from gateway.core.replies import StreamReply
-from gateway.core.resilience import Limits, Resilience
+from gateway.core.resilience import Limits
 from gateway.core.routing import Routed
 from llmops import RequestRecord
 from router import Decision, RouteConfig
@@ -41,21 +40,9 @@ class _Request:
 class Streams:
     """Starts streams on the gateway's backends, and continues the ones that break."""
 
-    def __init__(
-        self,
-        backends: Mapping[str, Backend],
-        resilience: Resilience,
-        feedback: Feedback,
-        styles: Mapping[str, Style],
-        cold: Callable[[str], bool],
-        refusals: Sequence[str] = (),
-    ) -> None:
-        self.refusals = tuple(refusals)  # the streams read here get the live-answer signals
-        self.backends = backends
-        self.resilience = resilience
-        self.feedback = feedback
+    def __init__(self, calls: Calls, styles: Mapping[str, Style]) -> None:
+        self.calls = calls
         self.styles = dict(styles)
-        self.cold = cold
 
     async def open(
         self,
@@ -75,12 +62,12 @@ class Streams:
             resumable and routed.prepared.endpoint in RESUMABLE,
         )  # fmt: skip
         body_for = routed.body_for
-        first, rest, native = await self.resilience.first_success(
+        first, rest, native = await self.calls.resilience.first_success(
             routed.decision, route, headers, self._attempt(request, body_for)
         )
         if request.resumable and not native:
             rest = self._resuming(request, first, rest)
-        finish = lambda: self.feedback.request_finished(record)  # noqa: E731
+        finish = lambda: self.calls.feedback.request_finished(record)  # noqa: E731
         return StreamReply(headers, first, rest, finish, native=native)
 
     def explain(self, decision: Decision, route: RouteConfig | None) -> dict[str, Any]:
@@ -107,12 +94,12 @@ class Streams:
         async def attempt(name: str, limits: Limits) -> tuple[bytes, AsyncIterator[bytes], bool]:
             native = request.native_for(name)
             if native is None:
-                chunks = self.backends[name].stream(endpoint, body_for(name) | with_usage)
+                chunks = self.calls.backends[name].stream(endpoint, body_for(name) | with_usage)
             else:
-                chunks = self.backends[name].stream(native.api.endpoint, native.body)
+                chunks = self.calls.backends[name].stream(native.api.endpoint, native.body)
             wire = ChatWire(request.strip_usage) if native is None else native.api.wire()
-            attempt = self.feedback.attempt(name, request.record, streamed=True)
-            attempt.outcome.cold = self.cold(name)
+            attempt = self.calls.feedback.attempt(name, request.record, streamed=True)
+            attempt.outcome.cold = self.calls.cold(name)
             resumable = request.resumable and native is None
             events = relay(attempt, chunks, limits, request.record, wire, resumable)
             try:
@@ -165,7 +152,7 @@ class Streams:
             if done:
                 self._totals(record, billed)
             sent.settle()  # the client has had the last event: reading it delays nothing
-            note_answer(record, sent.text, sent.finish_reason, self.refusals)
+            note_answer(record, sent.text, sent.finish_reason, self.calls.refusals)
 
     def _bill(
         self, broken: StreamBroken, sent: Sent, record: RequestRecord, billed: list[int]
@@ -205,7 +192,7 @@ class Streams:
             return continued_body(endpoint, routed.body_for(name), sent, style)
 
         no_native = dataclasses.replace(request, native_for=lambda name: None)
-        first, events, _ = await self.resilience.first_success(
+        first, events, _ = await self.calls.resilience.first_success(
             decision, request.route, {}, self._attempt(no_native, body_for)
         )
         to = request.record.backend or decision.attempts[0]

@@ -6,7 +6,6 @@ it), by the vLLM engine (a prefill: `continue_final_message`) and by vLLM's own 
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import anthropic
@@ -15,23 +14,11 @@ import orjson
 import pytest
 
 from gateway.core.continuation import FIELD
-from tests.helpers import wait_until
 from tests.integration.conftest import BREAKS_AT, RESUMED, Stack
+from tests.integration.test_messages_api import ledger_row
 
 pytestmark = pytest.mark.integration
 ASK = [{"role": "user", "content": "Tell me about the fox."}]
-
-
-def ledger_row(stack: Stack, request_id: str) -> dict[str, Any]:
-    def row() -> dict[str, Any] | None:
-        with sqlite3.connect(stack.logs / "ledger.sqlite") as db:
-            db.row_factory = sqlite3.Row
-            found = db.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,))
-            hit = found.fetchone()
-        return dict(hit) if hit else None
-
-    wait_until(lambda: row() is not None, 15, f"the ledger row of {request_id}")
-    return row() or {}
 
 
 def chat_stream(stack: Stack, route: str, **extra: Any) -> tuple[list[Any], str]:

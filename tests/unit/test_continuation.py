@@ -58,6 +58,15 @@ def config(tmp_path: Path, breaks_at: int, **route: Any) -> GatewayConfig:
     })  # fmt: skip
 
 
+async def drained(reply: Any) -> bytes:
+    """All of a streamed reply, closed after."""
+    assert isinstance(reply, StreamReply)
+    try:
+        return b"".join([chunk async for chunk in reply])
+    finally:
+        await reply.aclose()
+
+
 async def run(
     tmp_path: Path, breaks_at: int, body: dict[str, Any], endpoint: str = "chat/completions",
     **route: Any,
@@ -67,11 +76,7 @@ async def run(
     gateway, ledger = build_gateway(loaded, fake_backends(loaded), tmp_path)
     assert ledger is not None
     reply = await gateway.handle(endpoint, orjson.dumps({**body, "stream": True}), {}, "req-1")
-    assert isinstance(reply, StreamReply)
-    try:
-        raw = b"".join([chunk async for chunk in reply])
-    finally:
-        await reply.aclose()
+    raw = await drained(reply)
     await gateway.aclose()
     (row,) = ledger.rows()
     events = [orjson.loads(e[6:]) for e in raw.split(b"\n\n") if e.startswith(b"data: {")]
@@ -155,12 +160,7 @@ async def test_the_messages_front_streams_one_anthropic_message(tmp_path: Path) 
     gateway, _ = build_gateway(loaded, fake_backends(loaded), tmp_path)
     body = {"model": "r", "max_tokens": 64, "stream": True,
             "messages": [{"role": "user", "content": "count"}]}  # fmt: skip
-    reply = await serve_messages(gateway, orjson.dumps(body), {}, "req-m")
-    assert isinstance(reply, StreamReply)
-    try:
-        raw = b"".join([chunk async for chunk in reply])
-    finally:
-        await reply.aclose()
+    raw = await drained(await serve_messages(gateway, orjson.dumps(body), {}, "req-m"))
     await gateway.aclose()
     kinds = [line[7:] for line in raw.decode().splitlines() if line.startswith("event: ")]
     assert kinds.count("message_start") == 1 and kinds.count("message_stop") == 1
