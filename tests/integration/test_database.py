@@ -45,8 +45,11 @@ def test_a_response_stored_through_one_replica_is_continued_through_the_other(
 ) -> None:
     key = keyed.create("keys", name="conversations")["key"]
     client = keyed.client(key)
-    pairs = []
-    for index in range(8):
+    pairs: list[tuple[str, str]] = []
+    where: dict[str, str] = {}
+    # In rounds of 8 conversations: a replica Serve reports running can take a moment more
+    # to get traffic from HAProxy, so the first round may all land on the other one.
+    for index in range(32):
         first = client.responses.with_raw_response.create(
             model="free", input=f"remember {index}", store=True
         )
@@ -55,9 +58,13 @@ def test_a_response_stored_through_one_replica_is_continued_through_the_other(
         )
         assert second.parse().status == "completed"
         pairs.append((first.headers["x-request-id"], second.headers["x-request-id"]))
-    ids = [request_id for pair in pairs for request_id in pair]
-    wait_until(lambda: len(_ingress_of(ids)) == len(ids), 15, "the requests in the ledger")
-    where = _ingress_of(ids)
+        if index % 8 < 7:
+            continue
+        ids = [request_id for pair in pairs for request_id in pair]
+        wait_until(lambda: len(_ingress_of(ids)) == len(ids), 15, "the requests in the ledger")
+        where = _ingress_of(ids)
+        if any(where[first] != where[second] for first, second in pairs):
+            break
     assert len(set(where.values())) == 2  # both replicas answered
     assert any(where[first] != where[second] for first, second in pairs)  # across replicas
 
