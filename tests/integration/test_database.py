@@ -61,7 +61,8 @@ def test_a_response_stored_through_one_replica_is_continued_through_the_other(
         if index % 8 < 7:
             continue
         ids = [request_id for pair in pairs for request_id in pair]
-        wait_until(lambda: len(_ingress_of(ids)) == len(ids), 15, "the requests in the ledger")
+        wait_until(lambda ids=ids: len(_ingress_of(ids)) == len(ids), 15,
+                   "the requests in the ledger")  # fmt: skip
         where = _ingress_of(ids)
         if any(where[first] != where[second] for first, second in pairs):
             break
