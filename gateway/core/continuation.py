@@ -26,6 +26,9 @@ CONTINUE_PROMPT = (
     "any of it, do not start over, add no preface."
 )
 FIELD = "x_gateway_continuation"  # on the finishing event of a continued stream
+# After a continuation prompt, the new text held back before it is sent: enough to see it
+# repeat the end of the text sent (longer: while it repeats the text from its start).
+HOLD_CHARS = 64
 
 
 class Style(enum.Enum):
@@ -213,7 +216,10 @@ class Segment:
         """The text to send of `text` (None: held back for now)."""
         if self._held is not None:
             self._held += text
-            if not last and len(self._held) < len(self._said.strip()) + 16:
+            head, said = self._held.lstrip(), self._said.strip()
+            # Held while it may still be the answer starting over (a prefix of the text sent),
+            # or while it is shorter than any repeat of the text's end worth finding.
+            if not last and (len(head) < HOLD_CHARS or (said.startswith(head) and head != said)):
                 return None
             text, self._held = trim_overlap(self._said, self._held), None
         if text and self._trim:

@@ -252,3 +252,16 @@ async def test_explain_says_who_would_continue_a_broken_stream(tmp_path: Path) -
         assert explained["resume_streams"] is True
         assert [(c["backend"], c["mode"]) for c in explained["continued_by"]] == expected
     await gateway.aclose()
+
+
+async def test_a_prompted_continuation_is_held_back_no_longer_than_it_needs() -> None:
+    said = "A long answer that went on for a while about many things, " * 5
+    sent = sent_after(chunk({"content": said}))
+    segment = Segment(sent, [], (0, 0), Style.PROMPT)
+    pieces = ["and then ", "something ", "else ", "entirely, ", "new ", "words ", "that ",
+              "never ", "repeat ", "what ", "was ", "said ", "before, ", "at ", "all."]  # fmt: skip
+    released = [segment(b"data: " + orjson.dumps(chunk({"content": p})) + b"\n\n")
+                for p in pieces]  # fmt: skip
+    first = next(i for i, out in enumerate(released) if out)
+    assert 0 < first < len(pieces) - 1  # held past 64 characters only, not to the end
+    assert sent.settle().text == said + "".join(pieces)
